@@ -1,0 +1,224 @@
+//! The tokio adapter end to end, with a real WebSocket client: the resolver, embedding in a plain
+//! hyper service, the fallback, hooks order and graceful shutdown.
+
+use anyws_core::{async_trait, CloseInfo, Hooks, Message, Peer, Request, ServerBuilder};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// Echoes with a prefix and reports its open and close hooks.
+struct Named {
+    name: &'static str,
+    events: mpsc::UnboundedSender<String>,
+}
+
+#[async_trait]
+impl Hooks for Named {
+    async fn open(&self, peer: &Peer) {
+        let _ = self
+            .events
+            .send(format!("{} open {}", self.name, peer.namespace()));
+    }
+
+    async fn message(&self, peer: &Peer, message: Message) {
+        let _ = peer.send(format!("{}: {}", self.name, message.text().unwrap_or("?")));
+    }
+
+    async fn close(&self, peer: &Peer, info: CloseInfo) {
+        assert!(
+            peer.peers().iter().all(|p| p != peer),
+            "a closed peer has left its namespace"
+        );
+        let _ = self
+            .events
+            .send(format!("{} close {}", self.name, info.code));
+    }
+}
+
+async fn listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, format!("127.0.0.1:{}", addr.port()))
+}
+
+async fn next_text<S>(ws: &mut S) -> String
+where
+    S: StreamExt<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(LIMIT, ws.next())
+            .await
+            .expect("timed out")
+        {
+            Some(Ok(tungstenite::Message::Text(text))) => return text.to_string(),
+            Some(Ok(tungstenite::Message::Ping(_))) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn resolver_routes_by_path_and_unmatched_paths_get_404() {
+    let (events, mut seen) = mpsc::unbounded_channel();
+    let chat: Arc<dyn Hooks> = Arc::new(Named {
+        name: "chat",
+        events: events.clone(),
+    });
+    let echo: Arc<dyn Hooks> = Arc::new(Named {
+        name: "echo",
+        events,
+    });
+    let resolver = move |request: &Request| -> Option<Arc<dyn Hooks>> {
+        match request.path() {
+            "/chat" => Some(chat.clone()),
+            "/echo" => Some(echo.clone()),
+            _ => None,
+        }
+    };
+    let server = ServerBuilder::with_resolver(resolver).build(anyws_tokio::runtime());
+    let (listener, addr) = listener().await;
+    let serving = tokio::spawn(anyws_tokio::serve(listener, server.clone()).into_future());
+
+    let (mut chat, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
+        .await
+        .unwrap();
+    let (mut echo, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/echo"))
+        .await
+        .unwrap();
+    chat.send("hi".into()).await.unwrap();
+    echo.send("hi".into()).await.unwrap();
+    assert_eq!(next_text(&mut chat).await, "chat: hi");
+    assert_eq!(next_text(&mut echo).await, "echo: hi");
+
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/nowhere")).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    assert_eq!(server.peer_count(), 2);
+    let mut opened = vec![seen.recv().await.unwrap(), seen.recv().await.unwrap()];
+    opened.sort();
+    assert_eq!(opened, ["chat open /chat", "echo open /echo"]);
+
+    // Graceful shutdown closes every peer with 1001 and ends `serve`.
+    server.shutdown().await;
+    for ws in [&mut chat, &mut echo] {
+        match tokio::time::timeout(LIMIT, ws.next()).await.unwrap() {
+            Some(Ok(tungstenite::Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1001)
+            }
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    tokio::time::timeout(LIMIT, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut closed = vec![seen.recv().await.unwrap(), seen.recv().await.unwrap()];
+    closed.sort();
+    assert_eq!(closed, ["chat close 1001", "echo close 1001"]);
+}
+
+#[tokio::test]
+async fn embeds_in_a_plain_hyper_service_next_to_ordinary_routes() {
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let (events, _seen) = mpsc::unbounded_channel();
+    let server = anyws_tokio::server(Named {
+        name: "embedded",
+        events,
+    });
+    let (listener, addr) = listener().await;
+    let accept = tokio::spawn(async move {
+        loop {
+            let (stream, remote) = listener.accept().await.unwrap();
+            let server = server.clone();
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let server = server.clone();
+                async move {
+                    let response = match anyws_tokio::upgrade(&server, request, Some(remote)).await
+                    {
+                        Ok(websocket) => websocket,
+                        Err(_plain) => {
+                            hyper::Response::new(Full::new(bytes::Bytes::from("plain route")))
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades(),
+            );
+        }
+    });
+
+    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{addr}/x"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send("ping".into()).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "embedded: ping");
+
+    let mut plain = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    plain.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("plain route"), "{text}");
+    accept.abort();
+}
+
+#[tokio::test]
+async fn serve_sends_ordinary_requests_to_the_fallback() {
+    let (events, _seen) = mpsc::unbounded_channel();
+    let server = anyws_tokio::server(Named { name: "x", events });
+    let (listener, addr) = listener().await;
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let recorded = hits.clone();
+    let serving = tokio::spawn(
+        anyws_tokio::serve(listener, server.clone())
+            .fallback(move |request: hyper::Request<hyper::body::Incoming>| {
+                recorded.lock().unwrap().push(request.uri().to_string());
+                async {
+                    http::Response::new(http_body_util::Full::new(bytes::Bytes::from("fallback")))
+                }
+            })
+            .into_future(),
+    );
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("x-test", "1".parse().unwrap());
+    let (_ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let mut plain = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain
+        .write_all(b"GET /page?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    plain.read_to_string(&mut text).await.unwrap();
+    assert!(text.ends_with("fallback"), "{text}");
+    assert_eq!(*hits.lock().unwrap(), ["/page?q=1"]);
+    server.shutdown().await;
+    tokio::time::timeout(LIMIT, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+use std::future::IntoFuture;

@@ -1,0 +1,443 @@
+//! `anyws-bench`: measures what an idle WebSocket connection costs a server, in resident memory
+//! and in CPU time spent opening it, so the anyws fixture can be compared with a plain
+//! tokio-tungstenite server doing the same job.
+//!
+//! It has two modes:
+//!
+//! - `control-server --port P [--small-buffers]` serves a direct tokio-tungstenite (0.30) echo
+//!   server on 127.0.0.1:P, one task per connection, on a tokio **multi-thread** runtime with the
+//!   default worker count (one worker per CPU it may run on, so one under `taskset -c 0`; the
+//!   anyws fixture builds its runtime the same way). It uses tungstenite's default
+//!   `WebSocketConfig` (128 KiB read and write buffers), or with `--small-buffers` a
+//!   `read_buffer_size` of 4096 and a `write_buffer_size` of 0.
+//! - `idle --url ws://127.0.0.1:P/ --connections N --server-pid PID [--concurrency C]` reads the
+//!   server's VmRSS (`/proc/PID/status`) and utime+stime (`/proc/PID/stat`), opens N connections
+//!   with at most C (default 200) handshakes in flight, sends one small text message on each
+//!   and waits for its echo, waits one second for the server to settle, reads RSS and CPU again
+//!   and prints RSS before/after, KiB per connection and server CPU µs per connection opened,
+//!   then closes every connection. It raises its own open-file limit first (to 65536, or the
+//!   hard limit if lower). The last line it prints starts with `RESULT` and holds the numbers as
+//!   `key=value` pairs for scripts.
+//!
+//! The runner script builds everything, runs the anyws fixture (`--app echo`) and both control
+//! configurations pinned to CPU 0 with the client pinned to CPU 1, and prints a table:
+//!
+//! ```text
+//! bench/idle.sh [CONNECTIONS]        # default 10000
+//! ```
+//!
+//! One mode by hand:
+//!
+//! ```text
+//! cargo build --release -p anyws-fixture -p anyws-bench
+//! ulimit -n 20000; PORT=9001 taskset -c 0 target/release/anyws-fixture --app echo &
+//! taskset -c 1 target/release/anyws-bench idle --url ws://127.0.0.1:9001/ \
+//!     --connections 10000 --server-pid $!
+//! ```
+
+use futures_util::{SinkExt, StreamExt};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const USAGE: &str = "\
+usage: anyws-bench control-server --port P [--small-buffers]
+       anyws-bench idle --url ws://127.0.0.1:P/ --connections N --server-pid PID
+                        [--concurrency C] [--timeout-secs S]";
+
+/// The open-file limit both modes ask for; the hard limit caps it.
+const WANTED_NOFILE: u64 = 65536;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let run: Result<Box<dyn FnOnce() -> Result<(), String>>, String> =
+        match args.first().map(String::as_str) {
+            Some("control-server") => ControlOptions::parse(&args[1..])
+                .map(|options| Box::new(move || control_server(options)) as Box<_>),
+            Some("idle") => IdleOptions::parse(&args[1..])
+                .map(|options| Box::new(move || idle(options)) as Box<_>),
+            Some("-h" | "--help") => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => Err("expected a mode: control-server or idle".to_owned()),
+        };
+    let run = match run {
+        Ok(run) => run,
+        Err(message) => {
+            eprintln!("anyws-bench: {message}");
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("anyws-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Splits `--flag value` and `--flag=value` arguments into pairs; a flag without a value gets
+/// `None` when the next argument is another flag or there is none.
+fn flags(args: &[String]) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if let Some((flag, value)) = arg.split_once('=') {
+            out.push((flag.to_owned(), Some(value.to_owned())));
+        } else if args.get(i + 1).is_some_and(|next| !next.starts_with("--")) {
+            out.push((arg.clone(), Some(args[i + 1].clone())));
+            i += 1;
+        } else {
+            out.push((arg.clone(), None));
+        }
+        i += 1;
+    }
+    out
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
+    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: `{value}` is not a valid number"))
+}
+
+/// Raises the soft open-file limit to [`WANTED_NOFILE`] or the hard limit, whichever is lower,
+/// and returns the limit now in force.
+fn raise_nofile_limit() -> u64 {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) => {
+            let wanted = WANTED_NOFILE.min(hard);
+            if wanted > soft && rlimit::Resource::NOFILE.set(wanted, hard).is_ok() {
+                wanted
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// control-server
+
+#[derive(Debug)]
+struct ControlOptions {
+    port: u16,
+    small_buffers: bool,
+}
+
+impl ControlOptions {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut port = None;
+        let mut small_buffers = false;
+        for (flag, value) in flags(args) {
+            match flag.as_str() {
+                "--port" => port = Some(number(&flag, value)?),
+                "--small-buffers" if value.is_none() => small_buffers = true,
+                _ => return Err(format!("control-server: unexpected argument `{flag}`")),
+            }
+        }
+        Ok(Self {
+            port: port.ok_or("control-server needs --port")?,
+            small_buffers,
+        })
+    }
+}
+
+fn control_server(options: ControlOptions) -> Result<(), String> {
+    let nofile = raise_nofile_limit();
+    let config = if options.small_buffers {
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+    } else {
+        WebSocketConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .map_err(|error| format!("cannot listen on 127.0.0.1:{}: {error}", options.port))?;
+        let address = listener
+            .local_addr()
+            .map_err(|error| format!("no local address: {error}"))?;
+        eprintln!(
+            "anyws-bench control-server: tokio-tungstenite, {} buffers (read {} B, write {} B), \
+             open-file limit {nofile}, listening on {address}",
+            if options.small_buffers {
+                "small"
+            } else {
+                "default"
+            },
+            config.read_buffer_size,
+            config.write_buffer_size,
+        );
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(echo_connection(stream, config));
+                }
+                Err(error) => {
+                    // Out of file descriptors, most likely: say so and back off instead of
+                    // spinning on the listener.
+                    eprintln!("anyws-bench control-server: accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Upgrades one connection and echoes its text and binary messages until it ends.
+/// tungstenite answers pings and close frames itself.
+async fn echo_connection(stream: TcpStream, config: WebSocketConfig) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+        return;
+    };
+    while let Some(Ok(message)) = ws.next().await {
+        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// idle
+
+#[derive(Debug)]
+struct IdleOptions {
+    url: String,
+    connections: usize,
+    server_pid: u32,
+    concurrency: usize,
+    timeout: Duration,
+}
+
+impl IdleOptions {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut url = None;
+        let mut connections = 10_000;
+        let mut server_pid = None;
+        let mut concurrency = 200;
+        let mut timeout_secs = 300;
+        for (flag, value) in flags(args) {
+            match flag.as_str() {
+                "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--connections" => connections = number(&flag, value)?,
+                "--server-pid" => server_pid = Some(number(&flag, value)?),
+                "--concurrency" | "--batch" => concurrency = number(&flag, value)?,
+                "--timeout-secs" => timeout_secs = number(&flag, value)?,
+                _ => return Err(format!("idle: unexpected argument `{flag}`")),
+            }
+        }
+        let url: String = url.ok_or("idle needs --url")?;
+        if !(url.starts_with("ws://127.0.0.1:") || url.starts_with("ws://localhost:")) {
+            return Err(format!(
+                "idle: `{url}` is not a ws://127.0.0.1 URL; this benchmark stays on loopback"
+            ));
+        }
+        if connections == 0 || concurrency == 0 {
+            return Err("idle: --connections and --concurrency must be at least 1".to_owned());
+        }
+        Ok(Self {
+            url,
+            connections,
+            server_pid: server_pid.ok_or("idle needs --server-pid")?,
+            concurrency,
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+}
+
+/// What `/proc` says about the server at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rss_kib: u64,
+    cpu_us: u64,
+}
+
+/// Clock ticks per second for `/proc/PID/stat`, from `getconf CLK_TCK` (100 on Linux).
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
+}
+
+fn sample(pid: u32, ticks_per_second: u64) -> Result<Sample, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|error| format!("cannot read /proc/{pid}/status: {error}"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|error| format!("cannot read /proc/{pid}/stat: {error}"))?;
+    // The command name in field 2 may hold spaces; the fields after its closing parenthesis
+    // start at field 3 (state), so utime (field 14) and stime (field 15) are at 11 and 12.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> Result<u64, String> {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<u64>().ok())
+            .ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))
+    };
+    let cpu_ticks = ticks(11)? + ticks(12)?;
+    Ok(Sample {
+        rss_kib,
+        cpu_us: cpu_ticks * 1_000_000 / ticks_per_second,
+    })
+}
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens one connection, sends one small message and waits for its echo.
+async fn open_one(url: &str, config: WebSocketConfig) -> Result<Client, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
+        .await
+        .map_err(|error| format!("handshake failed: {error}"))?;
+    let probe = "idle-probe";
+    ws.send(Message::text(probe))
+        .await
+        .map_err(|error| format!("send failed: {error}"))?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str() == probe => return Ok(ws),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!("closed by the server before the echo: {frame:?}"))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(format!("read failed: {error}")),
+            None => return Err("connection ended before the echo".to_owned()),
+        }
+    }
+}
+
+/// Closes one connection and reads until the server's close frame or the end of the stream.
+async fn close_one(mut ws: Client) {
+    let closing = async {
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+}
+
+fn idle(options: IdleOptions) -> Result<(), String> {
+    let nofile = raise_nofile_limit();
+    if (options.connections as u64) + 64 > nofile {
+        return Err(format!(
+            "idle: {} connections need more file descriptors than the limit of {nofile}",
+            options.connections
+        ));
+    }
+    let ticks_per_second = clock_ticks_per_second();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(idle_run(options, ticks_per_second))
+}
+
+async fn idle_run(options: IdleOptions, ticks_per_second: u64) -> Result<(), String> {
+    let pid = options.server_pid;
+    // The client's own buffers do not count; keep them small so the client stays light.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+
+    let before = sample(pid, ticks_per_second)?;
+    let started = Instant::now();
+    let url = options.url.as_str();
+    let mut opening = futures_util::stream::iter(0..options.connections)
+        .map(|_| async move {
+            tokio::time::timeout(Duration::from_secs(30), open_one(url, config))
+                .await
+                .unwrap_or_else(|_| Err("no handshake and echo within 30 s".to_owned()))
+        })
+        .buffer_unordered(options.concurrency);
+    let mut clients = Vec::with_capacity(options.connections);
+    let deadline = tokio::time::sleep(options.timeout);
+    tokio::pin!(deadline);
+    let failure = loop {
+        tokio::select! {
+            next = opening.next() => match next {
+                Some(Ok(client)) => clients.push(client),
+                Some(Err(error)) => break Some(error),
+                None => break None,
+            },
+            () = &mut deadline => break Some(format!("not done after {:?}", options.timeout)),
+        }
+    };
+    drop(opening);
+    let opened_in = started.elapsed();
+    if let Some(error) = failure {
+        let opened = clients.len();
+        close_all(clients, options.concurrency).await;
+        return Err(format!(
+            "idle: {opened} of {} connections open after {opened_in:.2?}, then: {error}",
+            options.connections
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = sample(pid, ticks_per_second)?;
+
+    let n = clients.len();
+    let rss_delta = after.rss_kib.saturating_sub(before.rss_kib);
+    let cpu_delta = after.cpu_us.saturating_sub(before.cpu_us);
+    let kib_per_conn = rss_delta as f64 / n as f64;
+    let cpu_us_per_conn = cpu_delta as f64 / n as f64;
+    println!(
+        "{n} connections to {url} open and echoed in {:.2} s (server pid {pid})",
+        opened_in.as_secs_f64()
+    );
+    println!("server RSS before:         {:>10} KiB", before.rss_kib);
+    println!("server RSS after:          {:>10} KiB", after.rss_kib);
+    println!("server RSS per connection: {kib_per_conn:>10.2} KiB");
+    println!("server CPU while opening:  {cpu_delta:>10} µs");
+    println!("server CPU per connection: {cpu_us_per_conn:>10.1} µs");
+
+    close_all(clients, options.concurrency).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let closed = sample(pid, ticks_per_second).ok();
+    if let Some(closed) = closed {
+        println!("server RSS after closing:  {:>10} KiB", closed.rss_kib);
+    }
+    println!(
+        "RESULT connections={n} rss_before_kib={} rss_after_kib={} kib_per_conn={kib_per_conn:.3} \
+         cpu_us={cpu_delta} cpu_us_per_conn={cpu_us_per_conn:.2} rss_closed_kib={} open_secs={:.3}",
+        before.rss_kib,
+        after.rss_kib,
+        closed.map_or(0, |closed| closed.rss_kib),
+        opened_in.as_secs_f64(),
+    );
+    Ok(())
+}
+
+async fn close_all(clients: Vec<Client>, concurrency: usize) {
+    futures_util::stream::iter(clients)
+        .map(close_one)
+        .buffer_unordered(concurrency)
+        .collect::<()>()
+        .await;
+}

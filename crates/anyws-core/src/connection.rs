@@ -1,0 +1,452 @@
+//! The connection driver: runs one peer's WebSocket over any `futures-io` byte stream.
+
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::future::CatchUnwind;
+use futures_util::{FutureExt, Sink};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::Message as WsMessage;
+
+use crate::error::panic_message;
+use crate::peer::{lock, payload_len};
+use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
+
+/// Bytes tungstenite reads from the socket at a time. Its buffer is allocated up front for every
+/// connection, so it is kept small; larger messages are read in several steps.
+const READ_BUFFER_SIZE: usize = 4096;
+/// Outgoing frames are gathered up to this many bytes before tungstenite writes them out.
+const WRITE_BUFFER_SIZE: usize = 64 * 1024;
+/// Messages handled in one turn before the connection yields to other tasks.
+const MESSAGES_PER_TURN: usize = 64;
+
+/// An accepted peer whose connection has not started yet: the second half of
+/// [`Server::handshake`](crate::Server::handshake).
+pub struct PendingPeer {
+    peer: Peer,
+    hooks: Arc<dyn Hooks>,
+}
+
+impl fmt::Debug for PendingPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingPeer")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingPeer {
+    pub(crate) fn new(peer: Peer, hooks: Arc<dyn Hooks>) -> Self {
+        Self { peer, hooks }
+    }
+
+    /// The peer that will run.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Runs the peer on the upgraded connection `io` until it closes: opens it, hands its messages
+    /// to the hooks in order, writes what it is sent, and runs the `close` hook at the end.
+    ///
+    /// `io` is the raw byte stream after the `101` response, with any bytes the HTTP layer read
+    /// past the request put back in front. Adapters call this from a task of their runtime.
+    pub async fn run<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        self.run_with_prefix(io, Bytes::new()).await
+    }
+
+    /// Like [`PendingPeer::run`], for an HTTP layer that hands back the bytes it read past the
+    /// request separately: `prefix` is read before `io`.
+    pub async fn run_with_prefix<S>(self, io: S, mut prefix: Bytes)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let limits = &self.peer.inner.shared.limits;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_SIZE)
+            .write_buffer_size(WRITE_BUFFER_SIZE)
+            .max_message_size(Some(limits.max_message_size))
+            .max_frame_size(Some(limits.max_frame_size));
+        // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds and
+        // let go of it, or it would pin that buffer for the life of the connection.
+        let prefix = std::mem::take(&mut prefix).to_vec();
+        let ws = if prefix.is_empty() {
+            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+        } else {
+            WebSocketStream::from_partially_read(io, prefix, Role::Server, Some(config)).await
+        };
+        drive(ws, self.peer, &*self.hooks).await;
+    }
+}
+
+type HookFuture<'a> = CatchUnwind<AssertUnwindSafe<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>>;
+
+struct RunningHook<'a> {
+    name: &'static str,
+    future: HookFuture<'a>,
+}
+
+fn hook<'a>(
+    name: &'static str,
+    future: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+) -> RunningHook<'a> {
+    RunningHook {
+        name,
+        future: AssertUnwindSafe(future).catch_unwind(),
+    }
+}
+
+/// Awaits a hook, turning a panic into an error.
+async fn run_hook(name: &'static str, future: Pin<Box<dyn Future<Output = ()> + Send + '_>>) {
+    let _ = hook(name, future).future.await;
+}
+
+async fn drive<S>(mut ws: WebSocketStream<S>, peer: Peer, hooks: &dyn Hooks)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let shared = peer.inner.shared.clone();
+    // Open before joining, so that a close from another task after the join is never undone.
+    peer.set_ready_state(ReadyState::Open);
+    if !shared.join(&peer) {
+        peer.close(close_code::GOING_AWAY, "server shutting down");
+    }
+    let mut driver = Driver::new(&peer);
+    let mut running = Some(hook("open", hooks.open(&peer)));
+    std::future::poll_fn(|cx| driver.poll(cx, &mut ws, &mut running, hooks, &peer)).await;
+
+    // The connection is over: stop queueing, leave every list, drop the socket, then tell the
+    // hooks.
+    drop(running);
+    peer.set_ready_state(ReadyState::Closed);
+    peer.inner.outbox.shut();
+    shared.leave(&peer);
+    drop(ws);
+    let info = driver.close_info();
+    if let Some(error) = driver.error.take() {
+        run_hook("error", hooks.error(&peer, error)).await;
+    }
+    run_hook("close", hooks.close(&peer, info)).await;
+}
+
+struct Driver<'p> {
+    peer: &'p Peer,
+    /// Messages taken from the peer's queue, not yet handed to tungstenite.
+    batch: VecDeque<WsMessage>,
+    /// Payload bytes handed to tungstenite since the last completed flush.
+    unflushed: usize,
+    needs_flush: bool,
+    /// A flush had to wait for the socket since the queue was last empty.
+    backpressure: bool,
+    drain_pending: bool,
+    /// The close frame we sent, once sent.
+    sent_close: Option<(u16, String)>,
+    /// The close frame the client sent.
+    received_close: Option<(u16, String)>,
+    /// Reading failed; the connection ends once our close frame is out.
+    read_failed: bool,
+    error: Option<Error>,
+    timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
+    /// Something was received since the idle timer last fired.
+    activity: bool,
+    ping_sent: bool,
+    ping_due: bool,
+    closing_deadline_set: bool,
+}
+
+impl<'p> Driver<'p> {
+    fn new(peer: &'p Peer) -> Self {
+        Self {
+            peer,
+            batch: VecDeque::new(),
+            unflushed: 0,
+            needs_flush: false,
+            backpressure: false,
+            drain_pending: false,
+            sent_close: None,
+            received_close: None,
+            read_failed: false,
+            error: None,
+            timer: None,
+            activity: false,
+            ping_sent: false,
+            ping_due: false,
+            closing_deadline_set: false,
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        if let Some(code) = error.close_code() {
+            self.peer.close(code, "");
+        }
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    fn close_info(&self) -> CloseInfo {
+        match (&self.received_close, &self.sent_close) {
+            (Some((code, reason)), _) | (None, Some((code, reason))) => {
+                CloseInfo::new(*code, reason.clone())
+            }
+            (None, None) => CloseInfo::new(close_code::ABNORMAL, ""),
+        }
+    }
+
+    /// One turn of the connection. Ready when the connection is over.
+    fn poll<'a, S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut WebSocketStream<S>,
+        running: &mut Option<RunningHook<'a>>,
+        hooks: &'a dyn Hooks,
+        peer: &'a Peer,
+    ) -> Poll<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let mut handled = 0;
+        loop {
+            // Finish the running hook before reading the next message, so messages are handled
+            // in order.
+            if let Some(current) = running.as_mut() {
+                match current.future.poll_unpin(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(())) => *running = None,
+                    Poll::Ready(Err(payload)) => {
+                        let name = current.name;
+                        *running = None;
+                        self.fail(Error::HookPanicked {
+                            hook: name,
+                            message: panic_message(&*payload),
+                        });
+                    }
+                }
+            }
+            if self.drain_pending && self.sent_close.is_none() {
+                self.drain_pending = false;
+                *running = Some(hook("drain", hooks.drain(peer)));
+                continue;
+            }
+            if self.read_failed || handled == MESSAGES_PER_TURN {
+                break;
+            }
+            match Pin::new(&mut *ws).poll_next(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(Ok(message))) => {
+                    self.activity = true;
+                    match message {
+                        WsMessage::Close(frame) => {
+                            self.received_close = Some(match frame {
+                                Some(f) => (f.code.into(), f.reason.to_string()),
+                                None => (close_code::NO_STATUS, String::new()),
+                            });
+                            self.peer.set_ready_state(ReadyState::Closing);
+                        }
+                        WsMessage::Text(_) | WsMessage::Binary(_) => {
+                            // Data after a close frame is not handed to the hooks.
+                            let closing = self.peer.ready_state() != ReadyState::Open;
+                            if let (false, Some(message)) = (closing, Message::from_ws(message)) {
+                                handled += 1;
+                                *running = Some(hook("message", hooks.message(peer, message)));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => match error {
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                        return Poll::Ready(())
+                    }
+                    error => {
+                        self.read_failed = true;
+                        let error = Error::from_ws(error);
+                        let fatal = error.close_code().is_none();
+                        self.fail(error);
+                        if fatal {
+                            return Poll::Ready(());
+                        }
+                    }
+                },
+            }
+        }
+
+        match self.poll_write(cx, ws) {
+            Poll::Ready(Err(error)) => {
+                if !matches!(
+                    error,
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed
+                ) && self.received_close.is_none()
+                {
+                    self.fail(Error::from_ws(error));
+                }
+                return Poll::Ready(());
+            }
+            Poll::Ready(Ok(Written::Terminated)) => return Poll::Ready(()),
+            Poll::Ready(Ok(Written::All)) => {
+                if self.read_failed && self.sent_close.is_some() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending => {}
+        }
+
+        if handled == MESSAGES_PER_TURN && running.is_none() {
+            // More may be waiting; let other tasks run first.
+            cx.waker().wake_by_ref();
+        }
+        self.poll_timer(cx)
+    }
+
+    /// Moves queued messages into tungstenite and flushes once. `Ready(Ok(All))` when everything
+    /// queued has been written out.
+    fn poll_write<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut WebSocketStream<S>,
+    ) -> Poll<Result<Written, tungstenite::Error>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let outbox = &self.peer.inner.outbox;
+        outbox.waker.register(cx.waker());
+        loop {
+            if self.batch.is_empty() {
+                let mut queue = lock(&outbox.queue);
+                if queue.terminate {
+                    return Poll::Ready(Ok(Written::Terminated));
+                }
+                if queue.overflowed && self.error.is_none() {
+                    self.error = Some(Error::SendQueueFull {
+                        limit: self.peer.inner.shared.limits.max_buffered_bytes,
+                    });
+                }
+                if !queue.items.is_empty() {
+                    std::mem::swap(&mut queue.items, &mut self.batch);
+                } else if let Some((code, reason)) = queue.close.take() {
+                    drop(queue);
+                    if self.sent_close.is_none() && self.received_close.is_none() {
+                        self.batch.push_back(WsMessage::Close(Some(CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: reason.as_str().into(),
+                        })));
+                        self.sent_close = Some((code, reason));
+                    }
+                } else if std::mem::take(&mut self.ping_due) {
+                    self.batch.push_back(WsMessage::Ping(Default::default()));
+                }
+            }
+            if self.batch.is_empty() {
+                break;
+            }
+            while let Some(message) = self.batch.front() {
+                let len = payload_len(message);
+                match Pin::new(&mut *ws).poll_ready(cx) {
+                    Poll::Pending => {
+                        self.backpressure = true;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let Some(message) = self.batch.pop_front() else {
+                    break;
+                };
+                self.unflushed += len;
+                match Pin::new(&mut *ws).start_send(message) {
+                    Ok(()) => self.needs_flush = true,
+                    // Data queued after the close handshake began is dropped.
+                    Err(tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::SendAfterClosing,
+                    )) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+        if self.needs_flush {
+            match Pin::new(&mut *ws).poll_flush(cx) {
+                Poll::Pending => {
+                    self.backpressure = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    let flushed = std::mem::take(&mut self.unflushed);
+                    let before = outbox.buffered.fetch_sub(flushed, Ordering::AcqRel);
+                    outbox.drained.notify(usize::MAX);
+                    if before == flushed && std::mem::take(&mut self.backpressure) {
+                        self.drain_pending = true;
+                        cx.waker().wake_by_ref();
+                    }
+                }
+            }
+        }
+        Poll::Ready(Ok(Written::All))
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let shared = &self.peer.inner.shared;
+        let limits = &shared.limits;
+        let closing = self.sent_close.is_some() || self.read_failed;
+        if closing && !self.closing_deadline_set {
+            // From now on the timer is the close timeout.
+            self.closing_deadline_set = true;
+            let deadline = shared.runtime.now() + limits.close_timeout;
+            match self.timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(shared.runtime.new_timer(deadline)),
+            }
+        }
+        let half_idle = match (closing, limits.idle_timeout) {
+            (true, _) => None,
+            (false, Some(idle)) => Some(idle / 2),
+            (false, None) => return Poll::Pending,
+        };
+        let timer = self.timer.get_or_insert_with(|| {
+            shared
+                .runtime
+                .new_timer(shared.runtime.now() + half_idle.unwrap_or_default())
+        });
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let Some(half_idle) = half_idle else {
+                // The close timeout passed without an answer.
+                return Poll::Ready(());
+            };
+            if std::mem::take(&mut self.activity) {
+                self.ping_sent = false;
+            } else if !self.ping_sent {
+                self.ping_sent = true;
+                self.ping_due = true;
+                cx.waker().wake_by_ref();
+            } else {
+                if self.error.is_none() {
+                    self.error = Some(Error::IdleTimeout);
+                }
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(shared.runtime.now() + half_idle);
+        }
+    }
+}
+
+enum Written {
+    All,
+    Terminated,
+}

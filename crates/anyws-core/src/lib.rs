@@ -1,0 +1,82 @@
+//! The runtime-free core of anyws: write WebSocket logic once as [`Hooks`], run it on any
+//! runtime.
+//!
+//! ```
+//! use anyws_core::{async_trait, Hooks, Message, Peer};
+//!
+//! /// Every message goes back to its sender and to the rest of the room.
+//! struct Chat;
+//!
+//! #[async_trait]
+//! impl Hooks for Chat {
+//!     async fn open(&self, peer: &Peer) {
+//!         peer.subscribe("room");
+//!         peer.publish("room", format!("{} joined", peer.id()));
+//!     }
+//!
+//!     async fn message(&self, peer: &Peer, message: Message) {
+//!         let _ = peer.send(message.clone());
+//!         peer.publish("room", message);
+//!     }
+//! }
+//! ```
+//!
+//! An adapter runs it: `anyws_tokio::serve(listener, ServerBuilder::new(Chat).build(runtime))`.
+//! The `anyws` crate re-exports this crate and the adapters behind features.
+//!
+//! # What is here
+//!
+//! - [`Hooks`]: `upgrade`, `open`, `message`, `close`, `error` and `drain`, each with a default.
+//! - [`Peer`]: a cheap handle on one client: id, request, context, namespace, topics, send,
+//!   publish, close, buffered amount and drain.
+//! - [`Message`]: text or binary, with shared bytes.
+//! - [`Server`] and [`ServerBuilder`]: peers, server-wide publish, graceful shutdown, limits.
+//! - [`Resolver`]: pick the hooks per request, so many handlers share one server.
+//! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
+//!   [`PendingPeer::run`] are what an adapter calls.
+//!
+//! # Namespaces and pub/sub
+//!
+//! Each peer lives in a namespace, by default its URL path. [`Peer::publish`] reaches the other
+//! subscribers of a topic in the same namespace and never the publisher; [`Server::publish`]
+//! reaches every namespace. A publish encodes the payload once and every recipient shares it.
+//!
+//! # Limits and defaults
+//!
+//! See [`Limits`]: `max_message_size` 16 MiB (1009 when passed), `max_frame_size` 16 MiB,
+//! `max_buffered_bytes` 16 MiB per peer (1013 when passed), `handshake_timeout` 10 s,
+//! `idle_timeout` 120 s with a ping at half of it, `close_timeout` 2 s. Invalid UTF-8 in a text
+//! message closes with 1007, a panicking hook with 1011, a protocol violation with 1002.
+//!
+//! # Cancel safety
+//!
+//! Nothing a user calls blocks: [`Peer::send`] and [`Peer::publish`] queue and return.
+//! [`Peer::wait_for_drain`] and [`Server::shutdown`] may be dropped at any time without effect on
+//! the peers.
+#![deny(missing_docs)]
+
+mod connection;
+mod error;
+mod hooks;
+mod limits;
+mod message;
+mod peer;
+mod request;
+mod runtime;
+mod server;
+mod upgrade;
+
+pub use async_trait::async_trait;
+pub use bytes::Bytes;
+pub use http;
+
+pub use connection::PendingPeer;
+pub use error::{close_code, Error, SendError};
+pub use hooks::{CloseInfo, Hooks, Resolver};
+pub use limits::Limits;
+pub use message::{Message, MessageError};
+pub use peer::{Peer, PeerId, ReadyState};
+pub use request::Request;
+pub use runtime::{AsyncTimer, BoxFuture, Runtime};
+pub use server::{Handshake, Server, ServerBuilder};
+pub use upgrade::{is_websocket_upgrade, Accept, ReasonPhrase, Rejection};

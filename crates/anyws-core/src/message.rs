@@ -1,0 +1,205 @@
+//! Messages: what a peer sends and receives.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use tungstenite::Utf8Bytes;
+
+/// A WebSocket data message, text or binary.
+///
+/// Cloning is cheap: the payload is reference-counted, so one message published to many peers is
+/// encoded once and its bytes are shared.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    repr: Repr,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+/// The payload of a message is not what the caller asked for.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The payload is not valid UTF-8.
+    #[error("message is not valid UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    /// The payload is not the expected JSON.
+    #[error("message is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Message {
+    /// A text message.
+    pub fn from_text(text: impl Into<String>) -> Self {
+        Self {
+            repr: Repr::Text(Utf8Bytes::from(text.into())),
+        }
+    }
+
+    /// A text message from a `'static` string, without copying it.
+    pub const fn from_static(text: &'static str) -> Self {
+        Self {
+            repr: Repr::Text(Utf8Bytes::from_static(text)),
+        }
+    }
+
+    /// A binary message.
+    pub fn from_binary(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            repr: Repr::Binary(bytes.into()),
+        }
+    }
+
+    /// A text message holding `value` serialized as JSON.
+    pub fn from_json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Self::from_text(serde_json::to_string(value)?))
+    }
+
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self.repr, Repr::Text(_))
+    }
+
+    /// Whether this is a binary message.
+    pub fn is_binary(&self) -> bool {
+        matches!(self.repr, Repr::Binary(_))
+    }
+
+    /// The payload as text.
+    ///
+    /// A text message was checked on arrival and never fails here; a binary message is checked
+    /// now and fails with [`MessageError::Utf8`] when it is not UTF-8.
+    pub fn text(&self) -> Result<&str, MessageError> {
+        match &self.repr {
+            Repr::Text(text) => Ok(text.as_str()),
+            Repr::Binary(bytes) => Ok(std::str::from_utf8(bytes)?),
+        }
+    }
+
+    /// The payload bytes, whatever the kind of message.
+    pub fn bytes(&self) -> &Bytes {
+        match &self.repr {
+            Repr::Text(text) => AsRef::<Bytes>::as_ref(text),
+            Repr::Binary(bytes) => bytes,
+        }
+    }
+
+    /// Takes the payload bytes out of the message without copying them.
+    pub fn into_bytes(self) -> Bytes {
+        match self.repr {
+            Repr::Text(text) => text.into(),
+            Repr::Binary(bytes) => bytes,
+        }
+    }
+
+    /// Parses the payload (text or binary) as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, MessageError> {
+        Ok(serde_json::from_slice(self.bytes())?)
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn from_ws(message: tungstenite::Message) -> Option<Self> {
+        match message {
+            tungstenite::Message::Text(text) => Some(Self {
+                repr: Repr::Text(text),
+            }),
+            tungstenite::Message::Binary(bytes) => Some(Self {
+                repr: Repr::Binary(bytes),
+            }),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn into_ws(self) -> tungstenite::Message {
+        match self.repr {
+            Repr::Text(text) => tungstenite::Message::Text(text),
+            Repr::Binary(bytes) => tungstenite::Message::Binary(bytes),
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Text(text) => f.debug_tuple("Text").field(&text.as_str()).finish(),
+            Repr::Binary(bytes) => f.debug_tuple("Binary").field(bytes).finish(),
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Self::from_text(text)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Self {
+        Self::from_text(text)
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Self {
+        Self::from_binary(bytes)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::from_binary(bytes)
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(bytes: &[u8]) -> Self {
+        Self::from_binary(Bytes::copy_from_slice(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_binary() {
+        let text = Message::from_text("héllo");
+        assert!(text.is_text() && !text.is_binary());
+        assert_eq!(text.text().unwrap(), "héllo");
+        assert_eq!(text.len(), 6);
+        let bin = Message::from_binary(vec![0xff, 0xfe]);
+        assert!(bin.is_binary());
+        assert!(matches!(bin.text(), Err(MessageError::Utf8(_))));
+        assert_eq!(Message::from_binary(&b"ok"[..]).text().unwrap(), "ok");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let m = Message::from_json(&serde_json::json!({"a": [1, 2]})).unwrap();
+        assert!(m.is_text());
+        let v: serde_json::Value = m.json().unwrap();
+        assert_eq!(v["a"][1], 2);
+        assert!(Message::from_text("{").json::<serde_json::Value>().is_err());
+    }
+
+    #[test]
+    fn clone_shares_bytes() {
+        let m = Message::from_text("x".repeat(1000));
+        let c = m.clone();
+        assert_eq!(m.bytes().as_ptr(), c.bytes().as_ptr());
+    }
+}

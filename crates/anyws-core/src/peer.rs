@@ -1,0 +1,447 @@
+//! Peers: one connected client, as a cheap handle.
+
+use event_listener::Event;
+use futures_util::task::AtomicWaker;
+use serde::Serialize;
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::server::Shared;
+use crate::upgrade::Context;
+use crate::{close_code, Message, Request, SendError, Server};
+
+/// A peer's unique id: a random UUID (version 4).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(uuid::Uuid);
+
+impl PeerId {
+    pub(crate) fn random() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
+    /// The id as a 128-bit number.
+    pub fn as_u128(&self) -> u128 {
+        self.0.as_u128()
+    }
+}
+
+impl fmt::Display for PeerId {
+    /// The hyphenated lower-case form, such as `67e55044-10b1-426f-9247-bb680e5fe0c8`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({self})")
+    }
+}
+
+/// The state of a peer's connection, numbered as the browser's `WebSocket.readyState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ReadyState {
+    /// The handshake is done but the peer has not been opened yet (0).
+    Connecting = 0,
+    /// The peer can send and receive (1).
+    Open = 1,
+    /// A close has been started; nothing more can be sent (2).
+    Closing = 2,
+    /// The connection is gone (3).
+    Closed = 3,
+}
+
+impl ReadyState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Connecting,
+            1 => Self::Open,
+            2 => Self::Closing,
+            _ => Self::Closed,
+        }
+    }
+}
+
+/// A connected client, as a cheap `Clone + Send + Sync` handle.
+///
+/// Sending never waits: a message is queued and the peer's connection writes out everything
+/// queued at once. The queue is bounded by
+/// [`Limits::max_buffered_bytes`](crate::Limits::max_buffered_bytes).
+#[derive(Clone)]
+pub struct Peer {
+    pub(crate) inner: Arc<PeerInner>,
+}
+
+pub(crate) struct PeerInner {
+    pub(crate) key: u64,
+    id: PeerId,
+    request: Request,
+    pub(crate) namespace: Arc<str>,
+    context: Option<Context>,
+    protocol: Option<String>,
+    pub(crate) topics: Mutex<Vec<Arc<str>>>,
+    pub(crate) outbox: Outbox,
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Peer {
+    pub(crate) fn new(
+        key: u64,
+        request: Request,
+        namespace: Arc<str>,
+        context: Option<Context>,
+        protocol: Option<String>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let limit = shared.limits.max_buffered_bytes;
+        Self {
+            inner: Arc::new(PeerInner {
+                key,
+                id: PeerId::random(),
+                request,
+                namespace,
+                context,
+                protocol,
+                topics: Mutex::new(Vec::new()),
+                outbox: Outbox::new(limit),
+                shared,
+            }),
+        }
+    }
+
+    /// The peer's unique id.
+    pub fn id(&self) -> PeerId {
+        self.inner.id
+    }
+
+    /// The request that opened the peer.
+    pub fn request(&self) -> &Request {
+        &self.inner.request
+    }
+
+    /// The client's address, when the adapter knows it.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.request.remote_addr()
+    }
+
+    /// The context set by [`Accept::context`](crate::Accept::context), if it has type `T`.
+    pub fn context<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner.context.as_deref()?.downcast_ref()
+    }
+
+    /// The peer's namespace: the URL path unless the `upgrade` hook chose another.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The topics the peer is subscribed to, in the order it subscribed.
+    pub fn topics(&self) -> Vec<String> {
+        lock(&self.inner.topics)
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    /// The subprotocol selected in the `upgrade` hook, or else the raw `Sec-WebSocket-Protocol`
+    /// request header, as CrossWS reports it. `None` when neither exists.
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.protocol.as_deref().or_else(|| {
+            self.inner
+                .request
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+        })
+    }
+
+    /// The negotiated extensions, or else the raw `Sec-WebSocket-Extensions` request header, as
+    /// CrossWS reports it. anyws negotiates no extension yet, so this is the request header.
+    pub fn extensions(&self) -> Option<&str> {
+        self.inner
+            .request
+            .headers()
+            .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The WebSocket URL: the request URL with the `ws://` scheme.
+    pub fn url(&self) -> String {
+        let url = self.inner.request.url();
+        match url.strip_prefix("http") {
+            Some(rest) => format!("ws{rest}"),
+            None => url.to_owned(),
+        }
+    }
+
+    /// The state of the connection.
+    pub fn ready_state(&self) -> ReadyState {
+        ReadyState::from_u8(self.inner.outbox.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_ready_state(&self, state: ReadyState) {
+        self.inner
+            .outbox
+            .state
+            .store(state as u8, Ordering::Release);
+    }
+
+    /// Queues a message for the peer.
+    ///
+    /// Fails when the peer is closing, or when the message would pass
+    /// [`Limits::max_buffered_bytes`](crate::Limits::max_buffered_bytes), in which case the peer
+    /// is closed with 1013.
+    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.inner.outbox.push(message.into().into_ws())
+    }
+
+    /// Queues `value` serialized as a JSON text message.
+    pub fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        self.send(Message::from_json(value)?)
+    }
+
+    /// Subscribes the peer to `topic` in its namespace. Subscribing twice is a no-op.
+    pub fn subscribe(&self, topic: &str) {
+        self.inner.shared.subscribe(self, topic);
+    }
+
+    /// Unsubscribes the peer from `topic`.
+    pub fn unsubscribe(&self, topic: &str) {
+        self.inner.shared.unsubscribe(self, topic);
+    }
+
+    /// Sends `message` to every other subscriber of `topic` in the peer's namespace, never back
+    /// to this peer. The payload is encoded once and shared by every recipient.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) {
+        self.inner.shared.publish(
+            Some(&self.inner.namespace),
+            topic,
+            message.into(),
+            Some(self.inner.key),
+        );
+    }
+
+    /// The open peers of this peer's namespace, this one included.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.inner.shared.peers_in(&self.inner.namespace)
+    }
+
+    /// The server this peer belongs to.
+    pub fn server(&self) -> Server {
+        Server::from_shared(self.inner.shared.clone())
+    }
+
+    /// Starts the close handshake: whatever is queued is sent, then a close frame with `code` and
+    /// `reason`. The connection ends when the client answers, or after the close timeout.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.inner.outbox.close(code, reason);
+    }
+
+    /// Drops the connection at once, without a close frame or flushing what is queued.
+    pub fn terminate(&self) {
+        self.inner.outbox.terminate();
+    }
+
+    /// Bytes of data messages queued or written but not yet handed to the operating system.
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.outbox.buffered.load(Ordering::Acquire)
+    }
+
+    /// Waits until [`Peer::buffered_amount`] is at most `threshold` bytes, or the peer is closed.
+    pub async fn wait_for_drain(&self, threshold: usize) {
+        let outbox = &self.inner.outbox;
+        loop {
+            if self.buffered_amount() <= threshold || self.ready_state() == ReadyState::Closed {
+                return;
+            }
+            let listener = outbox.drained.listen();
+            if self.buffered_amount() <= threshold || self.ready_state() == ReadyState::Closed {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.inner.id)
+            .field("namespace", &self.inner.namespace)
+            .field("remote_addr", &self.remote_addr())
+            .field("ready_state", &self.ready_state())
+            .finish()
+    }
+}
+
+impl PartialEq for Peer {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Peer {}
+
+/// What the writer of a peer's connection does next, besides sending queued messages.
+#[derive(Default)]
+pub(crate) struct Queue {
+    pub(crate) items: VecDeque<tungstenite::Message>,
+    /// A close frame to send once `items` is written.
+    pub(crate) close: Option<(u16, String)>,
+    /// The close was asked for (by the application or an overflow); nothing more may be queued.
+    pub(crate) closing: bool,
+    /// The send queue passed its limit.
+    pub(crate) overflowed: bool,
+    /// Drop the connection now.
+    pub(crate) terminate: bool,
+}
+
+/// A peer's outgoing queue, shared between senders and the connection's writer.
+pub(crate) struct Outbox {
+    pub(crate) queue: Mutex<Queue>,
+    /// Bytes of data messages queued or fed to the socket and not yet flushed.
+    pub(crate) buffered: AtomicUsize,
+    pub(crate) waker: AtomicWaker,
+    pub(crate) drained: Event,
+    /// The peer's [`ReadyState`].
+    pub(crate) state: AtomicU8,
+    limit: usize,
+}
+
+pub(crate) fn payload_len(message: &tungstenite::Message) -> usize {
+    match message {
+        tungstenite::Message::Text(t) => t.len(),
+        tungstenite::Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+impl Outbox {
+    fn new(limit: usize) -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+            buffered: AtomicUsize::new(0),
+            waker: AtomicWaker::new(),
+            drained: Event::new(),
+            state: AtomicU8::new(ReadyState::Connecting as u8),
+            limit,
+        }
+    }
+
+    pub(crate) fn push(&self, message: tungstenite::Message) -> Result<(), SendError> {
+        let len = payload_len(&message);
+        let mut queue = lock(&self.queue);
+        if queue.closing || queue.terminate {
+            return Err(SendError::Closed);
+        }
+        let buffered = self.buffered.load(Ordering::Relaxed);
+        if buffered != 0 && buffered.saturating_add(len) > self.limit {
+            let dropped: usize = queue.items.drain(..).map(|m| payload_len(&m)).sum();
+            self.buffered.fetch_sub(dropped, Ordering::AcqRel);
+            queue.overflowed = true;
+            queue.closing = true;
+            self.set_closing();
+            queue.close = Some((close_code::TRY_AGAIN_LATER, "send queue full".to_owned()));
+            drop(queue);
+            self.waker.wake();
+            return Err(SendError::QueueFull);
+        }
+        let was_empty = queue.items.is_empty();
+        queue.items.push_back(message);
+        self.buffered.fetch_add(len, Ordering::AcqRel);
+        drop(queue);
+        if was_empty {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Moves an open (or opening) peer to [`ReadyState::Closing`].
+    fn set_closing(&self) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s < ReadyState::Closing as u8).then_some(ReadyState::Closing as u8)
+            });
+    }
+
+    /// Asks for a close frame, unless a close or termination was already asked for.
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        let mut queue = lock(&self.queue);
+        if queue.closing || queue.terminate {
+            return;
+        }
+        queue.closing = true;
+        queue.close = Some((code, truncate_reason(reason).to_owned()));
+        self.set_closing();
+        drop(queue);
+        self.waker.wake();
+    }
+
+    pub(crate) fn terminate(&self) {
+        lock(&self.queue).terminate = true;
+        self.set_closing();
+        self.waker.wake();
+    }
+
+    /// The connection is gone: refuse further sends and forget what is queued.
+    pub(crate) fn shut(&self) {
+        let mut queue = lock(&self.queue);
+        queue.closing = true;
+        queue.items.clear();
+        queue.close = None;
+        drop(queue);
+        self.buffered.store(0, Ordering::Release);
+        self.drained.notify(usize::MAX);
+    }
+}
+
+/// A close reason must fit in a control frame: at most 123 bytes, cut at a character boundary.
+fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= 123 {
+        return reason;
+    }
+    let mut end = 123;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_is_truncated_on_a_char_boundary() {
+        let long = "é".repeat(100);
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= 123);
+        assert_eq!(cut.chars().count(), 61);
+    }
+
+    #[test]
+    fn outbox_overflow_policy() {
+        let outbox = Outbox::new(10);
+        let msg = |n: usize| tungstenite::Message::Binary(vec![0; n].into());
+        // A single message larger than the limit is accepted into an empty queue.
+        outbox.push(msg(50)).unwrap();
+        assert_eq!(outbox.buffered.load(Ordering::Relaxed), 50);
+        // The next one overflows: the queue is dropped and a 1013 close is scheduled.
+        assert!(matches!(outbox.push(msg(1)), Err(SendError::QueueFull)));
+        assert_eq!(outbox.buffered.load(Ordering::Relaxed), 0);
+        let queue = lock(&outbox.queue);
+        assert!(queue.items.is_empty() && queue.overflowed);
+        assert_eq!(queue.close.as_ref().unwrap().0, close_code::TRY_AGAIN_LATER);
+        drop(queue);
+        assert!(matches!(outbox.push(msg(1)), Err(SendError::Closed)));
+    }
+}

@@ -1,0 +1,213 @@
+//! The upgrade request as the hooks see it.
+
+use bytes::BytesMut;
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTOCOL};
+use http::request::Parts;
+use http::{Extensions, Method, Uri, Version};
+use std::net::SocketAddr;
+
+/// The HTTP request that opened a peer: method, URI, headers, remote address and extensions.
+///
+/// It has no body. Adapters build it from the framework's request; [`Request::url`] is derived from
+/// the `Host` header, path and query, as a browser would see it.
+#[derive(Debug)]
+pub struct Request {
+    parts: Parts,
+    remote_addr: Option<SocketAddr>,
+    url: String,
+}
+
+impl Request {
+    /// Builds a request from HTTP request parts and the client's address, when known.
+    ///
+    /// The header values and URI are copied into one compact allocation: HTTP layers such as
+    /// hyper hand out views into their whole read buffer, which a long-lived peer would otherwise
+    /// keep alive.
+    pub fn new(mut parts: Parts, remote_addr: Option<SocketAddr>) -> Self {
+        compact(&mut parts);
+        let url = build_url(&parts);
+        Self {
+            parts,
+            remote_addr,
+            url,
+        }
+    }
+
+    /// The HTTP method (`GET` for a WebSocket upgrade).
+    pub fn method(&self) -> &Method {
+        &self.parts.method
+    }
+
+    /// The request target as sent, usually a path and query.
+    pub fn uri(&self) -> &Uri {
+        &self.parts.uri
+    }
+
+    /// The HTTP version.
+    pub fn version(&self) -> Version {
+        self.parts.version
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+
+    /// Typed values an adapter, router or middleware attached to the request.
+    pub fn extensions(&self) -> &Extensions {
+        &self.parts.extensions
+    }
+
+    /// Mutable access to the extensions, for routers and middleware.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.parts.extensions
+    }
+
+    /// The client's address, when the adapter knows it.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// The path of the URL, without the query.
+    pub fn path(&self) -> &str {
+        self.parts.uri.path()
+    }
+
+    /// The query string, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.parts.uri.query()
+    }
+
+    /// The full URL: `http://` + `Host` header + path and query.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, in its order.
+    pub fn protocols(&self) -> impl Iterator<Item = &str> {
+        header_tokens(&self.parts.headers, SEC_WEBSOCKET_PROTOCOL)
+    }
+
+    /// The request parts, for adapters that need to hand them on.
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+}
+
+/// The comma-separated tokens of every value of header `name`, trimmed, empty ones skipped.
+pub(crate) fn header_tokens(
+    headers: &HeaderMap,
+    name: http::header::HeaderName,
+) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Copies the header values and the URI of `parts` into one shared buffer of their exact size.
+fn compact(parts: &mut Parts) {
+    let uri = parts.uri.to_string();
+    let total = uri.len() + parts.headers.iter().map(|(_, v)| v.len()).sum::<usize>();
+    let mut buffer = BytesMut::with_capacity(total);
+    buffer.extend_from_slice(uri.as_bytes());
+    for value in parts.headers.values() {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let buffer = buffer.freeze();
+    if let Ok(uri) = Uri::from_maybe_shared(buffer.slice(..uri.len())) {
+        parts.uri = uri;
+    }
+    let mut offset = uri.len();
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    let mut previous: Option<HeaderName> = None;
+    for (name, value) in std::mem::take(&mut parts.headers) {
+        // `into_iter` yields the name only for the first value of each header.
+        let Some(name) = name.or_else(|| previous.clone()) else {
+            continue;
+        };
+        let end = offset + value.len();
+        let sensitive = value.is_sensitive();
+        let mut copy = HeaderValue::from_maybe_shared(buffer.slice(offset..end)).unwrap_or(value);
+        copy.set_sensitive(sensitive);
+        offset = end;
+        headers.append(name.clone(), copy);
+        previous = Some(name);
+    }
+    parts.headers = headers;
+}
+
+fn build_url(parts: &Parts) -> String {
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".to_owned());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut url = String::with_capacity(7 + host.len() + path.len());
+    url.push_str("http://");
+    url.push_str(&host);
+    if !path.starts_with('/') {
+        url.push('/');
+    }
+    url.push_str(path);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, host: Option<&str>) -> Request {
+        let mut builder = http::Request::get(uri);
+        if let Some(host) = host {
+            builder = builder.header(HOST, host);
+        }
+        let (parts, ()) = builder
+            .header(SEC_WEBSOCKET_PROTOCOL, "a, b")
+            .header(SEC_WEBSOCKET_PROTOCOL, "c")
+            .body(())
+            .unwrap()
+            .into_parts();
+        Request::new(parts, None)
+    }
+
+    #[test]
+    fn url_from_host_path_and_query() {
+        let r = request("/room?x=1", Some("127.0.0.1:9"));
+        assert_eq!(r.url(), "http://127.0.0.1:9/room?x=1");
+        assert_eq!(r.path(), "/room");
+        assert_eq!(r.query(), Some("x=1"));
+        assert_eq!(request("/", None).url(), "http://localhost/");
+    }
+
+    #[test]
+    fn compacting_keeps_every_header_in_order() {
+        let r = request("/a?b=c", Some("h:1"));
+        let values: Vec<_> = r
+            .headers()
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(values, ["a, b", "c"]);
+        assert_eq!(r.headers().len(), 3);
+        assert_eq!(r.uri(), "/a?b=c");
+        assert_eq!(r.headers()[HOST], "h:1");
+    }
+
+    #[test]
+    fn offered_protocols() {
+        let r = request("/", None);
+        assert_eq!(r.protocols().collect::<Vec<_>>(), ["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,327 @@
+//! The outcome of the `upgrade` hook, and the checks every handshake goes through.
+
+use bytes::Bytes;
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{Method, Response, StatusCode};
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::request::header_tokens;
+
+pub(crate) type Context = Arc<dyn Any + Send + Sync>;
+
+/// The `upgrade` hook accepts the request: the handshake completes with `101 Switching Protocols`.
+///
+/// ```
+/// use anyws_core::Accept;
+/// let accept = Accept::new()
+///     .header("x-powered-by", "anyws")
+///     .namespace("/lobby")
+///     .context(42_u32);
+/// # let _ = accept;
+/// ```
+#[derive(Default)]
+pub struct Accept {
+    pub(crate) headers: HeaderMap,
+    pub(crate) protocol: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) context: Option<Context>,
+    pub(crate) error: Option<http::Error>,
+}
+
+impl Accept {
+    /// Accepts with no extra headers, no subprotocol, the URL path as namespace and no context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header to the `101` response. Repeated names are all sent, in order.
+    ///
+    /// A name or value that is not valid HTTP turns the handshake into a `500`.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        K::Error: Into<http::Error>,
+        V: TryInto<HeaderValue>,
+        V::Error: Into<http::Error>,
+    {
+        match (name.try_into(), value.try_into()) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            (Err(e), _) => self.error = Some(e.into()),
+            (_, Err(e)) => self.error = Some(e.into()),
+        }
+        self
+    }
+
+    /// Selects a subprotocol. It must be one the client offered in `Sec-WebSocket-Protocol`
+    /// (see [`Request::protocols`](crate::Request::protocols)); anything else turns the handshake
+    /// into a `500`. None is selected unless this is called.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Puts the peer in `namespace` instead of the default, the URL path. Publishes and
+    /// [`Peer::peers`](crate::Peer::peers) stay within a namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Attaches a typed context to the peer, readable in every hook with
+    /// [`Peer::context`](crate::Peer::context).
+    pub fn context<T: Any + Send + Sync>(mut self, context: T) -> Self {
+        self.context = Some(Arc::new(context));
+        self
+    }
+}
+
+impl fmt::Debug for Accept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accept")
+            .field("headers", &self.headers)
+            .field("protocol", &self.protocol)
+            .field("namespace", &self.namespace)
+            .field("context", &self.context.is_some())
+            .finish()
+    }
+}
+
+/// The reason phrase of a response's status line, carried in the response's extensions.
+///
+/// Adapters write it instead of the canonical phrase, so a [`Rejection`] reaches the client
+/// exactly as built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReasonPhrase(Bytes);
+
+impl ReasonPhrase {
+    /// The phrase as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The `upgrade` hook refuses the request with a complete HTTP response.
+///
+/// ```
+/// use anyws_core::Rejection;
+/// use http::StatusCode;
+/// let reject = Rejection::new(StatusCode::UNAUTHORIZED)
+///     .reason("Unauthorized")
+///     .header("www-authenticate", "Bearer")
+///     .body("unauthorized");
+/// assert_eq!(reject.response().status(), 401);
+/// ```
+#[derive(Debug)]
+pub struct Rejection {
+    response: Response<Bytes>,
+}
+
+impl Rejection {
+    /// A response with `status`, its canonical reason phrase, no headers and an empty body.
+    pub fn new(status: StatusCode) -> Self {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = status;
+        Self { response }
+    }
+
+    /// A `500 Internal Server Error` for an error the hook ran into. The error is not revealed to
+    /// the client.
+    pub fn internal<E: fmt::Display>(_error: E) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR)
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body("Internal Server Error")
+    }
+
+    /// Sets the reason phrase of the status line. Phrases with control characters are ignored.
+    pub fn reason(mut self, reason: impl Into<Bytes>) -> Self {
+        let reason = reason.into();
+        if reason
+            .iter()
+            .all(|&b| b == b'\t' || b == b' ' || (0x21..0x7f).contains(&b) || b >= 0x80)
+        {
+            self.response.extensions_mut().insert(ReasonPhrase(reason));
+        }
+        self
+    }
+
+    /// Adds a header. Invalid names or values turn the rejection into a `500`.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        V: TryInto<HeaderValue>,
+    {
+        match (name.try_into(), value.try_into()) {
+            (Ok(name), Ok(value)) => {
+                self.response.headers_mut().append(name, value);
+                self
+            }
+            _ => Self::internal("invalid header"),
+        }
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        *self.response.body_mut() = body.into();
+        self
+    }
+
+    /// The response as it will be sent.
+    pub fn response(&self) -> &Response<Bytes> {
+        &self.response
+    }
+
+    /// Takes the response out.
+    pub fn into_response(self) -> Response<Bytes> {
+        self.response
+    }
+}
+
+impl From<Response<Bytes>> for Rejection {
+    fn from(response: Response<Bytes>) -> Self {
+        Self { response }
+    }
+}
+
+impl From<StatusCode> for Rejection {
+    fn from(status: StatusCode) -> Self {
+        Self::new(status)
+    }
+}
+
+/// Whether the request asks for a WebSocket (`Upgrade: websocket`). Requests that do not are
+/// ordinary HTTP and go to the adapter's fallback.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    header_tokens(headers, UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket"))
+}
+
+/// Checks a WebSocket upgrade request as RFC 6455 section 4.2.1 asks, returning the
+/// `Sec-WebSocket-Accept` value, or the 4xx response a broken handshake gets.
+pub(crate) fn check_handshake(
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<String, Box<Response<Bytes>>> {
+    let fail = |status: StatusCode, why: &'static str| {
+        let mut r = Rejection::new(status)
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(why)
+            .into_response();
+        if status == StatusCode::UPGRADE_REQUIRED {
+            r.headers_mut()
+                .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        Box::new(r)
+    };
+    if method != Method::GET {
+        return Err(fail(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "WebSocket upgrades must use GET",
+        ));
+    }
+    if !header_tokens(headers, CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "missing `Connection: Upgrade` header",
+        ));
+    }
+    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(fail(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported Sec-WebSocket-Version; this server speaks 13",
+        ));
+    }
+    let mut keys = headers.get_all(SEC_WEBSOCKET_KEY).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(key), None) if is_valid_key(key.as_bytes()) => key,
+        _ => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "missing or invalid Sec-WebSocket-Key header",
+            ))
+        }
+    };
+    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// A key is the base64 encoding of 16 bytes: 22 base64 characters and `==`.
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(list: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in list {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        ("upgrade", "websocket"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn accepts_rfc_example() {
+        let accept = check_handshake(&Method::GET, &headers(GOOD)).unwrap();
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(is_websocket_upgrade(&headers(GOOD)));
+        assert!(!is_websocket_upgrade(&headers(&[("upgrade", "h2c")])));
+    }
+
+    #[test]
+    fn rejects_broken_handshakes() {
+        let without = |name: &str| {
+            let list: Vec<_> = GOOD.iter().copied().filter(|(k, _)| *k != name).collect();
+            check_handshake(&Method::GET, &headers(&list))
+                .unwrap_err()
+                .status()
+        };
+        assert_eq!(without("sec-websocket-key"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            without("sec-websocket-version"),
+            StatusCode::UPGRADE_REQUIRED
+        );
+        assert_eq!(without("connection"), StatusCode::BAD_REQUEST);
+        let post = check_handshake(&Method::POST, &headers(GOOD)).unwrap_err();
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let mut bad_key = headers(GOOD);
+        bad_key.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static("short"));
+        assert!(check_handshake(&Method::GET, &bad_key).is_err());
+    }
+
+    #[test]
+    fn rejection_keeps_everything() {
+        let r = Rejection::new(StatusCode::UNAUTHORIZED)
+            .reason("Nope")
+            .header("x-a", "1")
+            .header("x-a", "2")
+            .body("no")
+            .into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.extensions().get::<ReasonPhrase>().unwrap().as_bytes(),
+            b"Nope"
+        );
+        assert_eq!(r.headers().get_all("x-a").iter().count(), 2);
+        assert_eq!(r.body().as_ref(), b"no");
+        let bad = Rejection::new(StatusCode::OK).header("bad name", "x");
+        assert_eq!(bad.response().status(), 500);
+    }
+}

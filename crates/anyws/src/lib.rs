@@ -1,0 +1,75 @@
+//! anyws: write WebSocket logic once, as one [`Hooks`] implementation, and run it unchanged on
+//! any runtime.
+//!
+//! ```
+//! use anyws::{async_trait, Hooks, Message, Peer};
+//!
+//! struct Chat;
+//!
+//! #[async_trait]
+//! impl Hooks for Chat {
+//!     async fn open(&self, peer: &Peer) {
+//!         peer.subscribe("chat");
+//!     }
+//!
+//!     async fn message(&self, peer: &Peer, message: Message) {
+//!         let _ = peer.send(message.clone()); // back to the sender
+//!         peer.publish("chat", message); // and to everyone else in the namespace
+//!     }
+//! }
+//!
+//! # #[cfg(feature = "tokio")]
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     use futures_util::{SinkExt, StreamExt};
+//!     use std::future::IntoFuture;
+//!
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let url = format!("ws://{}/room", listener.local_addr()?);
+//!     let server = anyws::tokio::server(Chat);
+//!     tokio::spawn(anyws::tokio::serve(listener, server.clone()).into_future());
+//!
+//!     let (mut alice, _) = tokio_tungstenite::connect_async(&url).await?;
+//!     let (mut bob, _) = tokio_tungstenite::connect_async(&url).await?;
+//!     while server.peers_in("/room").len() < 2 {
+//!         tokio::task::yield_now().await; // both have opened and subscribed
+//!     }
+//!     alice.send("hi".into()).await?;
+//!     assert_eq!(alice.next().await.unwrap()?.into_text()?, "hi");
+//!     assert_eq!(bob.next().await.unwrap()?.into_text()?, "hi");
+//!
+//!     drop((alice, bob));
+//!     server.shutdown().await;
+//!     Ok(())
+//! }
+//! # #[cfg(not(feature = "tokio"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Features
+//!
+//! - `tokio` (default): the tokio adapter, as [`anyws::tokio`](crate::tokio), serving with
+//!   hyper 1.x or embedded in any hyper service.
+//!
+//! Everything else is the runtime-free core, re-exported from `anyws-core`: [`Hooks`], [`Peer`],
+//! [`Message`], [`Server`], [`Resolver`] and [`Limits`].
+//!
+//! # Runtimes
+//!
+//! A runtime plugs in through the core's [`Runtime`] trait and the two calls
+//! [`Server::handshake`] and [`PendingPeer::run`]; each adapter crate is that glue for one runtime.
+//!
+//! # Limits and defaults
+//!
+//! See [`Limits`]. Every limit has a default with a unit, and passing one closes only the peer
+//! that passed it.
+#![deny(missing_docs)]
+
+pub use anyws_core::*;
+
+/// The tokio adapter: [`serve`](anyws_tokio::serve), [`upgrade`](anyws_tokio::upgrade) and the
+/// runtime.
+#[cfg(feature = "tokio")]
+pub mod tokio {
+    pub use anyws_tokio::*;
+}

@@ -1,0 +1,131 @@
+//! A chat room: one HTML page, one WebSocket, and anyws pub/sub.
+//!
+//! Shows how a [`Hooks`] implementation uses topics: every page subscribes to the topic `chat`,
+//! a message goes back to its sender with [`Peer::send`] and to everyone else with
+//! [`Peer::publish`], so each page shows each line exactly once. The page itself is served by the
+//! same listener through [`serve`](anyws::tokio::serve)'s fallback.
+//!
+//! Run it with:
+//!
+//! ```text
+//! cargo run -p chat
+//! ```
+//!
+//! then open <http://127.0.0.1:3000> in two tabs. The port comes from `PORT` (default 3000) and
+//! the address from `HOST` (default 127.0.0.1), e.g. `HOST=0.0.0.0 PORT=8080 cargo run -p chat`.
+//!
+//! The page connects to `ws://<host>/_ws`. Any path upgrades, but a peer's namespace is its URL
+//! path and `publish` stays inside a namespace, so all pages use the same path to share a room.
+
+use anyws::{async_trait, CloseInfo, Hooks, Message, Peer};
+use bytes::Bytes;
+use http::{header, Method, Response, StatusCode};
+use http_body_util::Full;
+
+/// The page, with its CSS and JavaScript inline: it needs no network besides this server.
+const INDEX_HTML: &str = include_str!("index.html");
+
+/// The topic every page subscribes to.
+const TOPIC: &str = "chat";
+
+/// Longest chat line accepted, in characters; longer ones are cut.
+const MAX_CHARS: usize = 1000;
+
+/// The chat room's hooks.
+struct Chat;
+
+/// A short, readable name for a peer: the first 8 hex digits of its id.
+fn short_id(peer: &Peer) -> String {
+    peer.id().to_string().chars().take(8).collect()
+}
+
+#[async_trait]
+impl Hooks for Chat {
+    async fn open(&self, peer: &Peer) {
+        peer.subscribe(TOPIC);
+        let line = format!("{} joined", short_id(peer));
+        // The newcomer sees its own join line too, so it learns its name.
+        let _ = peer.send(line.as_str());
+        peer.publish(TOPIC, line);
+    }
+
+    async fn message(&self, peer: &Peer, message: Message) {
+        // Binary messages and blank lines are ignored.
+        if !message.is_text() {
+            return;
+        }
+        let Ok(text) = message.text() else {
+            return;
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let text: String = text.chars().take(MAX_CHARS).collect();
+        let line = format!("{}: {text}", short_id(peer));
+        // Back to the sender, then to every other subscriber: `publish` skips the publisher.
+        let _ = peer.send(line.as_str());
+        peer.publish(TOPIC, line);
+    }
+
+    async fn close(&self, peer: &Peer, _info: CloseInfo) {
+        // The peer has already left its topics; publishing still reaches the rest of its
+        // namespace.
+        peer.publish(TOPIC, format!("{} left", short_id(peer)));
+    }
+}
+
+/// Answers plain HTTP: the page at `/`, `404` elsewhere.
+async fn page(request: hyper::Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    if path != "/" && path != "/index.html" {
+        return text(StatusCode::NOT_FOUND, "Not Found");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())))
+        .expect("static response parts are valid")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let port = match std::env::var("PORT") {
+        Ok(port) => port.parse::<u16>().map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("PORT={port:?}: {error}"),
+            )
+        })?,
+        Err(_) => 3000,
+    };
+
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+    println!("chat demo on http://{}", listener.local_addr()?);
+
+    let server = anyws::tokio::server(Chat);
+    anyws::tokio::serve(listener, server)
+        .fallback(page)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
+# tests, and Autobahn|Testsuite. Needs only the Rust toolchain and python3 on Debian; it installs
+# the rest (Autobahn|Testsuite into target/wstest) itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+step() { printf '\n== %s\n' "$*"; }
+
+step "format";  cargo fmt --all -- --check
+step "clippy";  cargo clippy --workspace --all-targets --all-features -- -D warnings
+step "docs";    RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features -q
+step "each feature alone"
+cargo check -q -p anyws --no-default-features
+cargo check -q -p anyws --no-default-features --features tokio
+step "fixture"; cargo build --release -p anyws-fixture
+step "tests";   cargo test --workspace --all-features
+step "autobahn"
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
+fi
+bash scripts/autobahn.sh tokio

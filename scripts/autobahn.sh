@@ -5,7 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runtimes=("$@"); [ ${#runtimes[@]} -gt 0 ] || runtimes=(tokio)
-bash scripts/autobahn/setup.sh target/wstest >/dev/null
+if ! setup_log=$(bash scripts/autobahn/setup.sh target/wstest 2>&1); then
+  printf '%s\n' "$setup_log" >&2
+  echo "autobahn.sh: installing Autobahn|Testsuite failed" >&2
+  exit 1
+fi
+wstest=$PWD/target/wstest/bin/wstest
 cargo build --release -q -p anyws-fixture
 status=0
 for runtime in "${runtimes[@]}"; do
@@ -15,7 +20,7 @@ for runtime in "${runtimes[@]}"; do
   pid=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   echo "== Autobahn|Testsuite against anyws-fixture --runtime $runtime --app echo"
-  bash scripts/autobahn/fuzz-server.sh target/wstest/bin/wstest "ws://127.0.0.1:$port" \
+  bash scripts/autobahn/fuzz-server.sh "$wstest" "ws://127.0.0.1:$port" \
     "anyws-$runtime" "target/autobahn/$runtime" || status=1
   kill -TERM $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true

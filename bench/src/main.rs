@@ -37,16 +37,20 @@
 
 use futures_util::{SinkExt, StreamExt};
 use std::process::ExitCode;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const USAGE: &str = "\
-usage: anyws-bench control-server --port P [--small-buffers]
+usage: anyws-bench control-server --port P [--app echo|chatroom] [--small-buffers]
        anyws-bench idle --url ws://127.0.0.1:P/ --connections N --server-pid PID
-                        [--concurrency C] [--timeout-secs S]";
+                        [--concurrency C] [--timeout-secs S]
+       anyws-bench chat --url ws://127.0.0.1:P/ --clients N --server-pid PID
+                        [--messages M] [--batches B] [--timeout-secs S]";
 
 /// The open-file limit both modes ask for; the hard limit caps it.
 const WANTED_NOFILE: u64 = 65536;
@@ -59,11 +63,13 @@ fn main() -> ExitCode {
                 .map(|options| Box::new(move || control_server(options)) as Box<_>),
             Some("idle") => IdleOptions::parse(&args[1..])
                 .map(|options| Box::new(move || idle(options)) as Box<_>),
+            Some("chat") => ChatOptions::parse(&args[1..])
+                .map(|options| Box::new(move || chat(options)) as Box<_>),
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            _ => Err("expected a mode: control-server or idle".to_owned()),
+            _ => Err("expected a mode: control-server, idle or chat".to_owned()),
         };
     let run = match run {
         Ok(run) => run,
@@ -128,25 +134,44 @@ fn raise_nofile_limit() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // control-server
 
+/// What the control server does with the messages it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ControlApp {
+    /// Sends every text and binary message back to its sender.
+    Echo,
+    /// One room: sends `ready` on open, and every message to every member, sender included.
+    Chatroom,
+}
+
 #[derive(Debug)]
 struct ControlOptions {
     port: u16,
+    app: ControlApp,
     small_buffers: bool,
 }
 
 impl ControlOptions {
     fn parse(args: &[String]) -> Result<Self, String> {
         let mut port = None;
+        let mut app = ControlApp::Echo;
         let mut small_buffers = false;
         for (flag, value) in flags(args) {
             match flag.as_str() {
                 "--port" => port = Some(number(&flag, value)?),
+                "--app" => {
+                    app = match value.as_deref() {
+                        Some("echo") => ControlApp::Echo,
+                        Some("chatroom") => ControlApp::Chatroom,
+                        _ => return Err("control-server: --app takes echo or chatroom".to_owned()),
+                    }
+                }
                 "--small-buffers" if value.is_none() => small_buffers = true,
                 _ => return Err(format!("control-server: unexpected argument `{flag}`")),
             }
         }
         Ok(Self {
             port: port.ok_or("control-server needs --port")?,
+            app,
             small_buffers,
         })
     }
@@ -173,8 +198,9 @@ fn control_server(options: ControlOptions) -> Result<(), String> {
             .local_addr()
             .map_err(|error| format!("no local address: {error}"))?;
         eprintln!(
-            "anyws-bench control-server: tokio-tungstenite, {} buffers (read {} B, write {} B), \
-             open-file limit {nofile}, listening on {address}",
+            "anyws-bench control-server: tokio-tungstenite, {:?} app, {} buffers (read {} B, \
+             write {} B), open-file limit {nofile}, listening on {address}",
+            options.app,
             if options.small_buffers {
                 "small"
             } else {
@@ -183,11 +209,19 @@ fn control_server(options: ControlOptions) -> Result<(), String> {
             config.read_buffer_size,
             config.write_buffer_size,
         );
+        let room = Room::default();
+        let mut next_id = 0_u64;
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(echo_connection(stream, config));
-                }
+                Ok((stream, _)) => match options.app {
+                    ControlApp::Echo => {
+                        tokio::spawn(echo_connection(stream, config));
+                    }
+                    ControlApp::Chatroom => {
+                        next_id += 1;
+                        tokio::spawn(chat_connection(stream, config, room.clone(), next_id));
+                    }
+                },
                 Err(error) => {
                     // Out of file descriptors, most likely: say so and back off instead of
                     // spinning on the listener.
@@ -210,6 +244,59 @@ async fn echo_connection(stream: TcpStream, config: WebSocketConfig) {
             break;
         }
     }
+}
+
+/// The chat room's members: each one's id and the sending end of its unbounded queue.
+type Room = Arc<RwLock<Vec<(u64, mpsc::UnboundedSender<Message>)>>>;
+
+/// Upgrades one connection, queues `ready`, joins the room, and then sends a clone of every
+/// text or binary message it reads to every member (this one included) until it ends.
+///
+/// A writer task owns the sink: it waits for one message, takes whatever else is queued
+/// without waiting, `feed`s each and flushes once, so a burst costs one write system call
+/// rather than one per message.
+async fn chat_connection(stream: TcpStream, config: WebSocketConfig, room: Room, id: u64) {
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let (queue, mut queued) = mpsc::unbounded_channel::<Message>();
+    let _ = queue.send(Message::text("ready"));
+    room.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((id, queue));
+
+    let writer = tokio::spawn(async move {
+        while let Some(message) = queued.recv().await {
+            if sink.feed(message).await.is_err() {
+                return;
+            }
+            while let Ok(message) = queued.try_recv() {
+                if sink.feed(message).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    while let Some(Ok(message)) = stream.next().await {
+        if message.is_text() || message.is_binary() {
+            let members = room.read().unwrap_or_else(PoisonError::into_inner);
+            for (_, member) in members.iter() {
+                // A member whose writer has ended is leaving the room; skip it.
+                let _ = member.send(message.clone());
+            }
+        }
+    }
+    // Leaving the room drops the last sender, so the writer drains its queue and ends.
+    room.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|(member, _)| *member != id);
+    let _ = writer.await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -440,4 +527,309 @@ async fn close_all(clients: Vec<Client>, concurrency: usize) {
         .buffer_unordered(concurrency)
         .collect::<()>()
         .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// chat
+
+/// The text every client sends in every batch: 30 bytes.
+const CHAT_TEXT: &str = "hello from the chat benchmark!";
+
+#[derive(Debug)]
+struct ChatOptions {
+    url: String,
+    clients: usize,
+    messages: usize,
+    batches: usize,
+    server_pid: u32,
+    timeout: Duration,
+}
+
+impl ChatOptions {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut url = None;
+        let mut clients = 32;
+        let mut messages = 640;
+        let mut batches = 20;
+        let mut server_pid = None;
+        let mut timeout_secs = 300;
+        for (flag, value) in flags(args) {
+            match flag.as_str() {
+                "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--clients" => clients = number(&flag, value)?,
+                "--messages" => messages = number(&flag, value)?,
+                "--batches" => batches = number(&flag, value)?,
+                "--server-pid" => server_pid = Some(number(&flag, value)?),
+                "--timeout-secs" => timeout_secs = number(&flag, value)?,
+                _ => return Err(format!("chat: unexpected argument `{flag}`")),
+            }
+        }
+        let url: String = url.ok_or("chat needs --url")?;
+        if !(url.starts_with("ws://127.0.0.1:") || url.starts_with("ws://localhost:")) {
+            return Err(format!(
+                "chat: `{url}` is not a ws://127.0.0.1 URL; this benchmark stays on loopback"
+            ));
+        }
+        if clients == 0 || messages == 0 || batches == 0 {
+            return Err("chat: --clients, --messages and --batches must be at least 1".to_owned());
+        }
+        Ok(Self {
+            url,
+            clients,
+            messages,
+            batches,
+            server_pid: server_pid.ok_or("chat needs --server-pid")?,
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+}
+
+/// The peak resident set size (`VmHWM`) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|error| format!("cannot read /proc/{pid}/status: {error}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .ok_or_else(|| format!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// Nanoseconds the live threads of a process have run, summed from
+/// `/proc/PID/task/*/schedstat`; finer than the clock ticks of `/proc/PID/stat`, but it misses
+/// threads that have exited, so it only serves as a cross-check.
+fn scheduled_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// What a client's reader task reports to the coordinator.
+#[derive(Debug)]
+enum ChatEvent {
+    /// Client `client` has received every message of batch `batch`.
+    BatchDone { client: usize, batch: usize },
+    /// Client `client` failed.
+    Failed { client: usize, error: String },
+}
+
+/// Opens one connection and waits for the server's `ready`.
+async fn open_chat_client(url: &str) -> Result<Client, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|error| format!("handshake failed: {error}"))?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str() == "ready" => return Ok(ws),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!("closed by the server before `ready`: {frame:?}"))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => return Err(format!("expected `ready`, got {other:?}")),
+            Some(Err(error)) => return Err(format!("read failed: {error}")),
+            None => return Err("connection ended before `ready`".to_owned()),
+        }
+    }
+}
+
+fn chat(options: ChatOptions) -> Result<(), String> {
+    raise_nofile_limit();
+    let ticks_per_second = clock_ticks_per_second();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    let timeout = options.timeout;
+    runtime.block_on(async move {
+        tokio::time::timeout(timeout, chat_run(options, ticks_per_second))
+            .await
+            .unwrap_or_else(|_| Err(format!("chat: not done after {timeout:?}")))
+    })
+}
+
+async fn chat_run(options: ChatOptions, ticks_per_second: u64) -> Result<(), String> {
+    let pid = options.server_pid;
+    let n = options.clients;
+    let url = options.url.as_str();
+
+    // Open every client and wait for each one's `ready` before anyone sends.
+    let opened: Vec<Result<Client, String>> = futures_util::stream::iter(0..n)
+        .map(|_| async move {
+            tokio::time::timeout(Duration::from_secs(30), open_chat_client(url))
+                .await
+                .unwrap_or_else(|_| Err("no handshake and `ready` within 30 s".to_owned()))
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let clients = opened
+        .into_iter()
+        .collect::<Result<Vec<Client>, String>>()
+        .map_err(|error| format!("chat: opening {n} clients: {error}"))?;
+
+    // Each client gets a writer task, which sends `messages` texts (all fed, then one flush)
+    // whenever the batch number goes up, and a reader task, which counts what arrives and
+    // reports each batch once it holds every message of it: `messages` from each of n clients.
+    let per_batch_per_client = options.messages * n;
+    let (batch_tx, batch_rx) = watch::channel(0_usize);
+    let (event_tx, mut events) = mpsc::unbounded_channel::<ChatEvent>();
+    let mut tasks = Vec::with_capacity(2 * n);
+    let text = Message::text(CHAT_TEXT);
+    for (client, ws) in clients.into_iter().enumerate() {
+        let (mut sink, mut stream) = ws.split();
+        let mut batch_rx = batch_rx.clone();
+        let write_events = event_tx.clone();
+        let text = text.clone();
+        let messages = options.messages;
+        tasks.push(tokio::spawn(async move {
+            let outcome = async {
+                // `changed` fails once the coordinator drops its sender: time to close.
+                while batch_rx.changed().await.is_ok() {
+                    for _ in 0..messages {
+                        sink.feed(text.clone()).await?;
+                    }
+                    sink.flush().await?;
+                }
+                sink.close().await
+            }
+            .await;
+            if let Err(error) = outcome {
+                let _ = write_events.send(ChatEvent::Failed {
+                    client,
+                    error: format!("write failed: {error}"),
+                });
+            }
+        }));
+        let read_events = event_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut received = 0_usize;
+            let failure = loop {
+                match stream.next().await {
+                    Some(Ok(Message::Text(got))) if got.as_str() == CHAT_TEXT => {
+                        received += 1;
+                        if received % per_batch_per_client == 0 {
+                            let batch = received / per_batch_per_client;
+                            let _ = read_events.send(ChatEvent::BatchDone { client, batch });
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Ok(other)) => break Some(format!("unexpected message {other:?}")),
+                    Some(Err(error)) => break Some(format!("read failed: {error}")),
+                }
+            };
+            if let Some(error) = failure {
+                let _ = read_events.send(ChatEvent::Failed { client, error });
+            }
+        }));
+    }
+    drop(event_tx);
+
+    // Batch 1 warms up; batches 2..=batches+1 are measured.
+    let delivered_per_batch = (n * per_batch_per_client) as u64;
+    let total_batches = options.batches + 1;
+    let mut before = None;
+    let mut measured_from = Instant::now();
+    let mut batch_secs = Vec::with_capacity(options.batches);
+    for batch in 1..=total_batches {
+        if batch == 2 {
+            before = Some((
+                sample(pid, ticks_per_second)?,
+                scheduled_ns(pid),
+                sample(std::process::id(), ticks_per_second)?,
+            ));
+            measured_from = Instant::now();
+        }
+        let started = Instant::now();
+        batch_tx
+            .send(batch)
+            .map_err(|_| "chat: every client task has ended".to_owned())?;
+        let mut done = 0;
+        while done < n {
+            let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+                .await
+                .map_err(|_| {
+                    format!("chat: batch {batch}: {done} of {n} clients done after 60 s")
+                })?;
+            match event {
+                Some(ChatEvent::BatchDone { batch: got, .. }) if got == batch => done += 1,
+                Some(ChatEvent::BatchDone { client, batch: got }) => {
+                    return Err(format!(
+                        "chat: client {client} finished batch {got} during batch {batch}"
+                    ))
+                }
+                Some(ChatEvent::Failed { client, error }) => {
+                    return Err(format!("chat: batch {batch}: client {client}: {error}"))
+                }
+                None => return Err(format!("chat: batch {batch}: every client task ended")),
+            }
+        }
+        if batch >= 2 {
+            batch_secs.push(started.elapsed().as_secs_f64());
+        }
+    }
+    let secs = measured_from.elapsed().as_secs_f64();
+    let after = sample(pid, ticks_per_second)?;
+    let after_sched = scheduled_ns(pid);
+    let after_client = sample(std::process::id(), ticks_per_second)?;
+    let hwm_kib = peak_rss_kib(pid)?;
+    let (before, before_sched, before_client) = before.ok_or("chat: no measured batch")?;
+
+    let delivered = delivered_per_batch * options.batches as u64;
+    let msgs_per_sec = delivered as f64 / secs;
+    let cpu_us = after.cpu_us.saturating_sub(before.cpu_us);
+    let cpu_us_per_1k = cpu_us as f64 * 1000.0 / delivered as f64;
+    let tick_us = 1_000_000 / ticks_per_second;
+    let sched_us_per_1k = match (before_sched, after_sched) {
+        (Some(before), Some(after)) => {
+            after.saturating_sub(before) as f64 / 1000.0 * 1000.0 / delivered as f64
+        }
+        _ => f64::NAN,
+    };
+    let client_cpu_us = after_client.cpu_us.saturating_sub(before_client.cpu_us);
+    let client_cpu_pct = client_cpu_us as f64 / 1e4 / secs;
+    batch_secs.sort_by(f64::total_cmp);
+    let median_ms = batch_secs[batch_secs.len() / 2] * 1e3;
+    let min_ms = batch_secs[0] * 1e3;
+    let max_ms = batch_secs[batch_secs.len() - 1] * 1e3;
+
+    println!(
+        "{n} clients on {url} (server pid {pid}): {} batches measured after 1 warm-up, each \
+         {n} x {} sends of {} B and {delivered_per_batch} deliveries",
+        options.batches,
+        options.messages,
+        CHAT_TEXT.len(),
+    );
+    println!("measured wall time:          {secs:>12.3} s");
+    println!("batch time min/median/max:   {min_ms:>8.2} / {median_ms:.2} / {max_ms:.2} ms");
+    println!("delivered messages:          {delivered:>12}");
+    println!("delivered per second:        {msgs_per_sec:>12.0}");
+    println!("server CPU (utime+stime):    {cpu_us:>12} µs (±{tick_us} µs per reading)");
+    println!("server CPU per 1,000:        {cpu_us_per_1k:>12.1} µs");
+    println!("  cross-check, schedstat:    {sched_us_per_1k:>12.1} µs");
+    println!("server peak RSS (VmHWM):     {hwm_kib:>12} KiB");
+    println!("client CPU:                  {client_cpu_pct:>12.1} % of one core");
+    println!(
+        "RESULT clients={n} messages={} batches={} delivered={delivered} secs={secs:.4} \
+         msgs_per_sec={msgs_per_sec:.0} cpu_us={cpu_us} cpu_us_per_1k={cpu_us_per_1k:.2} \
+         sched_us_per_1k={sched_us_per_1k:.2} hwm_kib={hwm_kib} client_cpu_pct={client_cpu_pct:.1} \
+         batch_ms_median={median_ms:.3}",
+        options.messages, options.batches,
+    );
+
+    // Close politely: dropping the batch sender makes every writer send a close frame; the
+    // readers end when the server answers.
+    drop(batch_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    })
+    .await;
+    Ok(())
 }

@@ -108,7 +108,8 @@ fn hook<'a>(
     }
 }
 
-/// Awaits a hook, turning a panic into an error.
+/// Awaits a hook to the end, containing a panic: after the connection is over there is nobody
+/// left to report it to.
 async fn run_hook(name: &'static str, future: Pin<Box<dyn Future<Output = ()> + Send + '_>>) {
     let _ = hook(name, future).future.await;
 }
@@ -157,6 +158,8 @@ struct Driver<'p> {
     received_close: Option<(u16, String)>,
     /// Reading failed; the connection ends once our close frame is out.
     read_failed: bool,
+    /// Reading stopped because too much output was waiting for the peer.
+    read_paused: bool,
     error: Option<Error>,
     timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
     /// Something was received since the idle timer last fired.
@@ -178,6 +181,7 @@ impl<'p> Driver<'p> {
             sent_close: None,
             received_close: None,
             read_failed: false,
+            read_paused: false,
             error: None,
             timer: None,
             activity: false,
@@ -243,6 +247,12 @@ impl<'p> Driver<'p> {
             if self.read_failed || handled == MESSAGES_PER_TURN {
                 break;
             }
+            if peer.buffered_amount() >= peer.inner.outbox.read_pause {
+                // Backpressure: read nothing more until the peer takes what it was sent.
+                self.read_paused = true;
+                break;
+            }
+            self.read_paused = false;
             match Pin::new(&mut *ws).poll_next(cx) {
                 Poll::Pending => break,
                 Poll::Ready(None) => return Poll::Ready(()),
@@ -304,8 +314,11 @@ impl<'p> Driver<'p> {
             Poll::Pending => {}
         }
 
-        if handled == MESSAGES_PER_TURN && running.is_none() {
-            // More may be waiting; let other tasks run first.
+        let resume = self.read_paused
+            && peer.buffered_amount() < peer.inner.outbox.read_pause
+            && running.is_none();
+        if resume || (handled == MESSAGES_PER_TURN && running.is_none()) {
+            // More may be waiting to be read; let other tasks run first.
             cx.waker().wake_by_ref();
         }
         self.poll_timer(cx)

@@ -35,6 +35,23 @@
 //! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
 //!   [`PendingPeer::run`] are what an adapter calls.
 //!
+//! # Features
+//!
+//! This crate has no optional features and depends on no async runtime. The `anyws` crate adds
+//! the adapters behind its features (`tokio`, …).
+//!
+//! # Runtimes
+//!
+//! An adapter connects a runtime in three steps:
+//!
+//! 1. implement [`Runtime`] (spawn a task, make a timer) and build the server with it;
+//! 2. for each HTTP request where [`is_websocket_upgrade`] holds, build a [`Request`] and call
+//!    [`Server::handshake`]; send the response it returns;
+//! 3. when that response is `101`, run the [`PendingPeer`] on the upgraded byte stream (any
+//!    `futures-io` `AsyncRead + AsyncWrite`) in a task of its own.
+//!
+//! The `upgrade` function of `anyws-tokio` does exactly this; read it as the reference adapter.
+//!
 //! # Namespaces and pub/sub
 //!
 //! Each peer lives in a namespace, by default its URL path. [`Peer::publish`] reaches the other

@@ -314,7 +314,12 @@ pub(crate) struct Outbox {
     /// The peer's [`ReadyState`].
     pub(crate) state: AtomicU8,
     limit: usize,
+    /// While this many bytes wait, the connection reads nothing more from the peer.
+    pub(crate) read_pause: usize,
 }
+
+/// The most outgoing data a peer may have waiting before its connection stops reading from it.
+pub(crate) const READ_PAUSE_BYTES: usize = 64 * 1024;
 
 pub(crate) fn payload_len(message: &tungstenite::Message) -> usize {
     match message {
@@ -333,6 +338,7 @@ impl Outbox {
             drained: Event::new(),
             state: AtomicU8::new(ReadyState::Connecting as u8),
             limit,
+            read_pause: READ_PAUSE_BYTES.min(limit / 2),
         }
     }
 
@@ -343,7 +349,11 @@ impl Outbox {
             return Err(SendError::Closed);
         }
         let buffered = self.buffered.load(Ordering::Relaxed);
-        if buffered != 0 && buffered.saturating_add(len) > self.limit {
+        // Below the read-pause mark a message is always taken, so a peer that reads its replies,
+        // however slowly, is never cut off by its own traffic: its connection stops reading from
+        // it at that mark instead. Above it, the limit holds.
+        if buffered != 0 && buffered >= self.read_pause && buffered.saturating_add(len) > self.limit
+        {
             let dropped: usize = queue.items.drain(..).map(|m| payload_len(&m)).sum();
             self.buffered.fetch_sub(dropped, Ordering::AcqRel);
             queue.overflowed = true;
@@ -431,9 +441,11 @@ mod tests {
     #[test]
     fn outbox_overflow_policy() {
         let outbox = Outbox::new(10);
+        assert_eq!(outbox.read_pause, 5);
         let msg = |n: usize| tungstenite::Message::Binary(vec![0; n].into());
-        // A single message larger than the limit is accepted into an empty queue.
-        outbox.push(msg(50)).unwrap();
+        // Below the read-pause mark anything is accepted, even past the limit.
+        outbox.push(msg(4)).unwrap();
+        outbox.push(msg(46)).unwrap();
         assert_eq!(outbox.buffered.load(Ordering::Relaxed), 50);
         // The next one overflows: the queue is dropped and a 1013 close is scheduled.
         assert!(matches!(outbox.push(msg(1)), Err(SendError::QueueFull)));

@@ -11,7 +11,9 @@
 # client has received all CLIENTS x 640 of them (its own included), i.e. CLIENTS^2 x 640
 # deliveries. The table gives delivered messages per second, the server's CPU (utime+stime from
 # /proc/PID/stat) per 1,000 delivered, its peak RSS (VmHWM), and anyws's figures divided by the
-# control's. Every step is bounded by `timeout` or a watchdog; all traffic stays on 127.0.0.1.
+# control's. All sockets, client and server, use TCP_NODELAY (anyws's adapter sets it; the
+# control sets it to match). Every step is bounded by `timeout` or a watchdog; all traffic stays
+# on 127.0.0.1. Other load on the two CPUs skews the figures: the load average is printed.
 set -euo pipefail
 
 clients=${1:-32}
@@ -42,9 +44,20 @@ read -r port_low _ </proc/sys/net/ipv4/ip_local_port_range
 workdir=$(mktemp -d)
 server_pid=
 watchdog_pid=
+# watchdog PID: kills PID after 15 minutes unless sent SIGTERM first, in which case it also
+# ends its own `sleep`, so nothing outlives the script or holds its output open.
+watchdog() {
+    local target=$1 sleeper=
+    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    sleep 900 &
+    sleeper=$!
+    if wait "$sleeper"; then
+        kill -KILL "$target" 2>/dev/null || true
+    fi
+}
 stop_server() {
     if [[ -n $watchdog_pid ]]; then
-        kill -KILL "$watchdog_pid" 2>/dev/null || true
+        kill -TERM "$watchdog_pid" 2>/dev/null || true
         wait "$watchdog_pid" 2>/dev/null || true
         watchdog_pid=
     fi
@@ -97,7 +110,7 @@ run_one() {
     (PORT=$port exec taskset -c "$server_cpu" "${args[@]}" >"$log" 2>&1) &
     server_pid=$!
     # Whatever happens to this script, the server does not outlive 15 minutes.
-    (sleep 900 && kill -KILL "$server_pid" 2>/dev/null) &
+    watchdog "$server_pid" </dev/null >/dev/null 2>&1 &
     watchdog_pid=$!
     for ((waited = 0; waited < 100; waited++)); do
         grep -q "listening on" "$log" && break

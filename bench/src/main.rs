@@ -1,29 +1,58 @@
-//! `anyws-bench`: measures what an idle WebSocket connection costs a server, in resident memory
-//! and in CPU time spent opening it, so the anyws fixture can be compared with a plain
-//! tokio-tungstenite server doing the same job.
+//! `anyws-bench`: measures what WebSocket servers cost, so the anyws fixture can be compared
+//! with a plain tokio-tungstenite server doing the same job. Two workloads: idle connections
+//! (resident memory and CPU time per connection opened) and a chat room (CPU time per message
+//! delivered, throughput and peak memory).
 //!
-//! It has two modes:
+//! It has three modes:
 //!
-//! - `control-server --port P [--small-buffers]` serves a direct tokio-tungstenite (0.30) echo
-//!   server on 127.0.0.1:P, one task per connection, on a tokio **multi-thread** runtime with the
+//! - `control-server --port P [--app echo|chatroom] [--small-buffers]` serves a direct
+//!   tokio-tungstenite (0.30) server on 127.0.0.1:P on a tokio **multi-thread** runtime with the
 //!   default worker count (one worker per CPU it may run on, so one under `taskset -c 0`; the
-//!   anyws fixture builds its runtime the same way). It uses tungstenite's default
-//!   `WebSocketConfig` (128 KiB read and write buffers), or with `--small-buffers` a
-//!   `read_buffer_size` of 4096 and a `write_buffer_size` of 0.
+//!   anyws fixture builds its runtime the same way). Accepted sockets get TCP_NODELAY, as the
+//!   anyws tokio adapter's do. It uses tungstenite's default `WebSocketConfig` (128 KiB read
+//!   and write buffers), or with `--small-buffers` a `read_buffer_size` of 4096 and a
+//!   `write_buffer_size` of 0.
+//!   - `--app echo` (the default): one task per connection, which sends every text and binary
+//!     message back.
+//!   - `--app chatroom`: one room, the counterpart of `anyws-fixture --app chatroom`. Each
+//!     connection has a reader task and a writer task and an unbounded tokio mpsc queue of
+//!     `Message`s; the room is an `Arc<RwLock<Vec<(id, sender)>>>`. On open the connection
+//!     queues `ready` and joins the room; the reader sends a clone of every message it reads
+//!     (cheap: payloads are `Bytes`) to every member, itself included. The writer waits for a
+//!     message, takes whatever else is queued with `try_recv`, `feed`s each and flushes once:
+//!     batched writes, one write system call per burst instead of one per message.
 //! - `idle --url ws://127.0.0.1:P/ --connections N --server-pid PID [--concurrency C]` reads the
 //!   server's VmRSS (`/proc/PID/status`) and utime+stime (`/proc/PID/stat`), opens N connections
 //!   with at most C (default 200) handshakes in flight, sends one small text message on each
 //!   and waits for its echo, waits one second for the server to settle, reads RSS and CPU again
 //!   and prints RSS before/after, KiB per connection and server CPU µs per connection opened,
 //!   then closes every connection. It raises its own open-file limit first (to 65536, or the
-//!   hard limit if lower). The last line it prints starts with `RESULT` and holds the numbers as
-//!   `key=value` pairs for scripts.
+//!   hard limit if lower). Runs on a current-thread runtime.
+//! - `chat --url ws://127.0.0.1:P/ --clients N --server-pid PID [--messages M] [--batches B]
+//!   [--timeout-secs S] [--nagle]` (defaults 32 clients, 640 messages, 20 batches, 300 s) opens
+//!   N clients (TCP_NODELAY unless `--nagle`) and waits for `ready` on each, then runs one
+//!   warm-up batch and B measured ones. In a batch every client sends M copies of a 30-byte
+//!   text (all fed, then one flush) and the batch ends when every client has received all N×M
+//!   of them, its own included: N×M×N deliveries. Over the measured batches it reports
+//!   delivered messages per second (deliveries / wall time), the server's CPU (utime+stime
+//!   from `/proc/PID/stat`, in clock ticks of 10 ms) per 1,000 delivered, the same from the
+//!   nanosecond counters of `/proc/PID/task/*/schedstat` as a cross-check, the server's peak
+//!   RSS (VmHWM), the min/median/max batch time and the client's own CPU use; a client near
+//!   100% of its core means the client, not the server, limits the throughput. Runs on a
+//!   multi-thread runtime (one worker under `taskset -c 1`), one writer and one reader task
+//!   per client.
 //!
-//! The runner script builds everything, runs the anyws fixture (`--app echo`) and both control
-//! configurations pinned to CPU 0 with the client pinned to CPU 1, and prints a table:
+//! `idle` and `chat` print a last line starting with `RESULT` that holds the numbers as
+//! `key=value` pairs for scripts.
+//!
+//! The runner scripts build everything, run each server pinned to CPU 0 with the client pinned
+//! to CPU 1, on free loopback ports, with every step under a timeout, and print a table:
 //!
 //! ```text
-//! bench/idle.sh [CONNECTIONS]        # default 10000
+//! bench/idle.sh [CONNECTIONS]        # default 10000: anyws-fixture --app echo against
+//!                                    # control-server with default and with small buffers
+//! bench/chat.sh [CLIENTS] [BATCHES]  # defaults 32 and 20: anyws-fixture --app chatroom
+//!                                    # against control-server --app chatroom, with ratios
 //! ```
 //!
 //! One mode by hand:
@@ -33,7 +62,14 @@
 //! ulimit -n 20000; PORT=9001 taskset -c 0 target/release/anyws-fixture --app echo &
 //! taskset -c 1 target/release/anyws-bench idle --url ws://127.0.0.1:9001/ \
 //!     --connections 10000 --server-pid $!
+//!
+//! PORT=9002 taskset -c 0 target/release/anyws-fixture --app chatroom &
+//! taskset -c 1 target/release/anyws-bench chat --url ws://127.0.0.1:9002/ \
+//!     --clients 32 --messages 640 --batches 20 --server-pid $!
 //! ```
+//!
+//! (Start the server as a simple command, as here, so that `$!` is its own pid: `taskset`
+//! execs it, but `cd dir && server &` would background a subshell instead.)
 
 use futures_util::{SinkExt, StreamExt};
 use std::process::ExitCode;
@@ -50,7 +86,7 @@ usage: anyws-bench control-server --port P [--app echo|chatroom] [--small-buffer
        anyws-bench idle --url ws://127.0.0.1:P/ --connections N --server-pid PID
                         [--concurrency C] [--timeout-secs S]
        anyws-bench chat --url ws://127.0.0.1:P/ --clients N --server-pid PID
-                        [--messages M] [--batches B] [--timeout-secs S]";
+                        [--messages M] [--batches B] [--timeout-secs S] [--nagle]";
 
 /// The open-file limit both modes ask for; the hard limit caps it.
 const WANTED_NOFILE: u64 = 65536;
@@ -213,15 +249,20 @@ fn control_server(options: ControlOptions) -> Result<(), String> {
         let mut next_id = 0_u64;
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => match options.app {
-                    ControlApp::Echo => {
-                        tokio::spawn(echo_connection(stream, config));
+                Ok((stream, _)) => {
+                    // As the anyws tokio adapter does: without it, Nagle's algorithm and the
+                    // peer's delayed ACKs stall small writes by ~40 ms.
+                    let _ = stream.set_nodelay(true);
+                    match options.app {
+                        ControlApp::Echo => {
+                            tokio::spawn(echo_connection(stream, config));
+                        }
+                        ControlApp::Chatroom => {
+                            next_id += 1;
+                            tokio::spawn(chat_connection(stream, config, room.clone(), next_id));
+                        }
                     }
-                    ControlApp::Chatroom => {
-                        next_id += 1;
-                        tokio::spawn(chat_connection(stream, config, room.clone(), next_id));
-                    }
-                },
+                }
                 Err(error) => {
                     // Out of file descriptors, most likely: say so and back off instead of
                     // spinning on the listener.
@@ -543,6 +584,7 @@ struct ChatOptions {
     batches: usize,
     server_pid: u32,
     timeout: Duration,
+    nagle: bool,
 }
 
 impl ChatOptions {
@@ -553,9 +595,11 @@ impl ChatOptions {
         let mut batches = 20;
         let mut server_pid = None;
         let mut timeout_secs = 300;
+        let mut nagle = false;
         for (flag, value) in flags(args) {
             match flag.as_str() {
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--nagle" if value.is_none() => nagle = true,
                 "--clients" => clients = number(&flag, value)?,
                 "--messages" => messages = number(&flag, value)?,
                 "--batches" => batches = number(&flag, value)?,
@@ -580,6 +624,7 @@ impl ChatOptions {
             batches,
             server_pid: server_pid.ok_or("chat needs --server-pid")?,
             timeout: Duration::from_secs(timeout_secs),
+            nagle,
         })
     }
 }
@@ -618,9 +663,10 @@ enum ChatEvent {
     Failed { client: usize, error: String },
 }
 
-/// Opens one connection and waits for the server's `ready`.
-async fn open_chat_client(url: &str) -> Result<Client, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+/// Opens one connection and waits for the server's `ready`. Unless `nagle`, the socket gets
+/// TCP_NODELAY, so the client's flushes go out at once, as the servers' do.
+async fn open_chat_client(url: &str, nagle: bool) -> Result<Client, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, !nagle)
         .await
         .map_err(|error| format!("handshake failed: {error}"))?;
     loop {
@@ -645,22 +691,28 @@ fn chat(options: ChatOptions) -> Result<(), String> {
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
     let timeout = options.timeout;
-    runtime.block_on(async move {
+    // Spawned, so that the coordinator runs on the runtime's worker with the client tasks
+    // rather than on this thread, which `block_on` would use.
+    let run = runtime.spawn(async move {
         tokio::time::timeout(timeout, chat_run(options, ticks_per_second))
             .await
             .unwrap_or_else(|_| Err(format!("chat: not done after {timeout:?}")))
-    })
+    });
+    runtime
+        .block_on(run)
+        .map_err(|error| format!("chat: the coordinator task failed: {error}"))?
 }
 
 async fn chat_run(options: ChatOptions, ticks_per_second: u64) -> Result<(), String> {
     let pid = options.server_pid;
     let n = options.clients;
     let url = options.url.as_str();
+    let nagle = options.nagle;
 
     // Open every client and wait for each one's `ready` before anyone sends.
     let opened: Vec<Result<Client, String>> = futures_util::stream::iter(0..n)
         .map(|_| async move {
-            tokio::time::timeout(Duration::from_secs(30), open_chat_client(url))
+            tokio::time::timeout(Duration::from_secs(30), open_chat_client(url, nagle))
                 .await
                 .unwrap_or_else(|_| Err("no handshake and `ready` within 30 s".to_owned()))
         })

@@ -222,3 +222,67 @@ async fn serve_sends_ordinary_requests_to_the_fallback() {
 }
 
 use std::future::IntoFuture;
+
+/// Floods the peer on request and reports when its buffer has drained.
+struct Flood;
+
+#[async_trait]
+impl Hooks for Flood {
+    async fn message(&self, peer: &Peer, _message: Message) {
+        // 12 MiB: more than the kernel's socket buffers can absorb while the client is not reading.
+        for _ in 0..12 {
+            let _ = peer.send(vec![7_u8; 1 << 20]);
+        }
+    }
+
+    async fn drain(&self, peer: &Peer) {
+        let _ = peer.send("drained");
+    }
+}
+
+#[tokio::test]
+async fn drain_runs_once_a_backed_up_peer_has_caught_up() {
+    let server = ServerBuilder::new(Flood)
+        .max_buffered_bytes(64 << 20)
+        .build(anyws_tokio::runtime());
+    let (listener, addr) = listener().await;
+    let serving = tokio::spawn(anyws_tokio::serve(listener, server.clone()).into_future());
+
+    // A client with a tiny receive buffer that stops reading, so the server's writes block.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream)
+        .await
+        .unwrap();
+    ws.send("flood".into()).await.unwrap();
+
+    // Wait until the server has queued the flood.
+    let peer = tokio::time::timeout(LIMIT, async {
+        loop {
+            match server.peers().pop() {
+                Some(peer) if peer.buffered_amount() > 0 => break peer,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .expect("the flood was never queued");
+
+    // Read everything: twelve binary messages, then the drain notice.
+    for _ in 0..12 {
+        match tokio::time::timeout(LIMIT, ws.next()).await.unwrap() {
+            Some(Ok(tungstenite::Message::Binary(data))) => assert_eq!(data.len(), 1 << 20),
+            other => panic!("expected a binary message, got {other:?}"),
+        }
+    }
+    assert_eq!(next_text(&mut ws).await, "drained");
+    assert_eq!(peer.buffered_amount(), 0);
+    drop(ws);
+    server.shutdown().await;
+    tokio::time::timeout(LIMIT, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

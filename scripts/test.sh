@@ -12,11 +12,22 @@ step "clippy";  cargo clippy --workspace --all-targets --all-features -- -D warn
 step "docs";    RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features -q
 step "each feature alone"
 cargo check -q -p anyws --no-default-features
-cargo check -q -p anyws --no-default-features --features tokio
+for feature in tokio smol async-std; do
+  cargo check -q -p anyws --no-default-features --features "$feature"
+done
+cargo check -q -p anyws --all-features
+# The smol and async-std builds must not pull in a tokio runtime (hyper's tokio "sync" is fine).
+for feature in smol async-std; do
+  if cargo tree -p anyws --no-default-features --features "$feature" -e features,normal,build -i tokio 2>/dev/null \
+      | grep -E 'tokio feature "(rt|rt-multi-thread|net|time|io-util)"'; then
+    echo "the $feature build pulls in tokio runtime features" >&2
+    exit 1
+  fi
+done
 step "fixture"; cargo build --release -p anyws-fixture
 step "tests";   cargo test --workspace --all-features
 step "autobahn"
 if ! python3 -m pip --version >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
 fi
-bash scripts/autobahn.sh tokio
+bash scripts/autobahn.sh tokio smol async-std

@@ -54,12 +54,53 @@
 #![deny(missing_docs)]
 
 mod runtime;
-mod serve;
 
+pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
 pub use runtime::{runtime, TokioRuntime};
-pub use serve::{not_found, serve, upgrade, Body, Serve};
 
 use anyws_core::{Hooks, Server, ServerBuilder};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
+
+/// [`anyws_hyper::Serve`] on a tokio listener, as [`serve`] returns it.
+pub type Serve<F = NotFound> = anyws_hyper::Serve<TokioListener, F>;
+
+/// Serves `server` on `listener`: WebSocket upgrades go to the server's hooks and every other
+/// request to the fallback (by default `404`).
+///
+/// `.await` the returned builder to run. It runs until
+/// [`Serve::with_graceful_shutdown`](anyws_hyper::Serve::with_graceful_shutdown)'s signal fires
+/// or [`Server::shutdown`] is called, then stops accepting, closes every peer with 1001 and
+/// returns once they are gone.
+///
+/// ```no_run
+/// # async fn run(server: anyws_core::Server) -> std::io::Result<()> {
+/// use http_body_util::Full;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// anyws_tokio::serve(listener, server)
+///     .fallback(|_request| async { http::Response::new(Full::new(bytes::Bytes::from("hello"))) })
+///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+///     .await
+/// # }
+/// ```
+pub fn serve(listener: TcpListener, server: Server) -> Serve {
+    anyws_hyper::serve(TokioListener(listener), server)
+}
+
+/// A tokio TCP listener as an [`anyws_hyper::Listener`]; accepted sockets get `TCP_NODELAY`.
+#[derive(Debug)]
+pub struct TokioListener(pub TcpListener);
+
+impl anyws_hyper::Listener for TokioListener {
+    type Io = TokioIo<TcpStream>;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        let (stream, remote) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((TokioIo::new(stream), remote))
+    }
+}
 
 /// A server for `hooks` with default limits on tokio: `ServerBuilder::new(hooks).build(runtime())`.
 pub fn server(hooks: impl Hooks) -> Server {

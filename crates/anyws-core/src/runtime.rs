@@ -27,7 +27,9 @@ pub trait Runtime: Send + Sync + Debug + 'static {
 }
 
 /// A timer that can be moved to a new deadline without being reallocated.
-pub trait AsyncTimer: Send + Debug + 'static {
+///
+/// It is `Sync` so that it can also serve as hyper's `Sleep`.
+pub trait AsyncTimer: Send + Sync + Debug + 'static {
     /// Moves the deadline; a timer that already fired fires again at the new deadline.
     fn reset(self: Pin<&mut Self>, deadline: Instant);
 

@@ -48,8 +48,14 @@
 //!
 //! # Features
 //!
-//! - `tokio` (default): the tokio adapter, as [`anyws::tokio`](crate::tokio), serving with
-//!   hyper 1.x or embedded in any hyper service.
+//! - `tokio` (default): the tokio adapter, as `anyws::tokio`, serving with hyper 1.x or
+//!   embedded in any hyper service.
+//! - `smol`: the smol adapter, as `anyws::smol`.
+//! - `async-std`: the async-std adapter, as `anyws::async_std` (async-std is discontinued
+//!   upstream; the adapter shares smol's `async-io` foundation).
+//! - `hyper` (implied by each adapter): the runtime-free hyper glue, as `anyws::hyper`.
+//!
+//! Features are additive: any combination builds, and the same `Hooks` run on each.
 //!
 //! Everything else is the runtime-free core, re-exported from `anyws-core`: [`Hooks`], [`Peer`],
 //! [`Message`], [`Server`], [`Resolver`] and [`Limits`].
@@ -72,4 +78,27 @@ pub use anyws_core::*;
 #[cfg(feature = "tokio")]
 pub mod tokio {
     pub use anyws_tokio::*;
+}
+
+/// The smol adapter: [`serve`](anyws_smol::serve), [`upgrade`](anyws_smol::upgrade) and the
+/// runtime.
+#[cfg(feature = "smol")]
+pub mod smol {
+    pub use anyws_smol::*;
+}
+
+/// The async-std adapter: [`serve`](anyws_async_std::serve),
+/// [`upgrade`](anyws_async_std::upgrade) and the runtime. async-std is discontinued upstream;
+/// this adapter shares smol's `async-io` foundation.
+#[cfg(feature = "async-std")]
+pub mod async_std {
+    pub use anyws_async_std::*;
+}
+
+/// The runtime-free hyper glue every adapter is built from: [`serve`](anyws_hyper::serve) on any
+/// [`Listener`](anyws_hyper::Listener), [`upgrade`](anyws_hyper::upgrade), and the byte-stream
+/// bridges. Write an adapter for another runtime with it.
+#[cfg(feature = "hyper")]
+pub mod hyper {
+    pub use anyws_hyper::*;
 }

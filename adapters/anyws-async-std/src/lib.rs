@@ -1,0 +1,120 @@
+//! Run [anyws](https://docs.rs/anyws) hooks on [async-std](https://docs.rs/async-std).
+//!
+//! async-std is discontinued upstream; this adapter stays because users ask for it. It is built
+//! on the same `async-io` foundation as `anyws-smol` and shares its code: the timers are
+//! [`anyws_smol::AsyncIoTimer`], the HTTP and WebSocket handling is `anyws-hyper`, and only the
+//! executor (`async_std::task::spawn`) and the listener type are async-std's own. New projects
+//! should prefer smol or tokio.
+//!
+//! ```
+//! use anyws_core::{async_trait, Hooks, Message, Peer};
+//! use futures_util::{SinkExt, StreamExt};
+//! use std::future::IntoFuture;
+//!
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl Hooks for Echo {
+//!     async fn message(&self, peer: &Peer, message: Message) {
+//!         let _ = peer.send(message);
+//!     }
+//! }
+//!
+//! async_std::task::block_on(async {
+//!     let server = anyws_async_std::server(Echo);
+//!     let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     async_std::task::spawn(anyws_async_std::serve(listener, server.clone()).into_future());
+//!
+//!     // Any WebSocket client will do; this one is async-tungstenite.
+//!     let stream = async_std::net::TcpStream::connect(addr).await?;
+//!     let (mut ws, _) = async_tungstenite::client_async(format!("ws://{addr}/"), stream).await?;
+//!     ws.send("hello".into()).await?;
+//!     assert_eq!(ws.next().await.unwrap()?.into_text()?, "hello");
+//!
+//!     drop(ws);
+//!     server.shutdown().await;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! .unwrap();
+//! ```
+//!
+//! # Serving and embedding
+//!
+//! - [`serve`] accepts connections on an async-std [`TcpListener`], upgrades WebSocket requests
+//!   and hands every other request to a [fallback](anyws_hyper::Serve::fallback). It shuts down
+//!   gracefully on a signal or on [`Server::shutdown`].
+//! - [`upgrade`] handles one hyper request inside any hyper service running on async-std.
+//!
+//! # Runtime
+//!
+//! [`AsyncStdRuntime`] implements the core's [`Runtime`] with
+//! `async_std::task::spawn` and `async-io` timers. No tokio runtime is involved.
+//!
+//! # Limits
+//!
+//! The server's [`Limits`](anyws_core::Limits) apply; `handshake_timeout` (default 10 s) is the
+//! time a connection has to send its complete request head.
+#![deny(missing_docs)]
+
+use anyws_core::{AsyncTimer, BoxFuture, Hooks, Runtime, Server, ServerBuilder};
+use anyws_hyper::FuturesIo;
+use anyws_smol::AsyncIoTimer;
+use async_std::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
+
+/// The async-std implementation of the core's [`Runtime`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsyncStdRuntime;
+
+/// The async-std runtime as the core takes it.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(AsyncStdRuntime)
+}
+
+/// A server for `hooks` with default limits on async-std:
+/// `ServerBuilder::new(hooks).build(runtime())`.
+pub fn server(hooks: impl Hooks) -> Server {
+    ServerBuilder::new(hooks).build(runtime())
+}
+
+impl Runtime for AsyncStdRuntime {
+    fn spawn(&self, future: BoxFuture) {
+        // Dropping the handle detaches the task.
+        drop(async_std::task::spawn(future));
+    }
+
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(AsyncIoTimer::at(deadline))
+    }
+}
+
+/// [`anyws_hyper::Serve`] on an async-std listener, as [`serve`] returns it.
+pub type Serve<F = NotFound> = anyws_hyper::Serve<AsyncStdListener, F>;
+
+/// Serves `server` on `listener`: WebSocket upgrades go to the server's hooks and every other
+/// request to the fallback (by default `404`). `.await` the returned builder to run it; see
+/// [`anyws_hyper::serve`].
+pub fn serve(listener: TcpListener, server: Server) -> Serve {
+    anyws_hyper::serve(AsyncStdListener(listener), server)
+}
+
+/// An async-std TCP listener as an [`anyws_hyper::Listener`]; accepted sockets get
+/// `TCP_NODELAY`.
+#[derive(Debug)]
+pub struct AsyncStdListener(pub TcpListener);
+
+impl anyws_hyper::Listener for AsyncStdListener {
+    type Io = FuturesIo<TcpStream>;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+        let (stream, remote) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((FuturesIo::new(stream), remote))
+    }
+}

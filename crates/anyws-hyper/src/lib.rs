@@ -1,0 +1,46 @@
+//! The hyper 1.x glue of anyws, shared by every runtime adapter and free of any runtime.
+//!
+//! hyper runs on any runtime through its `rt` traits, so everything between a TCP connection and
+//! the core lives here once: serving a [`Listener`] with a [`Fallback`] for ordinary HTTP
+//! requests and graceful shutdown, [`upgrade`] for embedding in any hyper service, hyper's timer
+//! on the core's runtime seam ([`RuntimeTimer`]), and byte-stream bridges between hyper and
+//! `futures-io` ([`HyperIo`], [`FuturesIo`]).
+//!
+//! An adapter adds only its [`Runtime`](anyws_core::Runtime) and a [`Listener`] around its
+//! runtime's TCP listener; `anyws-tokio`, `anyws-smol` and `anyws-async-std` are each a few dozen
+//! lines.
+//!
+//! ```
+//! use anyws_core::Server;
+//! use anyws_hyper::{FuturesIo, Listener};
+//! use std::net::SocketAddr;
+//!
+//! /// A listener of some runtime whose streams implement `futures-io`.
+//! struct MyListener(Vec<(Vec<u8>, SocketAddr)>);
+//!
+//! impl Listener for MyListener {
+//!     type Io = FuturesIo<futures_util::io::Cursor<Vec<u8>>>;
+//!
+//!     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+//!         match self.0.pop() {
+//!             Some((bytes, addr)) => Ok((FuturesIo::new(futures_util::io::Cursor::new(bytes)), addr)),
+//!             None => std::future::pending().await,
+//!         }
+//!     }
+//! }
+//!
+//! fn serve(server: Server) -> impl std::future::IntoFuture<Output = std::io::Result<()>> {
+//!     anyws_hyper::serve(MyListener(Vec::new()), server)
+//! }
+//! ```
+#![deny(missing_docs)]
+
+mod io;
+mod serve;
+mod service;
+mod timer;
+
+pub use io::{FuturesIo, HyperIo};
+pub use serve::{serve, Listener, Serve};
+pub use service::{not_found, upgrade, Body, BoxError, Fallback, NotFound};
+pub use timer::RuntimeTimer;

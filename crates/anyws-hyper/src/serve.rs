@@ -1,0 +1,158 @@
+//! Serving a listener: accept, upgrade or fall back, shut down gracefully.
+
+use anyws_core::Server;
+use futures_util::future::{select, Either};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::time::Duration;
+
+use crate::service::{handle, Fallback, NotFound};
+use crate::timer::sleep_until;
+use crate::RuntimeTimer;
+
+/// A source of connections for [`serve`]: each runtime adapter wraps its TCP listener in one.
+pub trait Listener: Send + 'static {
+    /// A connection, as hyper reads and writes it.
+    type Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
+
+    /// Accepts the next connection and the client's address.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+/// Serves `server` on `listener`: WebSocket upgrades go to the server's hooks and every other
+/// request to the fallback (by default `404`).
+///
+/// The returned [`Serve`] is a builder; `.await` it to run. It runs until
+/// [`Serve::with_graceful_shutdown`]'s signal fires or [`Server::shutdown`] is called, then
+/// stops accepting, closes every peer with 1001 and returns once they are gone. Connections and
+/// peers run as tasks of the server's runtime; the handshake timeout is
+/// [`Limits::handshake_timeout`](anyws_core::Limits::handshake_timeout).
+pub fn serve<L: Listener>(listener: L, server: Server) -> Serve<L, NotFound> {
+    Serve {
+        listener,
+        server,
+        fallback: NotFound,
+        signal: None,
+    }
+}
+
+/// A server being set up by [`serve`]; `.await` it to run.
+#[must_use = "`Serve` does nothing until it is awaited"]
+pub struct Serve<L, F> {
+    listener: L,
+    server: Server,
+    fallback: F,
+    signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<L, F> fmt::Debug for Serve<L, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Listener, F: Fallback> Serve<L, F> {
+    /// Answers ordinary (non-WebSocket) HTTP requests with `fallback`.
+    pub fn fallback<G: Fallback>(self, fallback: G) -> Serve<L, G> {
+        Serve {
+            listener: self.listener,
+            server: self.server,
+            fallback,
+            signal: self.signal,
+        }
+    }
+
+    /// Shuts down gracefully when `signal` resolves.
+    pub fn with_graceful_shutdown(
+        mut self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.signal = Some(Box::pin(signal));
+        self
+    }
+
+    async fn run(self) -> io::Result<()> {
+        let Serve {
+            mut listener,
+            server,
+            fallback,
+            signal,
+        } = self;
+        let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
+        let runtime = server.runtime().clone();
+        let mut http = http1::Builder::new();
+        http.timer(RuntimeTimer(runtime.clone()))
+            .header_read_timeout(server.limits().handshake_timeout);
+        loop {
+            let accepted = {
+                let shutdown = pin!(server.shutdown_started());
+                let stop = select(signal.as_mut(), shutdown);
+                match select(pin!(listener.accept()), stop).await {
+                    Either::Left((accepted, _)) => accepted,
+                    Either::Right(_) => break,
+                }
+            };
+            let (io, remote) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_per_connection(&error) => continue,
+                Err(_) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    sleep_until(&*runtime, runtime.now() + Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let for_service = server.clone();
+            let fallback = fallback.clone();
+            let service = service_fn(move |request| {
+                let server = for_service.clone();
+                let fallback = fallback.clone();
+                async move { Ok::<_, Infallible>(handle(server, fallback, remote, request).await) }
+            });
+            let connection = http.serve_connection(io, service).with_upgrades();
+            let server = server.clone();
+            runtime.spawn(Box::pin(async move {
+                let mut connection = pin!(connection);
+                let shutdown = pin!(server.shutdown_started());
+                if let Either::Left(_) = select(connection.as_mut(), shutdown).await {
+                    return;
+                }
+                // Finish the request in flight, then close; idle connections close at once.
+                connection.as_mut().graceful_shutdown();
+                let runtime = server.runtime();
+                let deadline = runtime.now() + server.limits().close_timeout;
+                let _ = select(connection, pin!(sleep_until(&**runtime, deadline))).await;
+            }));
+        }
+        drop(listener);
+        server.shutdown().await;
+        Ok(())
+    }
+}
+
+impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}

@@ -1,0 +1,429 @@
+//! How the suite starts and stops a server: the [`Harness`] an adapter implements.
+
+use anyws_core::{Limits, Runtime, Server, ServerBuilder};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::apps;
+
+/// Which hooks a server runs (the fixture's `--app`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum App {
+    /// Everything the fixture contract describes.
+    #[default]
+    Conformance,
+    /// Every message back to its sender, unchanged.
+    Echo,
+    /// One room: every message to its sender and to every other peer.
+    Chatroom,
+}
+
+impl App {
+    /// The name the fixture's `--app` flag takes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            App::Conformance => "conformance",
+            App::Echo => "echo",
+            App::Chatroom => "chatroom",
+        }
+    }
+}
+
+/// What a scenario asks of the server: the app and the limits (the fixture's flags).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// The hooks.
+    pub app: App,
+    /// `--max-message-size`, in bytes.
+    pub max_message_size: Option<usize>,
+    /// `--max-buffered-bytes`, in bytes.
+    pub max_buffered_bytes: Option<usize>,
+    /// `--handshake-timeout-ms`.
+    pub handshake_timeout: Option<Duration>,
+    /// `--idle-timeout-ms`; zero turns the idle timeout off.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Options {
+    /// The default app (`conformance`) and the library's default limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `app` instead.
+    pub fn app(mut self, app: App) -> Self {
+        self.app = app;
+        self
+    }
+
+    /// Sets `--max-message-size` (and the frame size limit with it).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = Some(bytes);
+        self
+    }
+
+    /// Sets `--max-buffered-bytes`.
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets `--handshake-timeout-ms`.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `--idle-timeout-ms`.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// The server's limits: the library's defaults with these options applied, and a close
+    /// timeout of 1 s so that a graceful shutdown ends within 2 s.
+    pub fn limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(bytes) = self.max_message_size {
+            limits.max_message_size = bytes;
+            limits.max_frame_size = bytes;
+        }
+        if let Some(bytes) = self.max_buffered_bytes {
+            limits.max_buffered_bytes = bytes;
+        }
+        if let Some(timeout) = self.handshake_timeout {
+            limits.handshake_timeout = timeout;
+        }
+        if let Some(timeout) = self.idle_timeout {
+            limits.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        }
+        limits.close_timeout = Duration::from_secs(1);
+        limits
+    }
+
+    /// A server builder with the app's hooks and these limits.
+    pub fn server_builder(&self) -> ServerBuilder {
+        let builder = match self.app {
+            App::Conformance => ServerBuilder::new(apps::Conformance),
+            App::Echo => ServerBuilder::new(apps::Echo),
+            App::Chatroom => ServerBuilder::new(apps::Chatroom),
+        };
+        builder.limits(self.limits())
+    }
+
+    /// The same options as `anyws-fixture` flags.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec!["--app".to_owned(), self.app.flag().to_owned()];
+        let mut flag = |name: &str, value: String| {
+            args.push(name.to_owned());
+            args.push(value);
+        };
+        if let Some(bytes) = self.max_message_size {
+            flag("--max-message-size", bytes.to_string());
+        }
+        if let Some(bytes) = self.max_buffered_bytes {
+            flag("--max-buffered-bytes", bytes.to_string());
+        }
+        if let Some(timeout) = self.handshake_timeout {
+            flag("--handshake-timeout-ms", timeout.as_millis().to_string());
+        }
+        if let Some(timeout) = self.idle_timeout {
+            flag("--idle-timeout-ms", timeout.as_millis().to_string());
+        }
+        args
+    }
+}
+
+/// Starts servers for the suite. Implement [`Adapter`] and use [`InProcess`] to test an adapter
+/// in the test process, or use [`FixtureProcess`] to test a fixture program from outside.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// A short name for failure messages, such as `smol`.
+    fn name(&self) -> String;
+
+    /// Starts a server for `options` listening on a free loopback port, and returns once it
+    /// accepts connections.
+    async fn start(&self, options: &Options) -> Box<dyn Instance>;
+}
+
+/// A running server.
+#[async_trait]
+pub trait Instance: Send {
+    /// Where it listens.
+    fn addr(&self) -> SocketAddr;
+
+    /// Shuts it down gracefully, as SIGTERM does for the fixture, and waits up to `within` for it
+    /// to stop. `Err` says what went wrong (it did not stop, or a process exited with failure).
+    async fn shut_down(&mut self, within: Duration) -> Result<(), String>;
+
+    /// Its peak resident memory in KiB, when it runs as a process of its own.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        None
+    }
+
+    /// What it logged, shown when a scenario fails.
+    fn log(&self) -> String {
+        String::new()
+    }
+}
+
+/// An adapter under test: what [`InProcess`] needs to serve the suite's hooks on it.
+pub trait Adapter: Send + Sync + 'static {
+    /// A short name for failure messages.
+    fn name(&self) -> String;
+
+    /// The runtime servers are built on.
+    fn runtime(&self) -> Arc<dyn Runtime>;
+
+    /// Serves `server` on `listener` (bound to a loopback port, in blocking mode) in a task of the
+    /// adapter's runtime: WebSocket upgrades go to the server and every other request to
+    /// `routes`. The returned future resolves once serving has stopped after
+    /// [`Server::shutdown`]; it is awaited from another runtime, so it must not depend on the
+    /// adapter's.
+    fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        server: Server,
+        routes: Routes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// The plain HTTP routes of the fixture for one server, as an [`anyws_hyper::Fallback`], or
+/// through [`Routes::answer`] for adapters with an HTTP layer of their own.
+#[derive(Clone, Debug)]
+pub struct Routes {
+    server: Server,
+}
+
+impl Routes {
+    /// The routes of `server`.
+    pub fn new(server: Server) -> Self {
+        Self { server }
+    }
+
+    /// Answers a request with this method and URI.
+    pub fn answer(&self, method: &http::Method, uri: &http::Uri) -> http::Response<Bytes> {
+        apps::answer(&self.server, method, uri)
+    }
+}
+
+impl anyws_hyper::Fallback for Routes {
+    fn call(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Pin<Box<dyn Future<Output = http::Response<anyws_hyper::Body>> + Send>> {
+        let response = self
+            .answer(request.method(), request.uri())
+            .map(|body| Full::new(body).map_err(|never| match never {}).boxed_unsync());
+        Box::pin(std::future::ready(response))
+    }
+}
+
+/// Runs the suite's servers in the test process on an [`Adapter`].
+#[derive(Debug)]
+pub struct InProcess<A>(pub A);
+
+#[async_trait]
+impl<A: Adapter> Harness for InProcess<A> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    async fn start(&self, options: &Options) -> Box<dyn Instance> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let server = options.server_builder().build(self.0.runtime());
+        let stopped = self.0.serve(listener, server.clone(), Routes::new(server.clone()));
+        Box::new(InProcessInstance {
+            addr,
+            server,
+            stopped: Some(stopped),
+        })
+    }
+}
+
+struct InProcessInstance {
+    addr: SocketAddr,
+    server: Server,
+    stopped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+#[async_trait]
+impl Instance for InProcessInstance {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn shut_down(&mut self, within: Duration) -> Result<(), String> {
+        let server = self.server.clone();
+        let stopped = self.stopped.take().ok_or("already shut down")?;
+        let both = async move {
+            server.shutdown().await;
+            stopped.await;
+        };
+        tokio::time::timeout(within, both)
+            .await
+            .map_err(|_| format!("serving did not stop within {within:?}"))
+    }
+}
+
+impl Drop for InProcessInstance {
+    fn drop(&mut self) {
+        if self.stopped.is_some() {
+            // Begin the shutdown (the first poll stops the accept loop and closes every peer) and
+            // drop the connections; nobody waits for the rest.
+            use futures_util::FutureExt;
+            let _ = self.server.shutdown().now_or_never();
+            for peer in self.server.peers() {
+                peer.terminate();
+            }
+        }
+    }
+}
+
+/// Runs a fixture program (such as `anyws-fixture`) as a process of its own, the way outside
+/// runners do: `PORT` and `HOST` in the environment, [`Options::to_args`] on the command line,
+/// SIGTERM to stop it.
+#[derive(Clone, Debug)]
+pub struct FixtureProcess {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl FixtureProcess {
+    /// Runs `program` with `args` before the scenario's own flags, such as
+    /// `["--runtime", "smol"]`.
+    pub fn new(program: impl Into<PathBuf>, args: &[&str]) -> Self {
+        Self {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for FixtureProcess {
+    fn name(&self) -> String {
+        format!("{} {}", self.program.display(), self.args.join(" "))
+    }
+
+    async fn start(&self, options: &Options) -> Box<dyn Instance> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::env::temp_dir().join(format!(
+            "anyws-fixture-{}-{port}.log",
+            std::process::id()
+        ));
+        let stderr = std::fs::File::create(&log).expect("create the fixture log");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .args(options.to_args())
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.program.display()));
+        let mut process = ProcessInstance {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for addr in [
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            ] {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    process.addr = addr;
+                    return Box::new(process);
+                }
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("the fixture exited with {status}: {}", process.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fixture did not listen within 10 s: {}",
+                process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+struct ProcessInstance {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl fmt::Debug for ProcessInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessInstance")
+            .field("pid", &self.child.id())
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Instance for ProcessInstance {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn shut_down(&mut self, within: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("kill -TERM: {e}"))?;
+        if !sent.success() {
+            return Err(format!("kill -TERM exited with {sent}"));
+        }
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("the fixture exited with {status}")),
+                Ok(None) if started.elapsed() < within => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Ok(None) => return Err(format!("the fixture did not exit within {within:?}")),
+                Err(e) => return Err(format!("waiting for the fixture: {e}")),
+            }
+        }
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcessInstance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

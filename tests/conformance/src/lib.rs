@@ -1,0 +1,131 @@
+//! The anyws conformance suite: every scenario of the fixture contract (`FIXTURE.md`) for the
+//! `ws` transport, written once and run against any adapter.
+//!
+//! An adapter author implements [`Adapter`] (a runtime, and serving a [`Server`] on a listener
+//! with [`Routes`] as the fallback) and writes one line in a test file: [`tests!`] turns every
+//! scenario into a `#[test]`. The suite's clients are real WebSocket clients, raw HTTP and raw
+//! frames over loopback; they run on a tokio runtime of their own, whatever runtime the server
+//! uses.
+//!
+//! ```
+//! use anyws_conformance::{Adapter, InProcess, Routes};
+//! use anyws_core::{Runtime, Server};
+//! use std::future::Future;
+//! use std::pin::Pin;
+//! use std::sync::{Arc, OnceLock};
+//!
+//! /// anyws-tokio, on a tokio runtime of its own.
+//! struct Tokio;
+//!
+//! impl Adapter for Tokio {
+//!     fn name(&self) -> String {
+//!         "tokio".to_owned()
+//!     }
+//!
+//!     fn runtime(&self) -> Arc<dyn Runtime> {
+//!         anyws_tokio::runtime()
+//!     }
+//!
+//!     fn serve(
+//!         &self,
+//!         listener: std::net::TcpListener,
+//!         server: Server,
+//!         routes: Routes,
+//!     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+//!         static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+//!         let runtime = RUNTIME.get_or_init(|| {
+//!             tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+//!         });
+//!         let (stopped, on_stop) = tokio::sync::oneshot::channel();
+//!         runtime.spawn(async move {
+//!             listener.set_nonblocking(true).unwrap();
+//!             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+//!             let _ = anyws_tokio::serve(listener, server).fallback(routes).await;
+//!             let _ = stopped.send(());
+//!         });
+//!         Box::pin(async move {
+//!             let _ = on_stop.await;
+//!         })
+//!     }
+//! }
+//!
+//! // In a test file, this line makes one #[test] per scenario:
+//! // anyws_conformance::tests!(InProcess(Tokio));
+//! // Here, run a single scenario by hand:
+//! fn ping_pong(h: &dyn anyws_conformance::Harness) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+//!     Box::pin(anyws_conformance::scenarios::ws::ping_pong(h))
+//! }
+//! anyws_conformance::run(&InProcess(Tokio), ping_pong);
+//! ```
+//!
+//! [`FixtureProcess`] runs the same scenarios against a fixture program instead, the way
+//! outside runners do; the `anyws-fixture` tests use it on every runtime.
+#![deny(missing_docs)]
+
+pub mod apps;
+mod harness;
+pub mod scenarios;
+
+pub use harness::{Adapter, App, FixtureProcess, Harness, InProcess, Instance, Options, Routes};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A scenario: a check of one behaviour against servers the harness starts.
+pub type Scenario = for<'a> fn(&'a dyn Harness) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The longest a scenario may take before it counts as hung.
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one scenario against `harness`, on a fresh tokio runtime for the clients. Panics, and so
+/// fails the test, when the scenario fails or takes longer than [`SCENARIO_TIMEOUT`].
+pub fn run<H: Harness>(harness: &H, scenario: Scenario) {
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("start the clients' runtime");
+    clients.block_on(async {
+        if tokio::time::timeout(SCENARIO_TIMEOUT, scenario(harness))
+            .await
+            .is_err()
+        {
+            panic!(
+                "{}: the scenario did not finish within {SCENARIO_TIMEOUT:?}",
+                harness.name()
+            );
+        }
+    });
+}
+
+/// Defines one `#[test]` per scenario of the suite, each run against `$harness` (an expression
+/// whose type implements [`Harness`], evaluated once per test).
+///
+/// ```ignore
+/// anyws_conformance::tests!(anyws_conformance::InProcess(MyAdapter));
+/// ```
+#[macro_export]
+macro_rules! tests {
+    ($harness:expr) => {
+        $crate::__for_each_scenario!($crate::__scenario_test; $harness);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_test {
+    ($harness:expr; $module:ident :: $name:ident) => {
+        #[test]
+        fn $name() {
+            fn scenario(
+                harness: &dyn $crate::Harness,
+            ) -> ::std::pin::Pin<
+                ::std::boxed::Box<dyn ::std::future::Future<Output = ()> + ::std::marker::Send + '_>,
+            > {
+                ::std::boxed::Box::pin($crate::scenarios::$module::$name(harness))
+            }
+            $crate::run(&$harness, scenario);
+        }
+    };
+}

@@ -12,7 +12,7 @@ step "clippy";  cargo clippy --workspace --all-targets --all-features -- -D warn
 step "docs";    RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features -q
 step "each feature alone"
 cargo check -q -p anyws --no-default-features
-for feature in tokio smol async-std; do
+for feature in tokio smol async-std axum actix hyper; do
   cargo check -q -p anyws --no-default-features --features "$feature"
 done
 cargo check -q -p anyws --all-features
@@ -30,4 +30,4 @@ step "autobahn"
 if ! python3 -m pip --version >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
 fi
-bash scripts/autobahn.sh tokio smol async-std
+bash scripts/autobahn.sh tokio smol async-std axum hyper actix

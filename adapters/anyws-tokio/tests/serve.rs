@@ -73,7 +73,7 @@ async fn resolver_routes_by_path_and_unmatched_paths_get_404() {
         name: "echo",
         events,
     });
-    let resolver = move |request: &Request| -> Option<Arc<dyn Hooks>> {
+    let resolver = move |request: &mut Request| -> Option<Arc<dyn Hooks>> {
         match request.path() {
             "/chat" => Some(chat.clone()),
             "/echo" => Some(echo.clone()),
@@ -279,6 +279,75 @@ async fn drain_runs_once_a_backed_up_peer_has_caught_up() {
     assert_eq!(next_text(&mut ws).await, "drained");
     assert_eq!(peer.buffered_amount(), 0);
     drop(ws);
+    server.shutdown().await;
+    tokio::time::timeout(LIMIT, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Greets with the room from the path, and lists the peers of its namespace.
+struct Room(&'static str);
+
+#[async_trait]
+impl Hooks for Room {
+    async fn upgrade(
+        &self,
+        request: &Request,
+    ) -> Result<anyws_core::Accept, anyws_core::Rejection> {
+        // Parameters are visible to `upgrade` too.
+        assert!(request.param("id").is_some() || self.0 == "news");
+        Ok(anyws_core::Accept::new())
+    }
+
+    async fn open(&self, peer: &Peer) {
+        let room = peer.request().param("id").unwrap_or("-");
+        let _ = peer.send(format!("{} {room} {}", self.0, peer.namespace()));
+    }
+
+    async fn message(&self, peer: &Peer, _message: Message) {
+        let _ = peer.send(peer.peers().len().to_string());
+    }
+}
+
+#[tokio::test]
+async fn router_passes_path_parameters_and_keeps_routes_apart() {
+    let router = anyws_core::Router::new()
+        .route("/rooms/:id", Room("room"))
+        .route("/news", Room("news"));
+    let server = ServerBuilder::with_resolver(router).build(anyws_tokio::runtime());
+    let (listener, addr) = listener().await;
+    let serving = tokio::spawn(anyws_tokio::serve(listener, server.clone()).into_future());
+
+    let (mut a, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rooms/caf%C3%A9"))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut a).await, "room café /rooms/caf%C3%A9");
+    let (mut b, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rooms/caf%C3%A9"))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut b).await, "room café /rooms/caf%C3%A9");
+    let (mut news, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/news"))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut news).await, "news - /news");
+
+    // Each route's peers are in a namespace of their own.
+    a.send("count".into()).await.unwrap();
+    assert_eq!(next_text(&mut a).await, "2");
+    news.send("count".into()).await.unwrap();
+    assert_eq!(next_text(&mut news).await, "1");
+
+    // No route: 404, and no peer is created.
+    for path in ["/rooms/", "/rooms/a/b", "/elsewhere"] {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+            other => panic!("{path}: expected 404, got {other:?}"),
+        }
+    }
+    assert_eq!(server.peer_count(), 3);
+    drop((a, b, news));
     server.shutdown().await;
     tokio::time::timeout(LIMIT, serving)
         .await

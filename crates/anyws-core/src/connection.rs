@@ -59,10 +59,12 @@ impl PendingPeer {
     /// to the hooks in order, writes what it is sent, and runs the `close` hook at the end.
     ///
     /// `io` is the raw byte stream after the `101` response, with any bytes the HTTP layer read
-    /// past the request put back in front. Adapters call this from a task of their runtime.
+    /// past the request put back in front. Adapters call this from a task of their runtime; the
+    /// future is `Send` when `io` is, and runs on a thread-local executor when it is not (as
+    /// with actix-web's payload streams).
     pub async fn run<S>(self, io: S)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         self.run_with_prefix(io, Bytes::new()).await
     }
@@ -71,7 +73,7 @@ impl PendingPeer {
     /// request separately: `prefix` is read before `io`.
     pub async fn run_with_prefix<S>(self, io: S, mut prefix: Bytes)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         let limits = &self.peer.inner.shared.limits;
         let config = WebSocketConfig::default()
@@ -116,7 +118,7 @@ async fn run_hook(name: &'static str, future: Pin<Box<dyn Future<Output = ()> + 
 
 async fn drive<S>(mut ws: WebSocketStream<S>, peer: Peer, hooks: &dyn Hooks)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let shared = peer.inner.shared.clone();
     // Open before joining, so that a close from another task after the join is never undone.
@@ -219,7 +221,7 @@ impl<'p> Driver<'p> {
         peer: &'a Peer,
     ) -> Poll<()>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut handled = 0;
         loop {
@@ -332,7 +334,7 @@ impl<'p> Driver<'p> {
         ws: &mut WebSocketStream<S>,
     ) -> Poll<Result<Written, tungstenite::Error>>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         let outbox = &self.peer.inner.outbox;
         outbox.waker.register(cx.waker());

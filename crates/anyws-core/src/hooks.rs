@@ -117,8 +117,9 @@ impl<H: Hooks + ?Sized> Hooks for Arc<H> {
 
 /// Chooses the hooks for a request, so that many handlers share one server, as routes do.
 ///
-/// `None` answers `404 Not Found` without upgrading. Any `Fn(&Request) -> Option<Arc<dyn Hooks>>`
-/// is a resolver.
+/// `None` answers `404 Not Found` without upgrading. A resolver may attach data to the request's
+/// extensions for the hooks to read, as [`Router`](crate::Router) does with path parameters. Any
+/// `Fn(&mut Request) -> Option<Arc<dyn Hooks>>` is a resolver.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -128,7 +129,7 @@ impl<H: Hooks + ?Sized> Hooks for Arc<H> {
 /// impl Hooks for Chat {}
 ///
 /// let chat: Arc<dyn Hooks> = Arc::new(Chat);
-/// let resolver = move |request: &Request| -> Option<Arc<dyn Hooks>> {
+/// let resolver = move |request: &mut Request| -> Option<Arc<dyn Hooks>> {
 ///     request.path().starts_with("/chat").then(|| chat.clone())
 /// };
 /// # let _ = anyws_core::ServerBuilder::with_resolver(resolver);
@@ -136,15 +137,15 @@ impl<H: Hooks + ?Sized> Hooks for Arc<H> {
 #[async_trait]
 pub trait Resolver: Send + Sync + 'static {
     /// The hooks that handle `request`, or `None` for `404`.
-    async fn resolve(&self, request: &Request) -> Option<Arc<dyn Hooks>>;
+    async fn resolve(&self, request: &mut Request) -> Option<Arc<dyn Hooks>>;
 }
 
 #[async_trait]
 impl<F> Resolver for F
 where
-    F: Fn(&Request) -> Option<Arc<dyn Hooks>> + Send + Sync + 'static,
+    F: Fn(&mut Request) -> Option<Arc<dyn Hooks>> + Send + Sync + 'static,
 {
-    async fn resolve(&self, request: &Request) -> Option<Arc<dyn Hooks>> {
+    async fn resolve(&self, request: &mut Request) -> Option<Arc<dyn Hooks>> {
         self(request)
     }
 }
@@ -154,7 +155,7 @@ pub(crate) struct Single(pub(crate) Arc<dyn Hooks>);
 
 #[async_trait]
 impl Resolver for Single {
-    async fn resolve(&self, _request: &Request) -> Option<Arc<dyn Hooks>> {
+    async fn resolve(&self, _request: &mut Request) -> Option<Arc<dyn Hooks>> {
         Some(self.0.clone())
     }
 }

@@ -31,7 +31,8 @@
 //!   publish, close, buffered amount and drain.
 //! - [`Message`]: text or binary, with shared bytes.
 //! - [`Server`] and [`ServerBuilder`]: peers, server-wide publish, graceful shutdown, limits.
-//! - [`Resolver`]: pick the hooks per request, so many handlers share one server.
+//! - [`Resolver`] and [`Router`]: pick the hooks per request (by path, with parameters such as
+//!   `/rooms/:id`), so many handlers share one server.
 //! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
 //!   [`PendingPeer::run`] are what an adapter calls.
 //!
@@ -79,6 +80,7 @@ mod limits;
 mod message;
 mod peer;
 mod request;
+mod router;
 mod runtime;
 mod server;
 mod upgrade;
@@ -94,6 +96,7 @@ pub use limits::Limits;
 pub use message::{Message, MessageError};
 pub use peer::{Peer, PeerId, ReadyState};
 pub use request::Request;
+pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};
 pub use server::{Handshake, Server, ServerBuilder};
 pub use upgrade::{is_websocket_upgrade, Accept, ReasonPhrase, Rejection};

@@ -83,6 +83,12 @@ impl Request {
         &self.url
     }
 
+    /// Path parameter `name`, as matched by a [`Router`](crate::Router) pattern such as
+    /// `/rooms/:id`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.parts.extensions.get::<crate::PathParams>()?.get(name)
+    }
+
     /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, in its order.
     pub fn protocols(&self) -> impl Iterator<Item = &str> {
         header_tokens(&self.parts.headers, SEC_WEBSOCKET_PROTOCOL)

@@ -208,7 +208,7 @@ impl Server {
     /// [`is_websocket_upgrade`](crate::is_websocket_upgrade) is true, send the response, and if it
     /// carries a [`PendingPeer`], run it on the upgraded connection. A broken handshake gets a
     /// 4xx response, an unresolved path `404`, a server shutting down `503`.
-    pub async fn handshake(&self, request: Request) -> Handshake {
+    pub async fn handshake(&self, mut request: Request) -> Handshake {
         if self.is_shutting_down() {
             return Handshake::respond(plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -219,7 +219,7 @@ impl Server {
             Ok(key) => key,
             Err(response) => return Handshake::respond(*response),
         };
-        let resolved = AssertUnwindSafe(self.shared.resolver.resolve(&request))
+        let resolved = AssertUnwindSafe(self.shared.resolver.resolve(&mut request))
             .catch_unwind()
             .await;
         let hooks = match resolved {

@@ -3,8 +3,14 @@
 //! hyper runs on any runtime through its `rt` traits, so everything between a TCP connection and
 //! the core lives here once: serving a [`Listener`] with a [`Fallback`] for ordinary HTTP
 //! requests and graceful shutdown, [`upgrade`] for embedding in any hyper service, hyper's timer
-//! on the core's runtime seam ([`RuntimeTimer`]), and byte-stream bridges between hyper and
-//! `futures-io` ([`HyperIo`], [`FuturesIo`]).
+//! on the core's runtime seam ([`RuntimeTimer`]), a tower [`WebSocketLayer`] for any tower stack
+//! (axum's `Router::layer` among them), and byte-stream bridges between hyper and `futures-io`
+//! ([`HyperIo`], [`FuturesIo`]).
+//!
+//! Any other framework that can hand over the request parts and, after the `101` response, the
+//! upgraded byte stream can host anyws through the core alone:
+//! [`Server::handshake`](anyws_core::Server::handshake) then
+//! [`PendingPeer::run`](anyws_core::PendingPeer::run).
 //!
 //! An adapter adds only its [`Runtime`](anyws_core::Runtime) and a [`Listener`] around its
 //! runtime's TCP listener; `anyws-tokio`, `anyws-smol` and `anyws-async-std` are each a few dozen
@@ -39,8 +45,10 @@ mod io;
 mod serve;
 mod service;
 mod timer;
+mod tower;
 
 pub use io::{FuturesIo, HyperIo};
 pub use serve::{serve, Listener, Serve};
 pub use service::{not_found, upgrade, Body, BoxError, Fallback, NotFound};
 pub use timer::RuntimeTimer;
+pub use tower::{RemoteAddr, WebSocketLayer, WebSocketService};

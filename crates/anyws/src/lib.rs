@@ -53,7 +53,10 @@
 //! - `smol`: the smol adapter, as `anyws::smol`.
 //! - `async-std`: the async-std adapter, as `anyws::async_std` (async-std is discontinued
 //!   upstream; the adapter shares smol's `async-io` foundation).
-//! - `hyper` (implied by each adapter): the runtime-free hyper glue, as `anyws::hyper`.
+//! - `axum`: mount hooks in an axum `Router`, as `anyws::axum`.
+//! - `actix`: run hooks inside actix-web handlers, as `anyws::actix`.
+//! - `hyper` (implied by each adapter): the runtime-free hyper glue, as `anyws::hyper`: `upgrade`
+//!   inside any hyper service, a tower `WebSocketLayer`, `serve` on any listener.
 //!
 //! Features are additive: any combination builds, and the same `Hooks` run on each.
 //!
@@ -93,6 +96,20 @@ pub mod smol {
 #[cfg(feature = "async-std")]
 pub mod async_std {
     pub use anyws_async_std::*;
+}
+
+/// axum integration: the [`WebSocketUpgrade`](anyws_axum::WebSocketUpgrade) extractor and
+/// [`layer`](anyws_axum::layer) for a `Router`.
+#[cfg(feature = "axum")]
+pub mod axum {
+    pub use anyws_axum::*;
+}
+
+/// actix-web integration: [`upgrade`](anyws_actix::upgrade) inside an actix-web handler, on
+/// actix's own request and payload types.
+#[cfg(feature = "actix")]
+pub mod actix {
+    pub use anyws_actix::*;
 }
 
 /// The runtime-free hyper glue every adapter is built from: [`serve`](anyws_hyper::serve) on any

@@ -151,6 +151,13 @@ pub trait Harness: Send + Sync + 'static {
     /// A short name for failure messages, such as `smol`.
     fn name(&self) -> String;
 
+    /// Why `scenario` does not apply to this harness, if it does not. A skipped scenario passes
+    /// with the reason printed; use it only for behaviour the server under test cannot have.
+    fn skipped(&self, scenario: &str) -> Option<String> {
+        let _ = scenario;
+        None
+    }
+
     /// Starts a server for `options` listening on a free loopback port, and returns once it
     /// accepts connections.
     async fn start(&self, options: &Options) -> Box<dyn Instance>;
@@ -222,9 +229,11 @@ impl anyws_hyper::Fallback for Routes {
         &self,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> Pin<Box<dyn Future<Output = http::Response<anyws_hyper::Body>> + Send>> {
-        let response = self
-            .answer(request.method(), request.uri())
-            .map(|body| Full::new(body).map_err(|never| match never {}).boxed_unsync());
+        let response = self.answer(request.method(), request.uri()).map(|body| {
+            Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        });
         Box::pin(std::future::ready(response))
     }
 }
@@ -243,7 +252,9 @@ impl<A: Adapter> Harness for InProcess<A> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let server = options.server_builder().build(self.0.runtime());
-        let stopped = self.0.serve(listener, server.clone(), Routes::new(server.clone()));
+        let stopped = self
+            .0
+            .serve(listener, server.clone(), Routes::new(server.clone()));
         Box::new(InProcessInstance {
             addr,
             server,
@@ -298,6 +309,7 @@ impl Drop for InProcessInstance {
 pub struct FixtureProcess {
     program: PathBuf,
     args: Vec<String>,
+    skips: Vec<(String, String)>,
 }
 
 impl FixtureProcess {
@@ -307,7 +319,14 @@ impl FixtureProcess {
         Self {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            skips: Vec::new(),
         }
+    }
+
+    /// Skips `scenario`, which the program cannot pass, printing `reason` instead.
+    pub fn skip(mut self, scenario: &str, reason: &str) -> Self {
+        self.skips.push((scenario.to_owned(), reason.to_owned()));
+        self
     }
 }
 
@@ -317,15 +336,20 @@ impl Harness for FixtureProcess {
         format!("{} {}", self.program.display(), self.args.join(" "))
     }
 
+    fn skipped(&self, scenario: &str) -> Option<String> {
+        self.skips
+            .iter()
+            .find(|(name, _)| name == scenario)
+            .map(|(_, reason)| reason.clone())
+    }
+
     async fn start(&self, options: &Options) -> Box<dyn Instance> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let log = std::env::temp_dir().join(format!(
-            "anyws-fixture-{}-{port}.log",
-            std::process::id()
-        ));
+        let log =
+            std::env::temp_dir().join(format!("anyws-fixture-{}-{port}.log", std::process::id()));
         let stderr = std::fs::File::create(&log).expect("create the fixture log");
         let child = Command::new(&self.program)
             .args(&self.args)

@@ -1,10 +1,11 @@
 //! The anyws conformance suite: every scenario of the fixture contract (`FIXTURE.md`) for the
 //! `ws` transport, written once and run against any adapter.
 //!
-//! An adapter author implements [`Adapter`] (a runtime, and serving a [`Server`] on a listener
-//! with [`Routes`] as the fallback) and writes one line in a test file: [`tests!`] turns every
-//! scenario into a `#[test]`. The suite's clients are real WebSocket clients, raw HTTP and raw
-//! frames over loopback; they run on a tokio runtime of their own, whatever runtime the server
+//! An adapter author implements [`Adapter`] (a runtime, and serving a
+//! [`Server`](anyws_core::Server) on a listener with [`Routes`] as the fallback) and writes one
+//! line in a test file: [`tests!`] turns every scenario into a `#[test]`. The scenarios are in
+//! [`scenarios`]; their clients, in [`client`], are real WebSocket clients, raw HTTP and raw
+//! frames over loopback, and run on a tokio runtime of their own, whatever runtime the server
 //! uses.
 //!
 //! ```
@@ -63,6 +64,7 @@
 #![deny(missing_docs)]
 
 pub mod apps;
+pub mod client;
 mod harness;
 pub mod scenarios;
 
@@ -99,6 +101,16 @@ pub fn run<H: Harness>(harness: &H, scenario: Scenario) {
     });
 }
 
+/// Runs scenario `name` as [`run`] does, unless the harness says it does not apply
+/// ([`Harness::skipped`]); then prints why and returns.
+pub fn run_scenario<H: Harness>(harness: &H, name: &str, scenario: Scenario) {
+    if let Some(reason) = harness.skipped(name) {
+        eprintln!("{name}: skipped on {}: {reason}", harness.name());
+        return;
+    }
+    run(harness, scenario);
+}
+
 /// Defines one `#[test]` per scenario of the suite, each run against `$harness` (an expression
 /// whose type implements [`Harness`], evaluated once per test).
 ///
@@ -121,11 +133,29 @@ macro_rules! __scenario_test {
             fn scenario(
                 harness: &dyn $crate::Harness,
             ) -> ::std::pin::Pin<
-                ::std::boxed::Box<dyn ::std::future::Future<Output = ()> + ::std::marker::Send + '_>,
+                ::std::boxed::Box<
+                    dyn ::std::future::Future<Output = ()> + ::std::marker::Send + '_,
+                >,
             > {
                 ::std::boxed::Box::pin($crate::scenarios::$module::$name(harness))
             }
-            $crate::run(&$harness, scenario);
+            $crate::run_scenario(&$harness, stringify!($name), scenario);
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Fails to compile unless the scenario is a [`Scenario`](crate::Scenario) (its future is
+    /// `Send`, as `tests!` needs).
+    macro_rules! is_a_scenario {
+        ($harness:expr; $module:ident :: $name:ident) => {
+            let _: crate::Scenario = |harness| Box::pin(crate::scenarios::$module::$name(harness));
+        };
+    }
+
+    #[test]
+    fn every_scenario_is_listed_and_send() {
+        crate::__for_each_scenario!(is_a_scenario; ());
+    }
 }

@@ -1,5 +1,22 @@
-//! The scenarios, one `pub async fn(&dyn Harness)` each.
+//! The scenarios, one `pub async fn(&dyn Harness)` each. Every scenario starts the server(s) it
+//! needs, with the options it needs, and stops them when it ends.
 
+/// Defines public scenarios that each start a server with the default options and run the body
+/// of the same name in [`shared`] on it.
+macro_rules! on_a_default_server {
+    ($($(#[doc = $doc:literal])* $name:ident;)*) => {
+        $(
+            $(#[doc = $doc])*
+            pub async fn $name(harness: &dyn $crate::Harness) {
+                let f = $crate::client::Fixture::start_default(harness).await;
+                $crate::scenarios::shared::$name(&f).await;
+            }
+        )*
+    };
+}
+
+pub mod limits;
+mod shared;
 pub mod ws;
 
 /// Calls `$m!($harness; module::scenario)` for every scenario of the suite.
@@ -7,6 +24,41 @@ pub mod ws;
 #[macro_export]
 macro_rules! __for_each_scenario {
     ($m:path; $harness:expr) => {
+        $m!($harness; ws::root_answers);
+        $m!($harness; ws::peers_route);
+        $m!($harness; ws::publish_every_namespace);
+        $m!($harness; ws::publish_nobody);
+        $m!($harness; ws::unauthorized);
+        $m!($harness; ws::accept_headers);
+        $m!($harness; ws::subprotocol_selected);
+        $m!($harness; ws::subprotocol_not_selected);
+        $m!($harness; ws::context_and_namespaces);
+        $m!($harness; ws::open_order);
         $m!($harness; ws::ping_pong);
+        $m!($harness; ws::binary_command);
+        $m!($harness; ws::debug_fields);
+        $m!($harness; ws::peers_command);
+        $m!($harness; ws::wait_for_drain);
+        $m!($harness; ws::echo_exact);
+        $m!($harness; ws::binary_as_text);
+        $m!($harness; ws::ordering);
+        $m!($harness; ws::fragmentation);
+        $m!($harness; ws::ping_frame);
+        $m!($harness; ws::close_handshake);
+        $m!($harness; ws::unmasked);
+        $m!($harness; ws::broken_handshakes);
+        $m!($harness; ws::abrupt_disconnect);
+        $m!($harness; ws::server_survives_every_scenario);
+        $m!($harness; ws::back_to_back_1mib_messages);
+        $m!($harness; limits::panic_closes_1011);
+        $m!($harness; limits::invalid_utf8);
+        $m!($harness; limits::max_message_size_closes_1009);
+        $m!($harness; limits::stalled_reader_is_cut_off);
+        $m!($harness; limits::stalled_reader_is_cut_off_fast_publisher);
+        $m!($harness; limits::handshake_timeout_closes_slow_connections);
+        $m!($harness; limits::idle_timeout_drops_silent_peers);
+        $m!($harness; limits::graceful_shutdown_closes_1001);
+        $m!($harness; limits::echo_app);
+        $m!($harness; limits::chatroom_app);
     };
 }

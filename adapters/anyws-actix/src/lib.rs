@@ -1,0 +1,224 @@
+//! Run [anyws](https://docs.rs/anyws) hooks inside [actix-web](https://docs.rs/actix-web), on
+//! actix's own request and payload types.
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+//! use anyws_core::{async_trait, Hooks, Message, Peer, Server, ServerBuilder};
+//!
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl Hooks for Echo {
+//!     async fn message(&self, peer: &Peer, message: Message) {
+//!         let _ = peer.send(message);
+//!     }
+//! }
+//!
+//! async fn ws(server: web::Data<Server>, request: HttpRequest, payload: web::Payload) -> HttpResponse {
+//!     anyws_actix::upgrade(&server, &request, payload).await
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let server = ServerBuilder::new(Echo).build(anyws_actix::runtime());
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .app_data(web::Data::new(server.clone()))
+//!             .route("/ws", web::get().to(ws))
+//!     })
+//!     .bind(("127.0.0.1", 3000))?
+//!     .run()
+//!     .await
+//! }
+//! ```
+//!
+//! # How it runs
+//!
+//! actix-web hands a handler the request and its payload stream, not a socket. [`upgrade`] runs
+//! the handshake, answers `101` with a streaming body, and runs the peer on a byte stream made of
+//! the two: the payload for reading, the response body for writing (bounded, so a slow client
+//! pushes back). The peer's task runs on the actix worker that accepted the connection.
+//!
+//! # Runtime
+//!
+//! [`ActixRuntime`] implements the core's [`Runtime`] with `actix_rt::spawn`
+//! and actix's timers; build the server with [`runtime`]. Everything here runs inside an actix
+//! system (`#[actix_web::main]`).
+//!
+//! # Limits
+//!
+//! The server's [`Limits`](anyws_core::Limits) apply; set actix's own
+//! `HttpServer::client_request_timeout` to the handshake timeout you want.
+//!
+//! A rejection's custom reason phrase is not sent: actix-web writes the canonical phrase of the
+//! status.
+#![deny(missing_docs)]
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use anyws_core::{AsyncTimer, BoxFuture, Request, Runtime, Server};
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_core::Stream;
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::StreamExt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+/// Outgoing chunks that may wait for actix to write them before the peer's writes wait too.
+const BODY_CHUNKS_IN_FLIGHT: usize = 16;
+
+/// The actix implementation of the core's [`Runtime`]: `actix_rt::spawn` and actix's timers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActixRuntime;
+
+/// The actix runtime as the core takes it.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(ActixRuntime)
+}
+
+impl Runtime for ActixRuntime {
+    fn spawn(&self, future: BoxFuture) {
+        actix_rt::spawn(future);
+    }
+
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(Timer {
+            sleep: actix_rt::time::sleep_until(deadline.into()),
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[derive(Debug)]
+    struct Timer {
+        #[pin]
+        sleep: actix_rt::time::Sleep,
+    }
+}
+
+impl AsyncTimer for Timer {
+    fn reset(self: Pin<&mut Self>, deadline: Instant) {
+        self.project().sleep.reset(deadline.into());
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().sleep.poll(cx)
+    }
+}
+
+/// Handles a WebSocket upgrade inside an actix-web handler: runs the handshake with `server` and
+/// returns the response, `101` with the peer running behind it, or the rejection. Requests that
+/// are not WebSocket upgrades get `426 Upgrade Required`.
+pub async fn upgrade(
+    server: &Server,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let Some(parts) = parts(request) else {
+        return HttpResponse::BadRequest().body("malformed request");
+    };
+    if !anyws_core::is_websocket_upgrade(&parts.headers) {
+        return HttpResponse::build(StatusCode::UPGRADE_REQUIRED)
+            .insert_header(("upgrade", "websocket"))
+            .body("expected a WebSocket upgrade");
+    }
+    let remote = request.peer_addr();
+    let (response, peer) = server
+        .handshake(Request::new(parts, remote))
+        .await
+        .into_parts();
+    let (head, body) = response.into_parts();
+    let status =
+        StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in &head.headers {
+        let name = name.as_str();
+        if peer.is_some() && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        builder.append_header((name, value.as_bytes()));
+    }
+    match peer {
+        None => builder.body(body),
+        Some(peer) => {
+            let (sender, receiver) = mpsc::channel(BODY_CHUNKS_IN_FLIGHT);
+            let io = ActixIo {
+                payload,
+                pending: Bytes::new(),
+                sender,
+            };
+            actix_rt::spawn(peer.run(io));
+            builder
+                .upgrade("websocket")
+                .streaming(receiver.map(Ok::<_, actix_web::Error>))
+        }
+    }
+}
+
+/// The request head as `http` 1.x parts.
+fn parts(request: &HttpRequest) -> Option<http::request::Parts> {
+    let mut builder = http::Request::builder()
+        .method(request.method().as_str())
+        .uri(request.uri().to_string())
+        .version(http::Version::HTTP_11);
+    for (name, value) in request.headers() {
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+/// The upgraded connection as a byte stream: actix's payload in, the response body out.
+struct ActixIo {
+    payload: web::Payload,
+    pending: Bytes,
+    sender: mpsc::Sender<Bytes>,
+}
+
+impl AsyncRead for ActixIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        while self.pending.is_empty() {
+            match ready!(Pin::new(&mut self.payload).poll_next(cx)) {
+                Some(Ok(chunk)) => self.pending = chunk,
+                Some(Err(error)) => return Poll::Ready(Err(io::Error::other(error.to_string()))),
+                None => return Poll::Ready(Ok(0)),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for ActixIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if ready!(self.sender.poll_ready(cx)).is_err() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        match self.sender.start_send(Bytes::copy_from_slice(buf)) {
+            Ok(()) => Poll::Ready(Ok(buf.len())),
+            Err(_) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.sender.close_channel();
+        Poll::Ready(Ok(()))
+    }
+}

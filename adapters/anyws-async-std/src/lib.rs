@@ -68,6 +68,17 @@ use std::time::Instant;
 
 pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
 
+/// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
+/// every other request to `fallback` ([`NotFound`] for none). Resolves when the connection is
+/// done; an upgraded peer runs on in a task of its own. See [`anyws_hyper::serve_connection`].
+pub async fn serve_connection<F: Fallback>(stream: TcpStream, server: Server, fallback: F) {
+    let Ok(remote) = stream.peer_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    anyws_hyper::serve_connection(FuturesIo::new(stream), remote, server, fallback).await
+}
+
 /// The async-std implementation of the core's [`Runtime`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AsyncStdRuntime;

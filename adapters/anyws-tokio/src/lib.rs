@@ -56,6 +56,17 @@
 mod runtime;
 
 pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
+
+/// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
+/// every other request to `fallback` ([`NotFound`] for none). Resolves when the connection is
+/// done; an upgraded peer runs on in a task of its own. See [`anyws_hyper::serve_connection`].
+pub async fn serve_connection<F: Fallback>(stream: TcpStream, server: Server, fallback: F) {
+    let Ok(remote) = stream.peer_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    anyws_hyper::serve_connection(TokioIo::new(stream), remote, server, fallback).await
+}
 pub use runtime::{runtime, TokioRuntime};
 
 use anyws_core::{Hooks, Server, ServerBuilder};

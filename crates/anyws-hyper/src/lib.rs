@@ -48,7 +48,7 @@ mod timer;
 mod tower;
 
 pub use io::{FuturesIo, HyperIo};
-pub use serve::{serve, Listener, Serve};
+pub use serve::{serve, serve_connection, Listener, Serve};
 pub use service::{not_found, upgrade, Body, BoxError, Fallback, NotFound};
 pub use timer::RuntimeTimer;
 pub use tower::{RemoteAddr, WebSocketLayer, WebSocketService};

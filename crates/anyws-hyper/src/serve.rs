@@ -88,9 +88,6 @@ impl<L: Listener, F: Fallback> Serve<L, F> {
         } = self;
         let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
         let runtime = server.runtime().clone();
-        let mut http = http1::Builder::new();
-        http.timer(RuntimeTimer(runtime.clone()))
-            .header_read_timeout(server.limits().handshake_timeout);
         loop {
             let accepted = {
                 let shutdown = pin!(server.shutdown_started());
@@ -109,27 +106,12 @@ impl<L: Listener, F: Fallback> Serve<L, F> {
                     continue;
                 }
             };
-            let for_service = server.clone();
-            let fallback = fallback.clone();
-            let service = service_fn(move |request| {
-                let server = for_service.clone();
-                let fallback = fallback.clone();
-                async move { Ok::<_, Infallible>(handle(server, fallback, remote, request).await) }
-            });
-            let connection = http.serve_connection(io, service).with_upgrades();
-            let server = server.clone();
-            runtime.spawn(Box::pin(async move {
-                let mut connection = pin!(connection);
-                let shutdown = pin!(server.shutdown_started());
-                if let Either::Left(_) = select(connection.as_mut(), shutdown).await {
-                    return;
-                }
-                // Finish the request in flight, then close; idle connections close at once.
-                connection.as_mut().graceful_shutdown();
-                let runtime = server.runtime();
-                let deadline = runtime.now() + server.limits().close_timeout;
-                let _ = select(connection, pin!(sleep_until(&**runtime, deadline))).await;
-            }));
+            runtime.spawn(Box::pin(serve_connection(
+                io,
+                remote,
+                server.clone(),
+                fallback.clone(),
+            )));
         }
         drop(listener);
         server.shutdown().await;
@@ -144,6 +126,36 @@ impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.run())
     }
+}
+
+/// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
+/// every other request to `fallback`, with the server's handshake timeout on the request head.
+/// Resolves when the connection is done (an upgraded peer runs on in a task of its own), or
+/// soon after [`Server::shutdown`] begins.
+pub async fn serve_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fallback,
+{
+    let runtime = server.runtime().clone();
+    let mut http = http1::Builder::new();
+    http.timer(RuntimeTimer(runtime.clone()))
+        .header_read_timeout(server.limits().handshake_timeout);
+    let for_service = server.clone();
+    let service = service_fn(move |request| {
+        let server = for_service.clone();
+        let fallback = fallback.clone();
+        async move { Ok::<_, Infallible>(handle(server, fallback, remote, request).await) }
+    });
+    let mut connection = pin!(http.serve_connection(io, service).with_upgrades());
+    let shutdown = pin!(server.shutdown_started());
+    if let Either::Left(_) = select(connection.as_mut(), shutdown).await {
+        return;
+    }
+    // Finish the request in flight, then close; idle connections close at once.
+    connection.as_mut().graceful_shutdown();
+    let deadline = runtime.now() + server.limits().close_timeout;
+    let _ = select(connection, pin!(sleep_until(&*runtime, deadline))).await;
 }
 
 fn is_per_connection(error: &io::Error) -> bool {

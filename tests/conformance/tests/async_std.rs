@@ -1,9 +1,11 @@
 //! Every scenario of the suite against `anyws-async-std`, served in the test process on
-//! async-std's executor.
+//! async-std's executor. The accept loop is the application's own: each connection goes to
+//! `anyws_async_std::serve_connection`, as in an app that embeds anyws on connections it
+//! accepted itself.
 
 use anyws_conformance::{Adapter, InProcess, Routes};
 use anyws_core::{Runtime, Server};
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -33,10 +35,22 @@ impl Adapter for AsyncStd {
         let listener = async_std::net::TcpListener::from(listener);
         // Dropping the handle detaches the task.
         drop(async_std::task::spawn(async move {
-            let serve = anyws_async_std::serve(listener, server).fallback(routes);
-            if let Err(error) = serve.into_future().await {
-                eprintln!("anyws-async-std: serve failed: {error}");
+            use futures_util::future::{select, Either};
+            loop {
+                let accept = std::pin::pin!(listener.accept());
+                let stop = std::pin::pin!(server.shutdown_started());
+                let stream = match select(accept, stop).await {
+                    Either::Left((Ok((stream, _)), _)) => stream,
+                    Either::Left((Err(_), _)) => continue,
+                    Either::Right(_) => break,
+                };
+                drop(async_std::task::spawn(anyws_async_std::serve_connection(
+                    stream,
+                    server.clone(),
+                    routes.clone(),
+                )));
             }
+            server.shutdown().await;
             let _ = stopped.send(());
         }));
         Box::pin(async move {

@@ -50,6 +50,14 @@
 //! The server's [`Limits`](anyws_core::Limits) apply; set actix's own
 //! `HttpServer::client_request_timeout` to the handshake timeout you want.
 //!
+//! Two actix-web settings matter for WebSockets:
+//! - `HttpServer::client_disconnect_timeout(Duration::ZERO)`: after a peer's close handshake,
+//!   actix otherwise keeps the TCP connection open for up to its default disconnect timeout,
+//!   waiting for the client to close it.
+//! - `TCP_NODELAY`: actix leaves Nagle's algorithm on; turn it off in `HttpServer::on_connect` by
+//!   downcasting the connection to `actix_web::rt::net::TcpStream` and calling
+//!   `set_nodelay(true)`.
+//!
 //! A rejection's custom reason phrase is not sent: actix-web writes the canonical phrase of the
 //! status.
 #![deny(missing_docs)]

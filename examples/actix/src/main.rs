@@ -64,6 +64,13 @@ async fn main() -> std::io::Result<()> {
             .route("/online", web::get().to(online))
             .route("/ws", web::get().to(ws))
     })
+    // Drop a connection as soon as its peer is gone, and send small frames without delay.
+    .client_disconnect_timeout(std::time::Duration::ZERO)
+    .on_connect(|connection, _| {
+        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = stream.set_nodelay(true);
+        }
+    })
     .bind(("127.0.0.1", port))?
     .run()
     .await

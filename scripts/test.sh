@@ -27,7 +27,8 @@ done
 step "fixture"; cargo build --release -p anyws-fixture
 step "tests";   cargo test --workspace --all-features
 step "autobahn"
+# Autobahn|Testsuite's installer needs python3 with pip.
 if ! python3 -m pip --version >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
+  apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
 fi
 bash scripts/autobahn.sh tokio smol async-std axum hyper actix

@@ -167,6 +167,11 @@ impl Handshake {
         }
     }
 
+    /// A `500` for a resolver or `upgrade` hook that panicked or returned an invalid `Accept`.
+    fn internal_error() -> Self {
+        Self::respond(Rejection::internal("").into_response())
+    }
+
     /// The response: `101 Switching Protocols`, or the rejection or error to send instead.
     pub fn response(&self) -> &Response<Bytes> {
         &self.response
@@ -225,7 +230,7 @@ impl Server {
         let hooks = match resolved {
             Ok(Some(hooks)) => hooks,
             Ok(None) => return Handshake::respond(plain(StatusCode::NOT_FOUND, "Not Found")),
-            Err(_) => return Handshake::respond(Rejection::internal("").into_response()),
+            Err(_) => return Handshake::internal_error(),
         };
         let accept = match AssertUnwindSafe(hooks.upgrade(&request))
             .catch_unwind()
@@ -233,10 +238,10 @@ impl Server {
         {
             Ok(Ok(accept)) => accept,
             Ok(Err(rejection)) => return Handshake::respond(rejection.into_response()),
-            Err(_) => return Handshake::respond(Rejection::internal("").into_response()),
+            Err(_) => return Handshake::internal_error(),
         };
         if accept.error.is_some() {
-            return Handshake::respond(Rejection::internal("").into_response());
+            return Handshake::internal_error();
         }
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -245,13 +250,13 @@ impl Server {
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
         match HeaderValue::try_from(accept_key) {
             Ok(v) => headers.insert(SEC_WEBSOCKET_ACCEPT, v),
-            Err(_) => return Handshake::respond(Rejection::internal("").into_response()),
+            Err(_) => return Handshake::internal_error(),
         };
         if let Some(protocol) = &accept.protocol {
             let offered = request.protocols().any(|p| p == protocol);
             match HeaderValue::try_from(protocol.as_str()) {
                 Ok(v) if offered => headers.insert(SEC_WEBSOCKET_PROTOCOL, v),
-                _ => return Handshake::respond(Rejection::internal("").into_response()),
+                _ => return Handshake::internal_error(),
             };
         }
         for (name, value) in &accept.headers {

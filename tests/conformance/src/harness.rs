@@ -151,13 +151,6 @@ pub trait Harness: Send + Sync + 'static {
     /// A short name for failure messages, such as `smol`.
     fn name(&self) -> String;
 
-    /// Why `scenario` does not apply to this harness, if it does not. A skipped scenario passes
-    /// with the reason printed; use it only for behaviour the server under test cannot have.
-    fn skipped(&self, scenario: &str) -> Option<String> {
-        let _ = scenario;
-        None
-    }
-
     /// Starts a server for `options` listening on a free loopback port, and returns once it
     /// accepts connections.
     async fn start(&self, options: &Options) -> Box<dyn Instance>;
@@ -309,7 +302,6 @@ impl Drop for InProcessInstance {
 pub struct FixtureProcess {
     program: PathBuf,
     args: Vec<String>,
-    skips: Vec<(String, String)>,
 }
 
 impl FixtureProcess {
@@ -319,14 +311,7 @@ impl FixtureProcess {
         Self {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
-            skips: Vec::new(),
         }
-    }
-
-    /// Skips `scenario`, which the program cannot pass, printing `reason` instead.
-    pub fn skip(mut self, scenario: &str, reason: &str) -> Self {
-        self.skips.push((scenario.to_owned(), reason.to_owned()));
-        self
     }
 }
 
@@ -334,13 +319,6 @@ impl FixtureProcess {
 impl Harness for FixtureProcess {
     fn name(&self) -> String {
         format!("{} {}", self.program.display(), self.args.join(" "))
-    }
-
-    fn skipped(&self, scenario: &str) -> Option<String> {
-        self.skips
-            .iter()
-            .find(|(name, _)| name == scenario)
-            .map(|(_, reason)| reason.clone())
     }
 
     async fn start(&self, options: &Options) -> Box<dyn Instance> {

@@ -101,16 +101,6 @@ pub fn run<H: Harness>(harness: &H, scenario: Scenario) {
     });
 }
 
-/// Runs scenario `name` as [`run`] does, unless the harness says it does not apply
-/// ([`Harness::skipped`]); then prints why and returns.
-pub fn run_scenario<H: Harness>(harness: &H, name: &str, scenario: Scenario) {
-    if let Some(reason) = harness.skipped(name) {
-        eprintln!("{name}: skipped on {}: {reason}", harness.name());
-        return;
-    }
-    run(harness, scenario);
-}
-
 /// Defines one `#[test]` per scenario of the suite, each run against `$harness` (an expression
 /// whose type implements [`Harness`], evaluated once per test).
 ///
@@ -139,7 +129,7 @@ macro_rules! __scenario_test {
             > {
                 ::std::boxed::Box::pin($crate::scenarios::$module::$name(harness))
             }
-            $crate::run_scenario(&$harness, stringify!($name), scenario);
+            $crate::run(&$harness, scenario);
         }
     };
 }

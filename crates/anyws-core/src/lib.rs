@@ -83,6 +83,7 @@ mod request;
 mod router;
 mod runtime;
 mod server;
+pub mod sse;
 mod upgrade;
 
 pub use async_trait::async_trait;

@@ -64,6 +64,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use anyws_core::sse::{sse_request_kind, SseOutcome};
 use anyws_core::{AsyncTimer, BoxFuture, Request, Runtime, Server};
 use bytes::Bytes;
 use futures_channel::mpsc;
@@ -120,8 +121,13 @@ impl AsyncTimer for Timer {
 }
 
 /// Handles a WebSocket upgrade inside an actix-web handler: runs the handshake with `server` and
-/// returns the response, `101` with the peer running behind it, or the rejection. Requests that
-/// are not WebSocket upgrades get `426 Upgrade Required`.
+/// returns the response, `101` with the peer running behind it, or the rejection.
+///
+/// When the server has the SSE transport on
+/// ([`ServerBuilder::sse`](anyws_core::ServerBuilder::sse)), it also takes that transport's
+/// requests: a `GET` with `Accept: text/event-stream` gets the peer's event stream, a `POST` with
+/// `x-crossws-id` delivers messages. Other requests get `426 Upgrade Required`; an SSE request
+/// the server's resolver does not resolve gets `404`.
 pub async fn upgrade(
     server: &Server,
     request: &HttpRequest,
@@ -131,6 +137,9 @@ pub async fn upgrade(
         return HttpResponse::BadRequest().body("malformed request");
     };
     if !anyws_core::is_websocket_upgrade(&parts.headers) {
+        if server.sse_enabled() && sse_request_kind(&parts.method, &parts.headers).is_some() {
+            return sse(server, Request::new(parts, request.peer_addr()), payload).await;
+        }
         return HttpResponse::build(StatusCode::UPGRADE_REQUIRED)
             .insert_header(("upgrade", "websocket"))
             .body("expected a WebSocket upgrade");
@@ -141,16 +150,7 @@ pub async fn upgrade(
         .await
         .into_parts();
     let (head, body) = response.into_parts();
-    let status =
-        StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut builder = HttpResponse::build(status);
-    for (name, value) in &head.headers {
-        let name = name.as_str();
-        if peer.is_some() && (name == "upgrade" || name == "connection") {
-            continue;
-        }
-        builder.append_header((name, value.as_bytes()));
-    }
+    let mut builder = response_builder(&head, peer.is_some());
     match peer {
         None => builder.body(body),
         Some(peer) => {
@@ -166,6 +166,59 @@ pub async fn upgrade(
                 .streaming(receiver.map(Ok::<_, actix_web::Error>))
         }
     }
+}
+
+/// Whether an actix request may belong to the SSE transport of `server` (a `GET` accepting an
+/// event stream, or a `POST`); use it in a route guard next to the `Upgrade` header check.
+pub fn is_sse_request(server: &Server, head: &actix_web::dev::RequestHead) -> bool {
+    if !server.sse_enabled() {
+        return false;
+    }
+    let mut headers = http::HeaderMap::new();
+    for name in ["accept", "x-crossws-id"] {
+        for value in head.headers().get_all(name) {
+            if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
+                headers.append(name, value);
+            }
+        }
+    }
+    let method = http::Method::from_bytes(head.method.as_str().as_bytes()).unwrap_or_default();
+    sse_request_kind(&method, &headers).is_some()
+}
+
+/// A request of the SSE transport.
+async fn sse(server: &Server, request: Request, payload: web::Payload) -> HttpResponse {
+    match server.sse(request).await {
+        SseOutcome::Open(response) => {
+            let (head, events) = response.into_parts();
+            response_builder(&head, true).streaming(events.map(Ok::<_, actix_web::Error>))
+        }
+        SseOutcome::Post(post) => {
+            let (head, body) = post.receive(payload).await.into_parts();
+            response_builder(&head, false).body(body)
+        }
+        SseOutcome::Respond(response) => {
+            let (head, body) = response.into_parts();
+            response_builder(&head, false).body(body)
+        }
+        _ => HttpResponse::NotFound().body("Not Found"),
+    }
+}
+
+/// An actix response builder with the status and headers of `head`; `upgrade` and
+/// `connection` are left to actix when `managed`.
+fn response_builder(head: &http::response::Parts, managed: bool) -> actix_web::HttpResponseBuilder {
+    let status =
+        StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in &head.headers {
+        let name = name.as_str();
+        if managed && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        builder.append_header((name, value.as_bytes()));
+    }
+    builder
 }
 
 /// The request head as `http` 1.x parts.

@@ -148,7 +148,11 @@ async fn embeds_in_a_plain_hyper_service_next_to_ordinary_routes() {
                     {
                         Ok(websocket) => websocket,
                         Err(_plain) => {
-                            hyper::Response::new(Full::new(bytes::Bytes::from("plain route")))
+                            use http_body_util::BodyExt;
+                            let body = Full::new(bytes::Bytes::from("plain route"));
+                            hyper::Response::new(
+                                body.map_err(|never| match never {}).boxed_unsync(),
+                            )
                         }
                     };
                     Ok::<_, std::convert::Infallible>(response)

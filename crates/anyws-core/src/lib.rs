@@ -95,7 +95,7 @@ pub use error::{close_code, Error, SendError};
 pub use hooks::{CloseInfo, Hooks, Resolver};
 pub use limits::Limits;
 pub use message::{Message, MessageError};
-pub use peer::{Peer, PeerId, ReadyState};
+pub use peer::{Peer, PeerId, ReadyState, Transport};
 pub use request::Request;
 pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};

@@ -27,6 +27,21 @@ impl PeerId {
     pub fn as_u128(&self) -> u128 {
         self.0.as_u128()
     }
+
+    /// Parses the hyphenated form that [`Display`](fmt::Display) writes.
+    pub fn parse(text: &str) -> Option<Self> {
+        uuid::Uuid::try_parse(text).ok().map(Self)
+    }
+}
+
+/// How a peer is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transport {
+    /// A WebSocket connection.
+    WebSocket,
+    /// The SSE transport: an event stream from the server, `POST`s from the client.
+    Sse,
 }
 
 impl fmt::Display for PeerId {
@@ -84,6 +99,7 @@ pub(crate) struct PeerInner {
     pub(crate) namespace: Arc<str>,
     context: Option<Context>,
     protocol: Option<String>,
+    transport: Transport,
     pub(crate) topics: Mutex<Vec<Arc<str>>>,
     pub(crate) outbox: Outbox,
     pub(crate) shared: Arc<Shared>,
@@ -100,6 +116,7 @@ impl Peer {
         namespace: Arc<str>,
         context: Option<Context>,
         protocol: Option<String>,
+        transport: Transport,
         shared: Arc<Shared>,
     ) -> Self {
         let limit = shared.limits.max_buffered_bytes;
@@ -111,6 +128,7 @@ impl Peer {
                 namespace,
                 context,
                 protocol,
+                transport,
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(limit),
                 shared,
@@ -126,6 +144,11 @@ impl Peer {
     /// The request that opened the peer.
     pub fn request(&self) -> &Request {
         &self.inner.request
+    }
+
+    /// How the peer is connected: WebSocket or the SSE transport.
+    pub fn transport(&self) -> Transport {
+        self.inner.transport
     }
 
     /// The client's address, when the adapter knows it.
@@ -311,6 +334,8 @@ pub(crate) struct Outbox {
     pub(crate) buffered: AtomicUsize,
     pub(crate) waker: AtomicWaker,
     pub(crate) drained: Event,
+    /// Notified when the peer starts closing.
+    pub(crate) closing: Event,
     /// The peer's [`ReadyState`].
     pub(crate) state: AtomicU8,
     limit: usize,
@@ -336,6 +361,7 @@ impl Outbox {
             buffered: AtomicUsize::new(0),
             waker: AtomicWaker::new(),
             drained: Event::new(),
+            closing: Event::new(),
             state: AtomicU8::new(ReadyState::Connecting as u8),
             limit,
             read_pause: READ_PAUSE_BYTES.min(limit / 2),
@@ -381,6 +407,7 @@ impl Outbox {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 (s < ReadyState::Closing as u8).then_some(ReadyState::Closing as u8)
             });
+        self.closing.notify(usize::MAX);
     }
 
     /// Asks for a close frame, unless a close or termination was already asked for.

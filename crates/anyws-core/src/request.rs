@@ -98,6 +98,12 @@ impl Request {
     pub fn parts(&self) -> &Parts {
         &self.parts
     }
+
+    /// The request parts, for an adapter that hands a request its transport did not take back
+    /// to the application.
+    pub fn into_parts(self) -> Parts {
+        self.parts
+    }
 }
 
 /// The comma-separated tokens of every value of header `name`, trimmed, empty ones skipped.

@@ -11,15 +11,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crate::hooks::Single;
 use crate::peer::lock;
+use crate::peer::Transport;
+use crate::sse::SseLink;
 use crate::upgrade::check_handshake;
 use crate::{
-    close_code, Hooks, Limits, Message, Peer, PendingPeer, ReadyState, Rejection, Request,
-    Resolver, Runtime,
+    close_code, Accept, Hooks, Limits, Message, Peer, PeerId, PendingPeer, ReadyState, Rejection,
+    Request, Resolver, Runtime,
 };
 
 /// Builds a [`Server`]: its hooks or resolver and its limits.
@@ -39,6 +41,7 @@ use crate::{
 pub struct ServerBuilder {
     resolver: Box<dyn Resolver>,
     limits: Limits,
+    sse: bool,
 }
 
 impl ServerBuilder {
@@ -52,6 +55,7 @@ impl ServerBuilder {
         Self {
             resolver: Box::new(resolver),
             limits: Limits::default(),
+            sse: false,
         }
     }
 
@@ -97,6 +101,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Turns the SSE transport on or off (default: off).
+    ///
+    /// When on, the adapters also serve the hooks to clients without WebSockets, over
+    /// CrossWS's bidirectional SSE protocol: a `GET` with `Accept: text/event-stream` opens a
+    /// peer, and `POST`s with its id carry its messages (see [`crate::sse`]). WebSocket and SSE
+    /// peers share namespaces, topics and the peer list.
+    pub fn sse(mut self, enabled: bool) -> Self {
+        self.sse = enabled;
+        self
+    }
+
     /// Builds the server on `runtime`, which an adapter provides.
     pub fn build(self, runtime: Arc<dyn Runtime>) -> Server {
         Server::from_shared(Arc::new(Shared {
@@ -108,6 +123,8 @@ impl ServerBuilder {
             shutting_down: AtomicBool::new(false),
             shutdown_started: Event::new(),
             peer_left: Event::new(),
+            sse: self.sse,
+            sse_peers: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -116,6 +133,7 @@ impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerBuilder")
             .field("limits", &self.limits)
+            .field("sse", &self.sse)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +143,7 @@ impl fmt::Debug for ServerBuilder {
 /// Cheap to clone; every clone is the same server. Adapters take it to serve connections.
 #[derive(Clone)]
 pub struct Server {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 pub(crate) struct Shared {
@@ -137,6 +155,9 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     shutdown_started: Event,
     peer_left: Event,
+    sse: bool,
+    /// The open SSE peers by id, for the `POST`s that carry their messages.
+    pub(crate) sse_peers: Mutex<HashMap<PeerId, (Peer, Arc<SseLink>)>>,
 }
 
 #[derive(Default)]
@@ -169,7 +190,7 @@ impl Handshake {
 
     /// A `500` for a resolver or `upgrade` hook that panicked or returned an invalid `Accept`.
     fn internal_error() -> Self {
-        Self::respond(Rejection::internal("").into_response())
+        Self::respond(internal_error())
     }
 
     /// The response: `101 Switching Protocols`, or the rejection or error to send instead.
@@ -182,6 +203,21 @@ impl Handshake {
     pub fn into_parts(self) -> (Response<Bytes>, Option<PendingPeer>) {
         (self.response, self.peer)
     }
+}
+
+/// A `500` for a resolver or `upgrade` hook that panicked or returned an invalid `Accept`.
+fn internal_error() -> Response<Bytes> {
+    Rejection::internal("").into_response()
+}
+
+/// The outcome of [`Server::admit`].
+pub(crate) enum Admission {
+    /// The resolver found no hooks for the request.
+    Unresolved(Request),
+    /// Refused, with this response.
+    Refused(Response<Bytes>),
+    /// Accepted by these hooks.
+    Accepted(Request, Arc<dyn Hooks>, Accept),
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Bytes> {
@@ -213,36 +249,18 @@ impl Server {
     /// [`is_websocket_upgrade`](crate::is_websocket_upgrade) is true, send the response, and if it
     /// carries a [`PendingPeer`], run it on the upgraded connection. A broken handshake gets a
     /// 4xx response, an unresolved path `404`, a server shutting down `503`.
-    pub async fn handshake(&self, mut request: Request) -> Handshake {
-        if self.is_shutting_down() {
-            return Handshake::respond(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server is shutting down",
-            ));
-        }
+    pub async fn handshake(&self, request: Request) -> Handshake {
         let accept_key = match check_handshake(request.method(), request.headers()) {
             Ok(key) => key,
             Err(response) => return Handshake::respond(*response),
         };
-        let resolved = AssertUnwindSafe(self.shared.resolver.resolve(&mut request))
-            .catch_unwind()
-            .await;
-        let hooks = match resolved {
-            Ok(Some(hooks)) => hooks,
-            Ok(None) => return Handshake::respond(plain(StatusCode::NOT_FOUND, "Not Found")),
-            Err(_) => return Handshake::internal_error(),
+        let (request, hooks, accept) = match self.admit(request).await {
+            Admission::Accepted(request, hooks, accept) => (request, hooks, accept),
+            Admission::Unresolved(_) => {
+                return Handshake::respond(plain(StatusCode::NOT_FOUND, "Not Found"))
+            }
+            Admission::Refused(response) => return Handshake::respond(response),
         };
-        let accept = match AssertUnwindSafe(hooks.upgrade(&request))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(accept)) => accept,
-            Ok(Err(rejection)) => return Handshake::respond(rejection.into_response()),
-            Err(_) => return Handshake::internal_error(),
-        };
-        if accept.error.is_some() {
-            return Handshake::internal_error();
-        }
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -262,23 +280,65 @@ impl Server {
         for (name, value) in &accept.headers {
             headers.append(name, value.clone());
         }
+        let peer = self.new_peer(request, accept, Transport::WebSocket);
+        Handshake {
+            response,
+            peer: Some(PendingPeer::new(peer, hooks)),
+        }
+    }
+
+    /// What every transport does before a peer exists: refuses while shutting down, picks the
+    /// hooks with the resolver and runs the `upgrade` hook.
+    pub(crate) async fn admit(&self, mut request: Request) -> Admission {
+        if self.is_shutting_down() {
+            return Admission::Refused(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is shutting down",
+            ));
+        }
+        let resolved = AssertUnwindSafe(self.shared.resolver.resolve(&mut request))
+            .catch_unwind()
+            .await;
+        let hooks = match resolved {
+            Ok(Some(hooks)) => hooks,
+            Ok(None) => return Admission::Unresolved(request),
+            Err(_) => return Admission::Refused(internal_error()),
+        };
+        let accept = match AssertUnwindSafe(hooks.upgrade(&request))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(accept)) => accept,
+            Ok(Err(rejection)) => return Admission::Refused(rejection.into_response()),
+            Err(_) => return Admission::Refused(internal_error()),
+        };
+        if accept.error.is_some() {
+            return Admission::Refused(internal_error());
+        }
+        Admission::Accepted(request, hooks, accept)
+    }
+
+    /// A peer for an admitted request, not yet open.
+    pub(crate) fn new_peer(&self, request: Request, accept: Accept, transport: Transport) -> Peer {
         let namespace: Arc<str> = match accept.namespace {
             Some(ns) => ns.into(),
             None => request.path().into(),
         };
         let key = self.shared.next_key.fetch_add(1, Ordering::Relaxed);
-        let peer = Peer::new(
+        Peer::new(
             key,
             request,
             namespace,
             accept.context,
             accept.protocol,
+            transport,
             self.shared.clone(),
-        );
-        Handshake {
-            response,
-            peer: Some(PendingPeer::new(peer, hooks)),
-        }
+        )
+    }
+
+    /// Whether the SSE transport is on; see [`ServerBuilder::sse`].
+    pub fn sse_enabled(&self) -> bool {
+        self.shared.sse
     }
 
     /// Every open peer, in no particular order.

@@ -49,6 +49,6 @@ mod tower;
 
 pub use io::{FuturesIo, HyperIo};
 pub use serve::{serve, serve_connection, Listener, Serve};
-pub use service::{not_found, upgrade, Body, BoxError, Fallback, NotFound};
+pub use service::{is_anyws_request, not_found, upgrade, Body, BoxError, Fallback, NotFound};
 pub use timer::RuntimeTimer;
 pub use tower::{RemoteAddr, WebSocketLayer, WebSocketService};

@@ -1,10 +1,13 @@
 //! One request: the WebSocket upgrade or the fallback.
 
+use anyws_core::sse::{sse_request_kind, SseOutcome};
 use anyws_core::{is_websocket_upgrade, ReasonPhrase, Request, Server};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Response, StatusCode};
+use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,28 +84,40 @@ pub(crate) async fn handle<F: Fallback>(
     request: hyper::Request<Incoming>,
 ) -> Response<Body> {
     match upgrade(&server, request, Some(remote)).await {
-        Ok(response) => response.map(boxed),
+        Ok(response) => response,
         Err(request) => fallback.call(request).await,
     }
 }
 
-/// Handles one request inside any hyper service: when it is a WebSocket upgrade, runs the
-/// handshake, returns the response to send, and runs the peer on the upgraded connection in a
-/// task of the server's runtime. Any other request comes back unchanged as `Err`.
+/// Whether `upgrade` takes a request with this method and these headers: a WebSocket upgrade,
+/// or a request of the SSE transport when `server` has it on.
+pub fn is_anyws_request(server: &Server, method: &http::Method, headers: &http::HeaderMap) -> bool {
+    is_websocket_upgrade(headers)
+        || (server.sse_enabled() && sse_request_kind(method, headers).is_some())
+}
+
+/// Handles one request inside any hyper service: a WebSocket upgrade, or, when the server has
+/// the SSE transport on ([`ServerBuilder::sse`](anyws_core::ServerBuilder::sse)), a request of
+/// that transport. Returns the response to send; an upgraded peer runs in a task of the
+/// server's runtime. Any other request comes back unchanged as `Err`, and so does an SSE
+/// request that the server's resolver does not resolve, so the application's own event streams
+/// keep working.
 ///
 /// The connection must be served with hyper's `with_upgrades()`.
 ///
 /// ```no_run
 /// # use hyper::{body::Incoming, Request, Response};
-/// # use http_body_util::Full;
+/// # use http_body_util::{BodyExt, Full};
 /// # use bytes::Bytes;
 /// async fn service(
 ///     server: anyws_core::Server,
 ///     request: Request<Incoming>,
-/// ) -> Response<Full<Bytes>> {
+/// ) -> Response<anyws_hyper::Body> {
 ///     match anyws_hyper::upgrade(&server, request, None).await {
-///         Ok(websocket) => websocket,
-///         Err(_request) => Response::new(Full::new(Bytes::from("plain HTTP"))),
+///         Ok(anyws) => anyws,
+///         Err(_request) => Response::new(
+///             Full::new(Bytes::from("plain HTTP")).map_err(|e| match e {}).boxed_unsync(),
+///         ),
 ///     }
 /// }
 /// ```
@@ -110,8 +125,14 @@ pub async fn upgrade<B>(
     server: &Server,
     mut request: hyper::Request<B>,
     remote_addr: Option<SocketAddr>,
-) -> Result<Response<Full<Bytes>>, hyper::Request<B>> {
+) -> Result<Response<Body>, hyper::Request<B>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+{
     if !is_websocket_upgrade(request.headers()) {
+        if server.sse_enabled() && sse_request_kind(request.method(), request.headers()).is_some() {
+            return sse(server, request, remote_addr).await;
+        }
         return Err(request);
     }
     let on_upgrade = hyper::upgrade::on(&mut request);
@@ -127,6 +148,43 @@ pub async fn upgrade<B>(
             }
         }));
     }
+    Ok(full(response))
+}
+
+/// A request of the SSE transport.
+async fn sse<B>(
+    server: &Server,
+    request: hyper::Request<B>,
+    remote_addr: Option<SocketAddr>,
+) -> Result<Response<Body>, hyper::Request<B>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    let (parts, body) = request.into_parts();
+    match server.sse(Request::new(parts, remote_addr)).await {
+        SseOutcome::Unresolved(request) => {
+            Err(hyper::Request::from_parts(request.into_parts(), body))
+        }
+        SseOutcome::Respond(response) => Ok(full(response)),
+        SseOutcome::Open(response) => Ok(response.map(|events| {
+            StreamBody::new(events.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))))
+                .boxed_unsync()
+        })),
+        SseOutcome::Post(post) => {
+            let chunks = BodyStream::new(body).filter_map(|frame| {
+                std::future::ready(match frame {
+                    Ok(frame) => frame.into_data().ok().map(Ok),
+                    Err(_) => Some(Err(())),
+                })
+            });
+            Ok(full(post.receive(chunks).await))
+        }
+        _ => Ok(full(Response::new(Bytes::new()))),
+    }
+}
+
+/// A response with a complete body, with its reason phrase carried over to hyper.
+fn full(response: Response<Bytes>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     if let Some(reason) = parts.extensions.remove::<ReasonPhrase>() {
         if let Ok(reason) =
@@ -135,5 +193,5 @@ pub async fn upgrade<B>(
             parts.extensions.insert(reason);
         }
     }
-    Ok(Response::from_parts(parts, Full::new(body)))
+    Response::from_parts(parts, boxed(Full::new(body)))
 }

@@ -1,10 +1,10 @@
 //! A tower [`Layer`] and [`Service`] that answer WebSocket upgrades with anyws and hand every
 //! other request to the service inside.
 
-use anyws_core::{is_websocket_upgrade, Server};
+use anyws_core::Server;
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,8 +12,11 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// Wraps a service so that WebSocket upgrades, on any path, go to an anyws [`Server`] and every
-/// other request goes on to the wrapped service. Works in any tower stack (axum's
+use crate::{is_anyws_request, Body};
+
+/// Wraps a service so that WebSocket upgrades, on any path, go to an anyws [`Server`] (and the
+/// SSE transport's requests too, when the server has it on) and every other request goes on to
+/// the wrapped service. Works in any tower stack (axum's
 /// `Router::layer`, tonic, hyper-util's `TowerToHyperService`, …) whose requests carry hyper's
 /// upgrade extension, as requests served by hyper with `with_upgrades()` do.
 ///
@@ -57,10 +60,10 @@ impl<S, B, B2> Service<Request<B>> for WebSocketService<S>
 where
     S: Service<Request<B>, Response = Response<B2>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B2: 'static,
 {
-    type Response = Response<Either<Full<Bytes>, B2>>;
+    type Response = Response<Either<Body, B2>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -69,7 +72,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if !is_websocket_upgrade(request.headers()) {
+        if !is_anyws_request(&self.server, request.method(), request.headers()) {
             let future = self.inner.call(request);
             return Box::pin(async move { Ok(future.await?.map(Either::Right)) });
         }

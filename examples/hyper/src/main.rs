@@ -19,7 +19,7 @@
 
 use anyws::{async_trait, Hooks, Message, Peer, Server};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, UPGRADE};
 use hyper::server::conn::http1;
@@ -44,7 +44,7 @@ async fn handle(
     server: Server,
     remote: SocketAddr,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<anyws::hyper::Body>, Infallible> {
     let request = if request.uri().path() == "/echo" {
         match anyws::hyper::upgrade(&server, request, Some(remote)).await {
             // `101 Switching Protocols` (or the hooks' refusal); the peer runs in its own task
@@ -77,8 +77,9 @@ async fn handle(
     Ok(response)
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<anyws::hyper::Body> {
+    let body = Full::new(Bytes::from_static(body.as_bytes()));
+    let mut response = Response::new(body.map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

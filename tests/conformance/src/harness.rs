@@ -52,6 +52,8 @@ pub struct Options {
     pub handshake_timeout: Option<Duration>,
     /// `--idle-timeout-ms`; zero turns the idle timeout off.
     pub idle_timeout: Option<Duration>,
+    /// `--transport sse`: the server also serves its hooks over the SSE transport.
+    pub sse: bool,
 }
 
 impl Options {
@@ -90,6 +92,12 @@ impl Options {
         self
     }
 
+    /// Sets `--transport sse`.
+    pub fn sse(mut self) -> Self {
+        self.sse = true;
+        self
+    }
+
     /// The server's limits: the library's defaults with these options applied, and a close
     /// timeout of 1 s so that a graceful shutdown ends within 2 s.
     pub fn limits(&self) -> Limits {
@@ -112,13 +120,22 @@ impl Options {
     }
 
     /// A server builder with the app's hooks and these limits.
+    ///
+    /// Its resolver leaves `/clock` and `/clock/active` to the routes unless the request is a
+    /// WebSocket upgrade, so that an `EventSource` reaches the clock in SSE mode too.
     pub fn server_builder(&self) -> ServerBuilder {
-        let builder = match self.app {
-            App::Conformance => ServerBuilder::new(apps::Conformance),
-            App::Echo => ServerBuilder::new(apps::Echo),
-            App::Chatroom => ServerBuilder::new(apps::Chatroom),
+        let hooks: Arc<dyn anyws_core::Hooks> = match self.app {
+            App::Conformance => Arc::new(apps::Conformance),
+            App::Echo => Arc::new(apps::Echo),
+            App::Chatroom => Arc::new(apps::Chatroom),
         };
-        builder.limits(self.limits())
+        let resolver = move |request: &mut anyws_core::Request| {
+            let clock = matches!(request.path(), "/clock" | "/clock/active");
+            (!clock || anyws_core::is_websocket_upgrade(request.headers())).then(|| hooks.clone())
+        };
+        ServerBuilder::with_resolver(resolver)
+            .limits(self.limits())
+            .sse(self.sse)
     }
 
     /// The same options as `anyws-fixture` flags.
@@ -139,6 +156,9 @@ impl Options {
         }
         if let Some(timeout) = self.idle_timeout {
             flag("--idle-timeout-ms", timeout.as_millis().to_string());
+        }
+        if self.sse {
+            flag("--transport", "sse".to_owned());
         }
         args
     }

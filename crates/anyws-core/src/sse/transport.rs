@@ -1,0 +1,624 @@
+//! The SSE transport: the same hooks for clients that cannot open a WebSocket, wire-compatible
+//! with CrossWS's bidirectional SSE protocol and its `WebSocketSSE` client.
+//!
+//! - `GET` with `Accept: text/event-stream` opens a peer; that request is its upgrade request.
+//!   The answer is an event stream: first `event: crossws-id` with the peer id, then one
+//!   `event: message` per message (binary as `data:application/octet-stream;base64,…`).
+//! - `POST` with `x-crossws-id: <id>` carries messages to the peer: each chunk of a chunked
+//!   (streaming) body is one message, and a body with a length is one message.
+
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use event_listener::Event as Notify;
+use futures_core::Stream;
+use futures_util::task::AtomicWaker;
+use futures_util::{FutureExt, StreamExt};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{Method, Response, StatusCode};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::error::panic_message;
+use crate::peer::{lock, payload_len};
+use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, PeerId, ReadyState, Request};
+
+/// The header that names the peer a `POST` is for.
+pub const PEER_ID_HEADER: HeaderName = HeaderName::from_static("x-crossws-id");
+
+/// Bytes of client messages that may wait for one SSE peer's `message` hook before the
+/// transport stops reading that peer's `POST` bodies.
+const INBOX_BYTES: usize = 64 * 1024;
+
+/// What kind of SSE transport request this is, judged by method and headers alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SseRequestKind {
+    /// `GET` (or `HEAD`) with `Accept: text/event-stream`: opens a peer.
+    Open,
+    /// `POST`: messages for an open peer, named by its `x-crossws-id` header.
+    Post,
+}
+
+/// Tells whether a request may belong to the SSE transport, and which kind it is: a `GET` that
+/// accepts an event stream, or any `POST`.
+///
+/// Adapters call this for requests that are not WebSocket upgrades, when the server has the
+/// SSE transport turned on ([`ServerBuilder::sse`](crate::ServerBuilder::sse)), and hand the
+/// matching ones to [`Server::sse`](crate::Server::sse). The server's resolver then decides:
+/// a request it does not resolve goes back to the application as an ordinary HTTP request.
+pub fn sse_request_kind(method: &Method, headers: &http::HeaderMap) -> Option<SseRequestKind> {
+    if (method == Method::GET || method == Method::HEAD) && super::accepts_event_stream(headers) {
+        Some(SseRequestKind::Open)
+    } else if method == Method::POST {
+        Some(SseRequestKind::Post)
+    } else {
+        None
+    }
+}
+
+/// The outcome of [`Server::sse`](crate::Server::sse).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SseOutcome {
+    /// No hooks handle this request (the resolver said `None`): hand it to the fallback, as an
+    /// ordinary HTTP request, so that an application's own event streams keep working.
+    Unresolved(Request),
+    /// Send this response and nothing else: a rejection from the `upgrade` hook, or an error
+    /// such as `400` for an unknown peer id, `413` for a body over the size limit, or `503`.
+    Respond(Response<Bytes>),
+    /// A new peer: send this event stream as the response.
+    Open(Response<PeerEvents>),
+    /// Messages for an open peer: feed the request body to [`PeerPost::receive`] and send the
+    /// response it returns.
+    Post(PeerPost),
+}
+
+/// What the connection side of an SSE peer shares with its hook runner and its `POST`s.
+pub(crate) struct SseLink {
+    state: Mutex<LinkState>,
+    /// Wakes the peer's hook runner.
+    runner: AtomicWaker,
+    /// Tells waiting `POST`s that the inbox has room, or that the peer is gone.
+    space: Notify,
+}
+
+#[derive(Default)]
+struct LinkState {
+    inbox: VecDeque<Message>,
+    inbox_bytes: usize,
+    /// The event stream was dropped: the client went away or the stream ended.
+    stream_gone: bool,
+    /// The peer's hooks are done; `POST`s find nobody.
+    finished: bool,
+    /// The stream ended because the server closed the peer with this code and reason.
+    sent_close: Option<(u16, String)>,
+    /// Output had to wait for the client since the outbox was last empty.
+    backpressure: bool,
+    drain_pending: bool,
+}
+
+impl SseLink {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(LinkState::default()),
+            runner: AtomicWaker::new(),
+            space: Notify::new(),
+        }
+    }
+
+    /// Queues a client message for the hooks, waiting while the inbox is full. `false` when the
+    /// peer is gone.
+    async fn deliver(&self, message: Message) -> bool {
+        let len = message.len();
+        loop {
+            let listener = {
+                let mut state = lock(&self.state);
+                if state.finished || state.stream_gone {
+                    return false;
+                }
+                if state.inbox_bytes == 0 || state.inbox_bytes + len <= INBOX_BYTES {
+                    state.inbox_bytes += len;
+                    state.inbox.push_back(message);
+                    drop(state);
+                    self.runner.wake();
+                    return true;
+                }
+                self.space.listen()
+            };
+            listener.await;
+        }
+    }
+}
+
+/// The event stream of one SSE peer: the body of the response that opened it.
+///
+/// It yields everything queued for the peer as `text/event-stream` bytes, one chunk per turn,
+/// with a keep-alive comment when nothing was sent for half of
+/// [`Limits::idle_timeout`](crate::Limits::idle_timeout) (15 s when that is off). It ends when
+/// the peer is closed; dropping it (the client went away) ends the peer.
+pub struct PeerEvents {
+    peer: Peer,
+    link: Arc<SseLink>,
+    hello: Option<Bytes>,
+    keep_alive: Duration,
+    timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
+    done: bool,
+}
+
+impl fmt::Debug for PeerEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerEvents")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes one message as an `event: message`.
+fn encode_message(buf: &mut BytesMut, message: &tungstenite::Message) {
+    match message {
+        tungstenite::Message::Text(text) => {
+            buf.put_slice(b"event: message\n");
+            super::encode_data(buf, text.as_bytes());
+            buf.put_u8(b'\n');
+        }
+        tungstenite::Message::Binary(bytes) => {
+            let engine = &base64::engine::general_purpose::STANDARD;
+            buf.put_slice(b"event: message\ndata: data:application/octet-stream;base64,");
+            let start = buf.len();
+            buf.resize(
+                start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+                0,
+            );
+            let written = engine
+                .encode_slice(bytes, &mut buf[start..])
+                .unwrap_or_default();
+            buf.truncate(start + written);
+            buf.put_slice(b"\n\n");
+        }
+        _ => {}
+    }
+}
+
+impl Stream for PeerEvents {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let outbox = &this.peer.inner.outbox;
+        outbox.waker.register(cx.waker());
+        let mut buf = BytesMut::new();
+        if let Some(hello) = this.hello.take() {
+            buf.put_slice(&hello);
+        }
+        let mut freed = 0;
+        let mut queue = lock(&outbox.queue);
+        if queue.terminate || this.peer.ready_state() == ReadyState::Closed {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        let had_items = !queue.items.is_empty();
+        for message in queue.items.drain(..) {
+            freed += payload_len(&message);
+            encode_message(&mut buf, &message);
+        }
+        let close = if queue.items.is_empty() {
+            queue.close.take()
+        } else {
+            None
+        };
+        drop(queue);
+        if freed > 0 || had_items {
+            let before = outbox.buffered.fetch_sub(freed, Ordering::AcqRel);
+            outbox.drained.notify(usize::MAX);
+            let mut state = lock(&this.link.state);
+            if before >= outbox.read_pause {
+                state.backpressure = true;
+            } else if before == freed && std::mem::take(&mut state.backpressure) {
+                state.drain_pending = true;
+            }
+            drop(state);
+            this.link.runner.wake();
+        }
+        if let Some(close) = close {
+            lock(&this.link.state).sent_close = Some(close);
+            this.done = true;
+        }
+        if !buf.is_empty() {
+            this.reset_timer();
+            return Poll::Ready(Some(buf.freeze()));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let timer = this.timer.get_or_insert_with(|| {
+            let runtime = &this.peer.inner.shared.runtime;
+            runtime.new_timer(runtime.now() + this.keep_alive)
+        });
+        if timer.as_mut().poll(cx).is_ready() {
+            this.reset_timer();
+            return Poll::Ready(Some(Bytes::from_static(b": keep-alive\n\n")));
+        }
+        Poll::Pending
+    }
+}
+
+impl PeerEvents {
+    fn reset_timer(&mut self) {
+        if let Some(timer) = self.timer.as_mut() {
+            let runtime = &self.peer.inner.shared.runtime;
+            timer.as_mut().reset(runtime.now() + self.keep_alive);
+        }
+    }
+}
+
+impl Drop for PeerEvents {
+    fn drop(&mut self) {
+        lock(&self.link.state).stream_gone = true;
+        self.link.runner.wake();
+        self.link.space.notify(usize::MAX);
+    }
+}
+
+/// A `POST` of messages for an open SSE peer, ready to read its body.
+pub struct PeerPost {
+    peer: Peer,
+    link: Arc<SseLink>,
+    /// The body is chunked: every chunk is one message.
+    streaming: bool,
+}
+
+impl fmt::Debug for PeerPost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerPost")
+            .field("peer", &self.peer)
+            .field("streaming", &self.streaming)
+            .finish_non_exhaustive()
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(body.as_bytes()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl PeerPost {
+    /// The peer the messages are for.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Reads `body` and hands its messages to the peer's `message` hook, in order, then returns
+    /// the response to send: `200` when every message was taken, `413` for a message over
+    /// [`Limits::max_message_size`](crate::Limits::max_message_size), `400` for text that is not
+    /// UTF-8, `410` when the peer went away meanwhile. None of these affect the peer itself or
+    /// any other.
+    ///
+    /// Reading waits while the peer's earlier messages have not been handled or its output
+    /// has not been taken by the client, so a fast sender is slowed down rather than buffered.
+    pub async fn receive<B, E>(self, body: B) -> Response<Bytes>
+    where
+        B: Stream<Item = Result<Bytes, E>>,
+    {
+        let limit = self.peer.inner.shared.limits.max_message_size;
+        futures_util::pin_mut!(body);
+        let mut pending = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else {
+                // The client aborted the body: what arrived before was delivered.
+                return plain(StatusCode::BAD_REQUEST, "request body aborted");
+            };
+            if pending.len() + chunk.len() > limit {
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
+            }
+            pending.extend_from_slice(&chunk);
+            if !self.streaming {
+                continue;
+            }
+            // A chunk the network split may end inside a character: keep that tail for the
+            // next piece.
+            let complete = match std::str::from_utf8(&pending) {
+                Ok(_) => pending.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => return plain(StatusCode::BAD_REQUEST, "message is not valid UTF-8"),
+            };
+            if complete == 0 && !pending.is_empty() {
+                continue;
+            }
+            let text = pending.split_to(complete).freeze();
+            if !self.deliver(text).await {
+                return plain(StatusCode::GONE, "peer is gone");
+            }
+        }
+        if self.streaming {
+            if !pending.is_empty() {
+                return plain(StatusCode::BAD_REQUEST, "message is not valid UTF-8");
+            }
+        } else {
+            if std::str::from_utf8(&pending).is_err() {
+                return plain(StatusCode::BAD_REQUEST, "message is not valid UTF-8");
+            }
+            if !self.deliver(pending.freeze()).await {
+                return plain(StatusCode::GONE, "peer is gone");
+            }
+        }
+        Response::new(Bytes::new())
+    }
+
+    async fn deliver(&self, text: Bytes) -> bool {
+        let Ok(text) = tungstenite::Utf8Bytes::try_from(text) else {
+            return false;
+        };
+        match Message::from_ws(tungstenite::Message::Text(text)) {
+            Some(message) => self.link.deliver(message).await,
+            None => false,
+        }
+    }
+}
+
+impl crate::Server {
+    /// Handles a request of the SSE transport (see [`sse_request_kind`]): opens a peer for a
+    /// `GET`, or prepares a `POST` of messages for one.
+    ///
+    /// Both run the resolver and the `upgrade` hook, so the application checks a `POST` as it
+    /// checked the request that opened the peer; a `POST` must resolve to the peer's namespace.
+    /// The peer id acts as a capability: only the client that opened the peer learns it from
+    /// its stream, unless the application shares it.
+    pub async fn sse(&self, request: Request) -> SseOutcome {
+        let Some(kind) = sse_request_kind(request.method(), request.headers()) else {
+            return SseOutcome::Respond(plain(StatusCode::BAD_REQUEST, "not an SSE request"));
+        };
+        if !self.sse_enabled() {
+            return SseOutcome::Unresolved(request);
+        }
+        let (request, hooks, accept) = match self.admit(request).await {
+            crate::server::Admission::Unresolved(request) => {
+                return SseOutcome::Unresolved(request)
+            }
+            crate::server::Admission::Refused(response) => return SseOutcome::Respond(response),
+            crate::server::Admission::Accepted(request, hooks, accept) => (request, hooks, accept),
+        };
+        if kind == SseRequestKind::Post {
+            if let Some(length) = request
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            {
+                if length > self.limits().max_message_size as u64 {
+                    return SseOutcome::Respond(plain(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "message too large",
+                    ));
+                }
+            }
+        }
+        match kind {
+            SseRequestKind::Post => self.sse_post(request, accept),
+            SseRequestKind::Open => self.sse_open(request, hooks, accept),
+        }
+    }
+
+    fn sse_post(&self, request: Request, accept: crate::Accept) -> SseOutcome {
+        let shared = &self.shared;
+        let entry = request
+            .headers()
+            .get(PEER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(PeerId::parse)
+            .and_then(|id| lock(&shared.sse_peers).get(&id).cloned());
+        let Some((peer, link)) = entry else {
+            return SseOutcome::Respond(plain(StatusCode::BAD_REQUEST, "invalid peer id"));
+        };
+        let namespace = accept.namespace.as_deref().unwrap_or(request.path());
+        if namespace != peer.namespace() {
+            return SseOutcome::Respond(plain(StatusCode::BAD_REQUEST, "invalid peer id"));
+        }
+        let streaming = request
+            .headers()
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+            });
+        SseOutcome::Post(PeerPost {
+            peer,
+            link,
+            streaming,
+        })
+    }
+
+    fn sse_open(
+        &self,
+        request: Request,
+        hooks: Arc<dyn Hooks>,
+        accept: crate::Accept,
+    ) -> SseOutcome {
+        let mut response = Response::new(());
+        *response.headers_mut() = super::response_headers();
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("keep-alive"),
+        );
+        for (name, value) in &accept.headers {
+            headers.append(name, value.clone());
+        }
+        let peer = self.new_peer(request, accept, crate::Transport::Sse);
+        let id = peer.id().to_string();
+        if let Ok(value) = HeaderValue::try_from(id.as_str()) {
+            response.headers_mut().insert(PEER_ID_HEADER, value);
+        }
+        let link = Arc::new(SseLink::new());
+        lock(&self.shared.sse_peers).insert(peer.id(), (peer.clone(), link.clone()));
+        let mut hello = BytesMut::new();
+        super::Event::data(id)
+            .event("crossws-id")
+            .encode(&mut hello);
+        let keep_alive = self
+            .limits()
+            .idle_timeout
+            .map_or(Duration::from_secs(15), |idle| idle / 2);
+        let events = PeerEvents {
+            peer: peer.clone(),
+            link: link.clone(),
+            hello: Some(hello.freeze()),
+            keep_alive,
+            timer: None,
+            done: false,
+        };
+        self.runtime().spawn(Box::pin(run_hooks(peer, hooks, link)));
+        SseOutcome::Open(response.map(|()| events))
+    }
+}
+
+/// Runs one SSE peer's hooks in order: `open`, each message, `drain`, then `error` and `close`
+/// once its stream is gone.
+async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
+    let shared = peer.inner.shared.clone();
+    peer.set_ready_state(ReadyState::Open);
+    if !shared.join(&peer) {
+        peer.close(close_code::GOING_AWAY, "server shutting down");
+    }
+    let mut error = None;
+    if let Some(e) = guarded("open", hooks.open(&peer)).await {
+        peer.close(close_code::INTERNAL_ERROR, "");
+        error.get_or_insert(e);
+    }
+    let outbox = &peer.inner.outbox;
+    let mut gone = false;
+    loop {
+        let closing = outbox.closing.listen();
+        if peer.ready_state() != ReadyState::Open {
+            break;
+        }
+        let next = std::future::poll_fn(|cx| next_event(&peer, &link, cx));
+        futures_util::pin_mut!(next);
+        let next = match futures_util::future::select(next, closing).await {
+            futures_util::future::Either::Left((next, _)) => next,
+            futures_util::future::Either::Right(_) => continue,
+        };
+        let failed = match next {
+            Next::Gone => {
+                gone = true;
+                break;
+            }
+            Next::Drain => guarded("drain", hooks.drain(&peer)).await,
+            Next::Message(message) => guarded("message", hooks.message(&peer, message)).await,
+        };
+        if let Some(e) = failed {
+            peer.close(close_code::INTERNAL_ERROR, "");
+            error.get_or_insert(e);
+        }
+    }
+    if !gone {
+        // Closing: the stream ends once what is queued has been sent. A client that stopped
+        // reading gets the close timeout, then the peer ends without it.
+        let runtime = shared.runtime.clone();
+        let deadline = runtime.now() + shared.limits.close_timeout;
+        let ended = std::future::poll_fn(|cx| {
+            link.runner.register(cx.waker());
+            if lock(&link.state).stream_gone {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        let timeout = crate::runtime::sleep_until(&*runtime, deadline);
+        futures_util::pin_mut!(ended, timeout);
+        futures_util::future::select(ended, timeout).await;
+    }
+    peer.set_ready_state(ReadyState::Closed);
+    peer.inner.outbox.shut();
+    shared.leave(&peer);
+    lock(&shared.sse_peers).remove(&peer.id());
+    let sent_close = {
+        let mut state = lock(&link.state);
+        state.finished = true;
+        state.inbox.clear();
+        state.inbox_bytes = 0;
+        state.sent_close.take()
+    };
+    link.space.notify(usize::MAX);
+    if lock(&peer.inner.outbox.queue).overflowed {
+        error.get_or_insert(Error::SendQueueFull {
+            limit: shared.limits.max_buffered_bytes,
+        });
+    }
+    if let Some(e) = error {
+        let _ = guarded("error", hooks.error(&peer, e)).await;
+    }
+    let info = match sent_close {
+        Some((code, reason)) => CloseInfo::new(code, reason),
+        // An event stream has no close frame: the client just went away.
+        None => CloseInfo::new(close_code::NO_STATUS, ""),
+    };
+    let _ = guarded("close", hooks.close(&peer, info)).await;
+}
+
+/// Runs a hook to the end; a panic comes back as the error to report.
+async fn guarded(
+    name: &'static str,
+    future: Pin<Box<dyn Future<Output = ()> + Send + '_>>,
+) -> Option<Error> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .err()
+        .map(|payload| Error::HookPanicked {
+            hook: name,
+            message: panic_message(&*payload),
+        })
+}
+
+enum Next {
+    Message(Message),
+    Drain,
+    Gone,
+}
+
+fn next_event(peer: &Peer, link: &SseLink, cx: &mut Context<'_>) -> Poll<Next> {
+    link.runner.register(cx.waker());
+    let mut state = lock(&link.state);
+    if state.stream_gone {
+        return Poll::Ready(Next::Gone);
+    }
+    if std::mem::take(&mut state.drain_pending) && peer.ready_state() == ReadyState::Open {
+        return Poll::Ready(Next::Drain);
+    }
+    if peer.ready_state() != ReadyState::Open {
+        // Messages that arrive once a close has begun are not handed to the hooks.
+        if !state.inbox.is_empty() {
+            state.inbox.clear();
+            state.inbox_bytes = 0;
+            link.space.notify(usize::MAX);
+        }
+        return Poll::Pending;
+    }
+    if peer.buffered_amount() >= peer.inner.outbox.read_pause {
+        // Backpressure: hand over nothing more until the client takes what it was sent.
+        return Poll::Pending;
+    }
+    match state.inbox.pop_front() {
+        Some(message) => {
+            state.inbox_bytes -= message.len();
+            drop(state);
+            link.space.notify(usize::MAX);
+            Poll::Ready(Next::Message(message))
+        }
+        None => Poll::Pending,
+    }
+}

@@ -33,6 +33,8 @@
 //! - [`Server`] and [`ServerBuilder`]: peers, server-wide publish, graceful shutdown, limits.
 //! - [`Resolver`] and [`Router`]: pick the hooks per request (by path, with parameters such as
 //!   `/rooms/:id`), so many handlers share one server.
+//! - [`sse`]: the SSE transport, which serves the same hooks to clients without WebSockets
+//!   (wire-compatible with CrossWS), and server-sent [`sse::Event`]s.
 //! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
 //!   [`PendingPeer::run`] are what an adapter calls.
 //!

@@ -121,7 +121,11 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
     println!("chat demo on http://{}", listener.local_addr()?);
 
-    let server = anyws::tokio::server(Chat);
+    // The SSE transport serves the same hooks to pages opened with `?transport=sse`; their peers
+    // share the room with the WebSocket ones.
+    let server = anyws::ServerBuilder::new(Chat)
+        .sse(true)
+        .build(anyws::tokio::runtime());
     anyws::tokio::serve(listener, server)
         .fallback(page)
         .with_graceful_shutdown(async {

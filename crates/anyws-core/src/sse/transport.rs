@@ -39,7 +39,7 @@ const INBOX_BYTES: usize = 64 * 1024;
 /// What kind of SSE transport request this is, judged by method and headers alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SseRequestKind {
-    /// `GET` (or `HEAD`) with `Accept: text/event-stream`: opens a peer.
+    /// `GET` with `Accept: text/event-stream`: opens a peer.
     Open,
     /// `POST`: messages for an open peer, named by its `x-crossws-id` header.
     Post,
@@ -53,7 +53,7 @@ pub enum SseRequestKind {
 /// matching ones to [`Server::sse`](crate::Server::sse). The server's resolver then decides:
 /// a request it does not resolve goes back to the application as an ordinary HTTP request.
 pub fn sse_request_kind(method: &Method, headers: &http::HeaderMap) -> Option<SseRequestKind> {
-    if (method == Method::GET || method == Method::HEAD) && super::accepts_event_stream(headers) {
+    if method == Method::GET && super::accepts_event_stream(headers) {
         Some(SseRequestKind::Open)
     } else if method == Method::POST {
         Some(SseRequestKind::Post)
@@ -620,5 +620,58 @@ fn next_event(peer: &Peer, link: &SseLink, cx: &mut Context<'_>) -> Poll<Next> {
             Poll::Ready(Next::Message(message))
         }
         None => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(message: tungstenite::Message) -> String {
+        let mut buf = BytesMut::new();
+        encode_message(&mut buf, &message);
+        String::from_utf8(buf.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn text_becomes_one_data_line_per_line() {
+        assert_eq!(
+            encoded(tungstenite::Message::Text("a\nb".into())),
+            "event: message\ndata: a\ndata: b\n\n"
+        );
+        assert_eq!(
+            encoded(tungstenite::Message::Text("".into())),
+            "event: message\ndata: \n\n"
+        );
+    }
+
+    #[test]
+    fn binary_becomes_a_base64_data_url() {
+        assert_eq!(
+            encoded(tungstenite::Message::Binary(
+                Bytes::from_static(b"binary message works!")
+            )),
+            "event: message\ndata: data:application/octet-stream;base64,YmluYXJ5IG1lc3NhZ2Ugd29ya3Mh\n\n"
+        );
+        assert_eq!(encoded(tungstenite::Message::Ping(Bytes::new())), "");
+    }
+
+    #[test]
+    fn request_kinds() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(sse_request_kind(&Method::GET, &headers), None);
+        assert_eq!(
+            sse_request_kind(&Method::POST, &headers),
+            Some(SseRequestKind::Post)
+        );
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        assert_eq!(
+            sse_request_kind(&Method::GET, &headers),
+            Some(SseRequestKind::Open)
+        );
+        assert_eq!(sse_request_kind(&Method::HEAD, &headers), None);
     }
 }

@@ -64,7 +64,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
+pub use anyws_hyper::{
+    event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
+};
 
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
 /// every other request to `fallback` ([`NotFound`] for none). Resolves when the connection is

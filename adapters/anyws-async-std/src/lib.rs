@@ -45,6 +45,8 @@
 //!   and hands every other request to a [fallback](anyws_hyper::Serve::fallback). It shuts down
 //!   gracefully on a signal or on [`Server::shutdown`].
 //! - [`upgrade`] handles one hyper request inside any hyper service running on async-std.
+//! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
+//!   server-sent events, from a fallback or any hyper service.
 //!
 //! # Runtime
 //!

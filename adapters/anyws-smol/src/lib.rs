@@ -39,6 +39,8 @@
 //!   hands every other request to a [fallback](anyws_hyper::Serve::fallback). It shuts down
 //!   gracefully on a signal or on [`Server::shutdown`].
 //! - [`upgrade`] handles one hyper request inside any hyper service running on smol.
+//! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
+//!   server-sent events, from a fallback or any hyper service.
 //!
 //! Both come from `anyws-hyper`, the runtime-free hyper glue every adapter shares.
 //!

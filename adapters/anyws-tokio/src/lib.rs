@@ -40,6 +40,8 @@
 //! - [`upgrade`] handles one hyper request inside any hyper service: it answers the handshake and
 //!   runs the peer on the upgraded connection, or gives the request back when it is not a
 //!   WebSocket upgrade.
+//! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
+//!   server-sent events, from a fallback or any hyper service.
 //!
 //! # Runtime
 //!

@@ -35,6 +35,9 @@
 //!   `/rooms/:id`), so many handlers share one server.
 //! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
 //!   [`PendingPeer::run`] are what an adapter calls.
+//! - [`sse`]: server-sent events: the [`Event`](sse::Event) wire form and
+//!   [`EventStream`](sse::EventStream), a bounded stream of events with keep-alive and
+//!   backpressure that a handler returns as its response body; every adapter serves it.
 //!
 //! # Features
 //!

@@ -21,7 +21,7 @@ fn clock_body(ids: impl IntoIterator<Item = i64>) -> String {
 }
 
 /// A complete clock stream (read to its end), checked byte for byte with its headers.
-async fn read_clock(f: &Fixture, path: &str, headers: &[&str], ids: std::ops::RangeInclusive<i64>) {
+async fn read_clock(f: &Fixture, path: &str, headers: &[&str], ids: impl IntoIterator<Item = i64>) {
     let response = f.get_with(path, headers).await;
     assert_eq!(response.status, 200, "GET {path}: {}", response.status_line);
     let content_type = response.header("content-type").unwrap_or_default();
@@ -105,7 +105,7 @@ pub async fn clock_stream(harness: &dyn Harness) {
     assert_eq!(active(&f).await, 0);
     read_clock(&f, "/clock?count=3&interval_ms=20", &[], 1..=3).await;
     read_clock(&f, "/clock", &[], 1..=5).await;
-    read_clock(&f, "/clock?count=0&interval_ms=0", &[], 1..=0).await;
+    read_clock(&f, "/clock?count=0&interval_ms=0", &[], []).await;
     // Both streams ended: none is counted as running.
     assert_active_becomes(&f, 0, TWO_S).await;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
 # tests, and Autobahn|Testsuite. Needs only the Rust toolchain and python3 on Debian; it installs
-# the rest (Autobahn|Testsuite into target/wstest) itself.
+# the rest (node with the eventsource package into target/node, Autobahn|Testsuite into
+# target/wstest) itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -25,6 +26,14 @@ for feature in smol async-std; do
   fi
 done
 step "fixture"; cargo build --release -p anyws-fixture
+step "node packages"
+# The EventSource check (tests/fixture/tests/eventsource.rs) runs the `eventsource` npm package.
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d target/node/node_modules/eventsource ]; then
+  npm install --prefix target/node --no-audit --no-fund eventsource@3 >/dev/null
+fi
 step "tests";   cargo test --workspace --all-features
 step "autobahn"
 # Autobahn|Testsuite's installer needs python3 with pip.

@@ -58,13 +58,18 @@
 //!   downcasting the connection to `actix_web::rt::net::TcpStream` and calling
 //!   `set_nodelay(true)`.
 //!
+//! # Server-sent events
+//!
+//! [`event_stream_response`] serves the core's [`EventStream`] as an actix `HttpResponse`
+//! with a streaming body.
+//!
 //! A rejection's custom reason phrase is not sent: actix-web writes the canonical phrase of the
 //! status.
 #![deny(missing_docs)]
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use anyws_core::sse::{sse_request_kind, SseOutcome};
+use anyws_core::sse::{sse_request_kind, EventStream, SseOutcome};
 use anyws_core::{AsyncTimer, BoxFuture, Request, Runtime, Server};
 use bytes::Bytes;
 use futures_channel::mpsc;
@@ -282,4 +287,39 @@ impl AsyncWrite for ActixIo {
         self.sender.close_channel();
         Poll::Ready(Ok(()))
     }
+}
+
+/// Turns an event stream, or a response around one (to change its status or add headers), into
+/// an actix `HttpResponse` with a streaming body. A bare [`EventStream`] becomes `200 OK` with
+/// `content-type: text/event-stream`, `cache-control: no-cache` and `x-accel-buffering: no`.
+///
+/// When the client goes away, actix drops the body, which closes the stream's senders.
+///
+/// ```no_run
+/// use actix_web::{web, HttpResponse};
+/// use anyws_core::sse::{Event, EventStream};
+///
+/// async fn ticks() -> HttpResponse {
+///     let (events, stream) = EventStream::new(anyws_actix::runtime());
+///     actix_web::rt::spawn(async move {
+///         for i in 0.. {
+///             actix_web::rt::time::sleep(std::time::Duration::from_secs(1)).await;
+///             if events.send(Event::data(i.to_string()).event("tick")).await.is_err() {
+///                 break; // the client went away
+///             }
+///         }
+///     });
+///     anyws_actix::event_stream_response(stream)
+/// }
+/// # let _ = web::get().to(ticks);
+/// ```
+pub fn event_stream_response(response: impl Into<http::Response<EventStream>>) -> HttpResponse {
+    let (head, stream) = response.into().into_parts();
+    let status =
+        StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in &head.headers {
+        builder.append_header((name.as_str(), value.as_bytes()));
+    }
+    builder.streaming(stream.map(Ok::<_, actix_web::Error>))
 }

@@ -45,6 +45,8 @@
 //!   and hands every other request to a [fallback](anyws_hyper::Serve::fallback). It shuts down
 //!   gracefully on a signal or on [`Server::shutdown`].
 //! - [`upgrade`] handles one hyper request inside any hyper service running on async-std.
+//! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
+//!   server-sent events, from a fallback or any hyper service.
 //!
 //! # Runtime
 //!
@@ -66,7 +68,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
+pub use anyws_hyper::{
+    event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
+};
 
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
 /// every other request to `fallback` ([`NotFound`] for none). Resolves when the connection is

@@ -8,6 +8,9 @@
 //!   hooks to read from the request's extensions.
 //! - [`layer`]: WebSocket upgrades on any path go to anyws, every other request to the router.
 //!
+//! A handler returns server-sent events as an [`EventStreamResponse`] around the core's
+//! [`EventStream`].
+//!
 //! ```
 //! use anyws_axum::WebSocketUpgrade;
 //! use anyws_core::{async_trait, Hooks, Message, Peer, Server};
@@ -51,12 +54,15 @@
 //! ```
 #![deny(missing_docs)]
 
+use anyws_core::sse::EventStream;
 use anyws_core::{is_websocket_upgrade, Server};
 use anyws_hyper::{RemoteAddr, WebSocketLayer, WebSocketService};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
@@ -162,3 +168,56 @@ where
 
 /// The service [`layer`] wraps a router in.
 pub type LayeredService<S> = ConnectInfoService<WebSocketService<S>>;
+
+/// An [`EventStream`] of server-sent events as an axum response: return it from a handler.
+///
+/// The answer is `200 OK` with `content-type: text/event-stream`, `cache-control: no-cache` and
+/// `x-accel-buffering: no`; wrap a `Response<EventStream>` instead to change the status or add
+/// headers. When the client goes away, axum drops the body and the stream's senders are closed.
+///
+/// ```
+/// use anyws_axum::EventStreamResponse;
+/// use anyws_core::sse::{Event, EventStream};
+/// use anyws_core::Server;
+/// use axum::extract::State;
+///
+/// async fn ticks(State(server): State<Server>) -> EventStreamResponse {
+///     let (events, stream) = EventStream::new(server.runtime().clone());
+///     tokio::spawn(async move {
+///         let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+///         for i in 0.. {
+///             tokio::select! {
+///                 _ = interval.tick() => {}
+///                 () = events.closed() => break, // the client went away
+///             }
+///             if events.send(Event::data(i.to_string()).event("tick")).await.is_err() {
+///                 break;
+///             }
+///         }
+///     });
+///     EventStreamResponse::from(stream)
+/// }
+///
+/// let app: axum::Router<Server> = axum::Router::new().route("/ticks", axum::routing::get(ticks));
+/// ```
+#[derive(Debug)]
+pub struct EventStreamResponse(pub http::Response<EventStream>);
+
+impl From<EventStream> for EventStreamResponse {
+    fn from(stream: EventStream) -> Self {
+        Self(stream.into_response())
+    }
+}
+
+impl From<http::Response<EventStream>> for EventStreamResponse {
+    fn from(response: http::Response<EventStream>) -> Self {
+        Self(response)
+    }
+}
+
+impl IntoResponse for EventStreamResponse {
+    fn into_response(self) -> Response {
+        self.0
+            .map(|stream| Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>)))
+    }
+}

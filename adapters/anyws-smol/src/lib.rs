@@ -39,6 +39,8 @@
 //!   hands every other request to a [fallback](anyws_hyper::Serve::fallback). It shuts down
 //!   gracefully on a signal or on [`Server::shutdown`].
 //! - [`upgrade`] handles one hyper request inside any hyper service running on smol.
+//! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
+//!   server-sent events, from a fallback or any hyper service.
 //!
 //! Both come from `anyws-hyper`, the runtime-free hyper glue every adapter shares.
 //!
@@ -64,7 +66,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
+pub use anyws_hyper::{
+    event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
+};
 
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
 /// every other request to `fallback` ([`NotFound`] for none). Resolves when the connection is

@@ -40,6 +40,8 @@
 //! - [`upgrade`] handles one hyper request inside any hyper service: it answers the handshake and
 //!   runs the peer on the upgraded connection, or gives the request back when it is not a
 //!   WebSocket upgrade.
+//! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
+//!   server-sent events, from a fallback or any hyper service.
 //!
 //! # Runtime
 //!
@@ -55,7 +57,9 @@
 
 mod runtime;
 
-pub use anyws_hyper::{not_found, upgrade, Body, Fallback, NotFound};
+pub use anyws_hyper::{
+    event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
+};
 
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
 /// every other request to `fallback` ([`NotFound`] for none). Resolves when the connection is

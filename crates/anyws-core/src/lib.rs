@@ -37,6 +37,9 @@
 //!   (wire-compatible with CrossWS), and server-sent [`sse::Event`]s.
 //! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
 //!   [`PendingPeer::run`] are what an adapter calls.
+//! - [`sse`]: server-sent events: the [`Event`](sse::Event) wire form and
+//!   [`EventStream`](sse::EventStream), a bounded stream of events with keep-alive and
+//!   backpressure that a handler returns as its response body; every adapter serves it.
 //!
 //! # Features
 //!

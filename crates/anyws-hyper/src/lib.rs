@@ -5,7 +5,8 @@
 //! requests and graceful shutdown, [`upgrade`] for embedding in any hyper service, hyper's timer
 //! on the core's runtime seam ([`RuntimeTimer`]), a tower [`WebSocketLayer`] for any tower stack
 //! (axum's `Router::layer` among them), and byte-stream bridges between hyper and `futures-io`
-//! ([`HyperIo`], [`FuturesIo`]).
+//! ([`HyperIo`], [`FuturesIo`]). [`event_stream_response`] serves an
+//! [`EventStream`](anyws_core::sse::EventStream) of server-sent events as a hyper response.
 //!
 //! Any other framework that can hand over the request parts and, after the `101` response, the
 //! upgraded byte stream can host anyws through the core alone:
@@ -44,11 +45,13 @@
 mod io;
 mod serve;
 mod service;
+mod sse;
 mod timer;
 mod tower;
 
 pub use io::{FuturesIo, HyperIo};
 pub use serve::{serve, serve_connection, Listener, Serve};
 pub use service::{is_anyws_request, not_found, upgrade, Body, BoxError, Fallback, NotFound};
+pub use sse::{event_stream_body, event_stream_response};
 pub use timer::RuntimeTimer;
 pub use tower::{RemoteAddr, WebSocketLayer, WebSocketService};

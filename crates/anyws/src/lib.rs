@@ -61,7 +61,10 @@
 //! Features are additive: any combination builds, and the same `Hooks` run on each.
 //!
 //! Everything else is the runtime-free core, re-exported from `anyws-core`: [`Hooks`], [`Peer`],
-//! [`Message`], [`Server`], [`Resolver`] and [`Limits`].
+//! [`Message`], [`Server`], [`Resolver`], [`Limits`], and server-sent events in [`sse`]
+//! ([`sse::EventStream`], which each adapter serves: `event_stream_response` in `anyws::tokio`,
+//! `anyws::smol`, `anyws::async_std`, `anyws::hyper` and `anyws::actix`,
+//! `EventStreamResponse` in `anyws::axum`).
 //!
 //! # Runtimes
 //!

@@ -2,7 +2,6 @@
 
 use anyws_core::{Limits, Runtime, Server, ServerBuilder};
 use async_trait::async_trait;
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::fmt;
 use std::future::Future;
@@ -219,21 +218,56 @@ pub trait Adapter: Send + Sync + 'static {
 }
 
 /// The plain HTTP routes of the fixture for one server, as an [`anyws_hyper::Fallback`], or
-/// through [`Routes::answer`] for adapters with an HTTP layer of their own.
+/// through [`Routes::answer`] for adapters with an HTTP layer of their own. Clones share the
+/// count of running `/clock` streams; each `Routes::new` starts its own.
 #[derive(Clone, Debug)]
 pub struct Routes {
     server: Server,
+    clocks: apps::Clocks,
 }
 
 impl Routes {
     /// The routes of `server`.
     pub fn new(server: Server) -> Self {
-        Self { server }
+        Self {
+            server,
+            clocks: apps::Clocks::new(),
+        }
     }
 
-    /// Answers a request with this method and URI.
-    pub fn answer(&self, method: &http::Method, uri: &http::Uri) -> http::Response<Bytes> {
-        apps::answer(&self.server, method, uri)
+    /// The server the routes answer for.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Answers a request with this method, URI and headers: a whole body, or an event stream
+    /// (`/clock`) whose response carries the `text/event-stream` headers.
+    pub fn answer(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> http::Response<apps::Body> {
+        apps::answer(&self.server, &self.clocks, method, uri, headers)
+    }
+
+    /// [`Routes::answer`] as a hyper response, the event stream served with
+    /// [`anyws_hyper::event_stream_response`].
+    pub fn answer_hyper<B>(&self, request: &http::Request<B>) -> http::Response<anyws_hyper::Body> {
+        let (parts, body) = self
+            .answer(request.method(), request.uri(), request.headers())
+            .into_parts();
+        match body {
+            apps::Body::Full(bytes) => http::Response::from_parts(
+                parts,
+                Full::new(bytes)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            ),
+            apps::Body::EventStream(stream) => {
+                anyws_hyper::event_stream_response(http::Response::from_parts(parts, stream))
+            }
+        }
     }
 }
 
@@ -242,12 +276,7 @@ impl anyws_hyper::Fallback for Routes {
         &self,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> Pin<Box<dyn Future<Output = http::Response<anyws_hyper::Body>> + Send>> {
-        let response = self.answer(request.method(), request.uri()).map(|body| {
-            Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync()
-        });
-        Box::pin(std::future::ready(response))
+        Box::pin(std::future::ready(self.answer_hyper(&request)))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Server-sent events: the [`Event`] wire form, and the SSE transport that serves [`Hooks`]
-//! to clients without WebSockets.
+//! Server-sent events: the [`Event`] wire form, [`EventStream`] (a bounded stream of events
+//! with keep-alive and backpressure for a handler to return), and the SSE transport that serves
+//! [`Hooks`] to clients without WebSockets.
 //!
 //! # The SSE transport
 //!
@@ -53,10 +54,15 @@
 //! [`Hooks`]: crate::Hooks
 
 mod event;
+mod stream;
 mod transport;
 
 pub(crate) use event::encode_data;
 pub use event::{accepts_event_stream, last_event_id, response_headers, Event};
+pub use stream::{
+    Closed, EventSender, EventStream, EventStreamBuilder, TrySendError, DEFAULT_BUFFER,
+    DEFAULT_KEEP_ALIVE,
+};
 pub(crate) use transport::SseLink;
 pub use transport::{
     sse_request_kind, PeerEvents, PeerPost, SseOutcome, SseRequestKind, PEER_ID_HEADER,

@@ -15,6 +15,7 @@ macro_rules! on_a_default_server {
     };
 }
 
+pub mod clock;
 pub mod limits;
 mod shared;
 pub mod ws;
@@ -60,5 +61,9 @@ macro_rules! __for_each_scenario {
         $m!($harness; limits::graceful_shutdown_closes_1001);
         $m!($harness; limits::echo_app);
         $m!($harness; limits::chatroom_app);
+        $m!($harness; clock::clock_stream);
+        $m!($harness; clock::clock_resumes_after_last_event_id);
+        $m!($harness; clock::clock_rejects_absurd_parameters);
+        $m!($harness; clock::clock_stops_when_the_client_aborts);
     };
 }

@@ -75,6 +75,7 @@
 
 mod connection;
 mod error;
+mod frames;
 mod hooks;
 mod limits;
 mod message;

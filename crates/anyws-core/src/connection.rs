@@ -21,11 +21,13 @@ use tungstenite::Message as WsMessage;
 use crate::error::panic_message;
 use crate::frames::{self, Frames};
 use crate::peer::lock;
+use crate::read_ahead::ReadAhead;
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
 
-/// Bytes tungstenite reads from the socket at a time. Its buffer is allocated up front for every
-/// connection, so it is kept small; larger messages are read in several steps.
-const READ_BUFFER_SIZE: usize = 4096;
+/// The size of tungstenite's read buffer, which it allocates up front for every connection. It
+/// reads from a [`ReadAhead`], which reads the socket in steps of up to 64 KiB through a buffer
+/// shared by the thread's connections, so a small buffer here costs no extra system calls.
+const READ_BUFFER_SIZE: usize = 1024;
 /// Outgoing frames are gathered up to this many bytes before they are written out.
 const WRITE_BUFFER_SIZE: usize = 64 * 1024;
 /// Messages handled in one turn before the connection yields to other tasks.
@@ -85,6 +87,7 @@ impl PendingPeer {
         // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds and
         // let go of it, or it would pin that buffer for the life of the connection.
         let prefix = std::mem::take(&mut prefix).to_vec();
+        let io = ReadAhead::new(io);
         let ws = if prefix.is_empty() {
             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
         } else {

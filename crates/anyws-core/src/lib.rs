@@ -80,6 +80,7 @@ mod hooks;
 mod limits;
 mod message;
 mod peer;
+mod read_ahead;
 mod request;
 mod router;
 mod runtime;

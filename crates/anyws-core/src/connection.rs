@@ -453,6 +453,11 @@ impl<'p> Driver<'p> {
                 }
             }
         }
+        // The batch's memory goes back too (it is swapped with the queue's, so neither keeps
+        // any): an idle connection holds no queue memory, and the next burst allocates anew.
+        if self.batch.capacity() != 0 {
+            self.batch = VecDeque::new();
+        }
         Poll::Ready(Ok(Written::All))
     }
 

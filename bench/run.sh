@@ -296,9 +296,9 @@ cell() {
 
 # table WORKLOAD TITLE KEY:HEADING:FORMAT...: a Markdown table of WORKLOAD's figures, one row
 # per server, each figure with its ratios against the controls. The anyws rows on smol and
-# async-std add their first figure as a multiple of anyws on tokio.
+# async-std end with each figure as a multiple of anyws's on tokio, in the same order.
 table() {
-    local workload=$1 title=$2 spec name line key heading format value first_key tokio_value
+    local workload=$1 title=$2 spec name line key heading format value tokio_value ratios
     shift 2
     echo
     echo "### $title"
@@ -308,26 +308,24 @@ table() {
         IFS=: read -r key heading format <<<"$spec"
         line+=" $heading |"
     done
-    echo "$line vs anyws on tokio |"
+    echo "$line each figure vs anyws on tokio |"
     line="|---|"
     for spec in "$@"; do line+="---|"; done
     echo "$line---|"
-    first_key=${1%%:*}
-    tokio_value=$(field "$workload" anyws-tokio "$first_key")
     for name in $servers; do
         line="| $(label "$name") |"
+        ratios=
         for spec in "$@"; do
             IFS=: read -r key heading format <<<"$spec"
             value=$(field "$workload" "$name" "$key")
             line+=" $(cell "$value" "$workload" "$key" "$format") |"
+            tokio_value=$(field "$workload" anyws-tokio "$key")
+            if [[ $name == anyws-smol || $name == anyws-async-std ]]; then
+                ratios+="${ratios:+, }$(awk -v v="$value" -v t="$tokio_value" 'BEGIN {
+                    print ((v != "" && t + 0 > 0) ? sprintf("%.2f×", v / t) : "n/a") }')"
+            fi
         done
-        value=$(field "$workload" "$name" "$first_key")
-        if [[ $name == anyws-smol || $name == anyws-async-std ]] && [[ -n $value && -n $tokio_value ]]; then
-            line+=" $(awk -v v="$value" -v t="$tokio_value" 'BEGIN { print (t > 0 ? sprintf("%.2f×", v / t) : "n/a") }') |"
-        else
-            line+=" |"
-        fi
-        echo "$line"
+        echo "$line $ratios |"
     done
 }
 

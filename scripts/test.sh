@@ -35,6 +35,9 @@ if [ ! -d target/node/node_modules/eventsource ]; then
   npm install --prefix target/node --no-audit --no-fund eventsource@3 >/dev/null
 fi
 step "tests";   cargo test --workspace --all-features
+# Every benchmark workload on every server, tiny, so the benchmark cannot rot; the figures are
+# not judged (the full run is `bench/run.sh`, see BENCHMARKS.md).
+step "benchmark smoke run"; bash bench/run.sh --smoke
 step "autobahn"
 # Autobahn|Testsuite's installer needs python3 with pip.
 if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -1,9 +1,12 @@
 //! `anyws-bench`: measures what WebSocket servers cost, so the anyws fixture can be compared
-//! with a plain tokio-tungstenite server doing the same job. Two workloads: idle connections
-//! (resident memory and CPU time per connection opened) and a chat room (CPU time per message
-//! delivered, throughput and peak memory).
+//! with controls doing the same job (a direct tokio-tungstenite server, served by this binary,
+//! and Bun's native server, `bench/bun-server.js`). `bench/run.sh` runs every workload against
+//! every server and prints the tables; see BENCHMARKS.md. The workloads: a chat room (CPU time
+//! per message delivered, throughput and peak memory), idle connections (resident memory and
+//! CPU time per connection opened), echo (CPU per message and throughput) and broadcast (one
+//! publish to many subscribers: CPU per delivery and time until the last one has it).
 //!
-//! It has three modes:
+//! It has five modes:
 //!
 //! - `control-server --port P [--app echo|chatroom] [--small-buffers]` serves a direct
 //!   tokio-tungstenite (0.30) server on 127.0.0.1:P on a tokio **multi-thread** runtime with the
@@ -41,14 +44,26 @@
 //!   100% of its core means the client, not the server, limits the throughput. Runs on a
 //!   multi-thread runtime (one worker under `taskset -c 1`), one writer and one reader task
 //!   per client.
+//! - `echo --url ws://127.0.0.1:P/ --connections N --size BYTES --server-pid PID [--rounds R]`
+//!   (defaults 100 connections, 20 B, 1,000 rounds) as uWebSockets' load_test: every connection
+//!   sends one message (text up to 125 B, binary above), waits for its echo and sends the next.
+//!   After a warm-up of a tenth of the rounds, reports messages per second and the server's CPU
+//!   per 1,000 messages from `/proc/PID/task/*/schedstat` (utime+stime as a cross-check).
+//! - `broadcast --url ws://127.0.0.1:P/ --subscribers N --server-pid PID [--rounds R]` (defaults
+//!   10,000 and 20) opens N clients on a chat room and waits for `ready` on each; then, one round
+//!   at a time, the first sends a text, which the room sends back and publishes to every other
+//!   member. It reports the server's CPU (schedstat) per delivered message and the min/median/max
+//!   time until the last subscriber has the text.
 //!
-//! `idle` and `chat` print a last line starting with `RESULT` that holds the numbers as
+//! Every mode prints a last line starting with `RESULT` that holds the numbers as
 //! `key=value` pairs for scripts.
 //!
 //! The runner scripts build everything, run each server pinned to CPU 0 with the client pinned
 //! to CPU 1, on free loopback ports, with every step under a timeout, and print a table:
 //!
 //! ```text
+//! bench/run.sh [--smoke]             # every workload on anyws (tokio, smol, async-std),
+//!                                    # tokio-tungstenite and Bun, with ratios
 //! bench/idle.sh [CONNECTIONS]        # default 10000: anyws-fixture --app echo against
 //!                                    # control-server with default and with small buffers
 //! bench/chat.sh [CLIENTS] [BATCHES]  # defaults 32 and 20: anyws-fixture --app chatroom
@@ -84,9 +99,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const USAGE: &str = "\
 usage: anyws-bench control-server --port P [--app echo|chatroom] [--small-buffers]
        anyws-bench idle --url ws://127.0.0.1:P/ --connections N --server-pid PID
-                        [--concurrency C] [--timeout-secs S]
+                        [--concurrency C] [--timeout-secs S] [--settle-ms MS]
        anyws-bench chat --url ws://127.0.0.1:P/ --clients N --server-pid PID
-                        [--messages M] [--batches B] [--timeout-secs S] [--nagle]";
+                        [--messages M] [--batches B] [--timeout-secs S] [--nagle]
+       anyws-bench echo --url ws://127.0.0.1:P/ --connections N --size BYTES --server-pid PID
+                        [--rounds R] [--timeout-secs S]
+       anyws-bench broadcast --url ws://127.0.0.1:P/ --subscribers N --server-pid PID
+                        [--rounds R] [--timeout-secs S]";
 
 /// The open-file limit both modes ask for; the hard limit caps it.
 const WANTED_NOFILE: u64 = 65536;
@@ -101,11 +120,15 @@ fn main() -> ExitCode {
                 .map(|options| Box::new(move || idle(options)) as Box<_>),
             Some("chat") => ChatOptions::parse(&args[1..])
                 .map(|options| Box::new(move || chat(options)) as Box<_>),
+            Some("echo") => EchoOptions::parse(&args[1..])
+                .map(|options| Box::new(move || echo(options)) as Box<_>),
+            Some("broadcast") => BroadcastOptions::parse(&args[1..])
+                .map(|options| Box::new(move || broadcast(options)) as Box<_>),
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            _ => Err("expected a mode: control-server, idle or chat".to_owned()),
+            _ => Err("expected a mode: control-server, idle, chat, echo or broadcast".to_owned()),
         };
     let run = match run {
         Ok(run) => run,
@@ -350,6 +373,7 @@ struct IdleOptions {
     server_pid: u32,
     concurrency: usize,
     timeout: Duration,
+    settle: Duration,
 }
 
 impl IdleOptions {
@@ -359,9 +383,11 @@ impl IdleOptions {
         let mut server_pid = None;
         let mut concurrency = 200;
         let mut timeout_secs = 300;
+        let mut settle_ms = 1000;
         for (flag, value) in flags(args) {
             match flag.as_str() {
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--settle-ms" => settle_ms = number(&flag, value)?,
                 "--connections" => connections = number(&flag, value)?,
                 "--server-pid" => server_pid = Some(number(&flag, value)?),
                 "--concurrency" | "--batch" => concurrency = number(&flag, value)?,
@@ -384,6 +410,7 @@ impl IdleOptions {
             server_pid: server_pid.ok_or("idle needs --server-pid")?,
             concurrency,
             timeout: Duration::from_secs(timeout_secs),
+            settle: Duration::from_millis(settle_ms),
         })
     }
 }
@@ -527,7 +554,7 @@ async fn idle_run(options: IdleOptions, ticks_per_second: u64) -> Result<(), Str
             options.connections
         ));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(options.settle).await;
     let after = sample(pid, ticks_per_second)?;
 
     let n = clients.len();
@@ -546,7 +573,7 @@ async fn idle_run(options: IdleOptions, ticks_per_second: u64) -> Result<(), Str
     println!("server CPU per connection: {cpu_us_per_conn:>10.1} µs");
 
     close_all(clients, options.concurrency).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(options.settle).await;
     let closed = sample(pid, ticks_per_second).ok();
     if let Some(closed) = closed {
         println!("server RSS after closing:  {:>10} KiB", closed.rss_kib);
@@ -880,6 +907,440 @@ async fn chat_run(options: ChatOptions, ticks_per_second: u64) -> Result<(), Str
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         for task in tasks {
             let _ = task.await;
+        }
+    })
+    .await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// echo
+
+#[derive(Debug)]
+struct EchoOptions {
+    url: String,
+    connections: usize,
+    size: usize,
+    rounds: usize,
+    server_pid: u32,
+    timeout: Duration,
+}
+
+impl EchoOptions {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut url = None;
+        let mut connections = 100;
+        let mut size = 20;
+        let mut rounds = 1000;
+        let mut server_pid = None;
+        let mut timeout_secs = 300;
+        for (flag, value) in flags(args) {
+            match flag.as_str() {
+                "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--connections" => connections = number(&flag, value)?,
+                "--size" => size = number(&flag, value)?,
+                "--rounds" => rounds = number(&flag, value)?,
+                "--server-pid" => server_pid = Some(number(&flag, value)?),
+                "--timeout-secs" => timeout_secs = number(&flag, value)?,
+                _ => return Err(format!("echo: unexpected argument `{flag}`")),
+            }
+        }
+        let url = loopback_url("echo", url)?;
+        if connections == 0 || size == 0 || rounds == 0 {
+            return Err("echo: --connections, --size and --rounds must be at least 1".to_owned());
+        }
+        Ok(Self {
+            url,
+            connections,
+            size,
+            rounds,
+            server_pid: server_pid.ok_or("echo needs --server-pid")?,
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+}
+
+/// The URL of a benchmark mode, which must point at the loopback interface.
+fn loopback_url(mode: &str, url: Option<String>) -> Result<String, String> {
+    let url = url.ok_or_else(|| format!("{mode} needs --url"))?;
+    if !(url.starts_with("ws://127.0.0.1:") || url.starts_with("ws://localhost:")) {
+        return Err(format!(
+            "{mode}: `{url}` is not a ws://127.0.0.1 URL; this benchmark stays on loopback"
+        ));
+    }
+    Ok(url)
+}
+
+/// Runs a future on a multi-thread runtime (one worker under `taskset -c 1`) as a spawned task,
+/// so that it runs on the worker with the tasks it spawns, bounded by `timeout`.
+fn run_spawned<F>(mode: &'static str, timeout: Duration, run: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    let run = runtime.spawn(async move {
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| Err(format!("{mode}: not done after {timeout:?}")))
+    });
+    runtime
+        .block_on(run)
+        .map_err(|error| format!("{mode}: the coordinator task failed: {error}"))?
+}
+
+/// Opens `n` connections with at most 200 handshakes in flight; `open` opens one.
+async fn open_many<F, Fut>(mode: &str, n: usize, open: F) -> Result<Vec<Client>, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Client, String>>,
+{
+    let opened: Vec<Result<Client, String>> = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let opening = open();
+            async move {
+                tokio::time::timeout(Duration::from_secs(30), opening)
+                    .await
+                    .unwrap_or_else(|_| Err("not open within 30 s".to_owned()))
+            }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    opened
+        .into_iter()
+        .collect::<Result<Vec<Client>, String>>()
+        .map_err(|error| format!("{mode}: opening {n} connections: {error}"))
+}
+
+fn echo(options: EchoOptions) -> Result<(), String> {
+    raise_nofile_limit();
+    let ticks_per_second = clock_ticks_per_second();
+    let timeout = options.timeout;
+    run_spawned("echo", timeout, echo_run(options, ticks_per_second))
+}
+
+/// Echo as uWebSockets' load_test drives it: every connection sends one message, waits for it
+/// to come back and sends the next, so `connections` messages are in flight. A warm-up of a
+/// tenth of the rounds (at least one) comes first; CPU and time cover the measured rounds.
+async fn echo_run(options: EchoOptions, ticks_per_second: u64) -> Result<(), String> {
+    let pid = options.server_pid;
+    let url = options.url.as_str();
+    let n = options.connections;
+    // Short messages go as text, long ones as binary, as load_test does.
+    let message = if options.size <= 125 {
+        Message::text("x".repeat(options.size))
+    } else {
+        Message::binary(vec![0x5a_u8; options.size])
+    };
+    let config = WebSocketConfig::default();
+    let clients = open_many("echo", n, || async move {
+        tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|error| format!("handshake failed: {error}"))
+    })
+    .await?;
+
+    // Each connection's task runs the rounds of a phase whenever the phase number goes up and
+    // reports when they are done.
+    let warmup = (options.rounds / 10).max(1);
+    let rounds = options.rounds;
+    let (phase_tx, phase_rx) = watch::channel(0_usize);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let mut tasks = Vec::with_capacity(n);
+    for mut ws in clients {
+        let mut phase_rx = phase_rx.clone();
+        let done_tx = done_tx.clone();
+        let message = message.clone();
+        tasks.push(tokio::spawn(async move {
+            while phase_rx.changed().await.is_ok() {
+                let count = if *phase_rx.borrow_and_update() == 1 {
+                    warmup
+                } else {
+                    rounds
+                };
+                let outcome = async {
+                    for _ in 0..count {
+                        ws.send(message.clone())
+                            .await
+                            .map_err(|error| format!("send failed: {error}"))?;
+                        loop {
+                            match ws.next().await {
+                                Some(Ok(got)) if got == message => break,
+                                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                                Some(Ok(other)) => {
+                                    return Err(format!("unexpected message {other:?}"))
+                                }
+                                Some(Err(error)) => return Err(format!("read failed: {error}")),
+                                None => return Err("connection ended".to_owned()),
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                let failed = outcome.is_err();
+                let _ = done_tx.send(outcome);
+                if failed {
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = ws.close(None).await;
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }));
+    }
+    drop(done_tx);
+
+    let mut measured = None;
+    for phase in 1..=2 {
+        let before = (
+            sample(pid, ticks_per_second)?,
+            scheduled_ns(pid),
+            Instant::now(),
+        );
+        phase_tx
+            .send(phase)
+            .map_err(|_| "echo: every connection has ended".to_owned())?;
+        for _ in 0..n {
+            match done_rx.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(error)) => return Err(format!("echo: {error}")),
+                None => return Err("echo: every connection has ended".to_owned()),
+            }
+        }
+        measured = Some(before);
+    }
+    let (before, before_sched, started) = measured.ok_or("echo: nothing measured")?;
+    let secs = started.elapsed().as_secs_f64();
+    let after = sample(pid, ticks_per_second)?;
+    let after_sched = scheduled_ns(pid);
+    let hwm_kib = peak_rss_kib(pid)?;
+
+    let total = (n * rounds) as f64;
+    let msgs_per_sec = total / secs;
+    // A short run is a few clock ticks of /proc/PID/stat: prefer the nanoseconds of schedstat.
+    let ticks_us_per_1k = after.cpu_us.saturating_sub(before.cpu_us) as f64 * 1000.0 / total;
+    let sched_us_per_1k = match (before_sched, after_sched) {
+        (Some(before), Some(after)) => after.saturating_sub(before) as f64 / total,
+        _ => f64::NAN,
+    };
+    let cpu_us_per_1k = if sched_us_per_1k.is_nan() {
+        ticks_us_per_1k
+    } else {
+        sched_us_per_1k
+    };
+    let cpu_us = cpu_us_per_1k * total / 1000.0;
+    println!(
+        "{n} connections on {url} (server pid {pid}): {rounds} round trips each of {} B after \
+         {warmup} warm-up ones",
+        options.size
+    );
+    println!("measured wall time:          {secs:>12.3} s");
+    println!("echoed per second:           {msgs_per_sec:>12.0}");
+    println!("server CPU (schedstat):      {cpu_us:>12.0} µs");
+    println!("server CPU per 1,000:        {cpu_us_per_1k:>12.1} µs");
+    println!("  cross-check, utime+stime:  {ticks_us_per_1k:>12.1} µs");
+    println!("server peak RSS (VmHWM):     {hwm_kib:>12} KiB");
+    println!(
+        "RESULT connections={n} size={} rounds={rounds} messages={total} secs={secs:.4} \
+         msgs_per_sec={msgs_per_sec:.0} cpu_us={cpu_us:.0} cpu_us_per_1k={cpu_us_per_1k:.2} \
+         ticks_us_per_1k={ticks_us_per_1k:.2} hwm_kib={hwm_kib}",
+        options.size
+    );
+    drop(phase_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    })
+    .await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// broadcast
+
+#[derive(Debug)]
+struct BroadcastOptions {
+    url: String,
+    subscribers: usize,
+    rounds: usize,
+    server_pid: u32,
+    timeout: Duration,
+}
+
+impl BroadcastOptions {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut url = None;
+        let mut subscribers = 10_000;
+        let mut rounds = 20;
+        let mut server_pid = None;
+        let mut timeout_secs = 300;
+        for (flag, value) in flags(args) {
+            match flag.as_str() {
+                "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--subscribers" => subscribers = number(&flag, value)?,
+                "--rounds" => rounds = number(&flag, value)?,
+                "--server-pid" => server_pid = Some(number(&flag, value)?),
+                "--timeout-secs" => timeout_secs = number(&flag, value)?,
+                _ => return Err(format!("broadcast: unexpected argument `{flag}`")),
+            }
+        }
+        let url = loopback_url("broadcast", url)?;
+        if subscribers == 0 || rounds == 0 {
+            return Err("broadcast: --subscribers and --rounds must be at least 1".to_owned());
+        }
+        Ok(Self {
+            url,
+            subscribers,
+            rounds,
+            server_pid: server_pid.ok_or("broadcast needs --server-pid")?,
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+}
+
+fn broadcast(options: BroadcastOptions) -> Result<(), String> {
+    let nofile = raise_nofile_limit();
+    if (options.subscribers as u64) + 64 > nofile {
+        return Err(format!(
+            "broadcast: {} connections need more file descriptors than the limit of {nofile}",
+            options.subscribers
+        ));
+    }
+    let timeout = options.timeout;
+    run_spawned("broadcast", timeout, broadcast_run(options))
+}
+
+/// One publish to every subscriber of the chat room: `subscribers` connections join the room
+/// (each waits for `ready`), then, one round at a time, the first sends a short text, which the
+/// chat room sends back to it and publishes to all the others. A round ends when the last
+/// subscriber has it. One warm-up round, then `rounds` measured ones. Server CPU comes from the
+/// nanosecond counters of `/proc/PID/task/*/schedstat` (one round is far below the 10 ms clock
+/// tick of `/proc/PID/stat`).
+async fn broadcast_run(options: BroadcastOptions) -> Result<(), String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let pid = options.server_pid;
+    let url = options.url.as_str();
+    let n = options.subscribers;
+    // The client's own buffers do not count; keep them small so the client stays light.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let clients = open_many("broadcast", n, || async move {
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .map_err(|error| format!("handshake failed: {error}"))?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) if text.as_str() == "ready" => return Ok(ws),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(other)) => return Err(format!("expected `ready`, got {other:?}")),
+                Some(Err(error)) => return Err(format!("read failed: {error}")),
+                None => return Err("connection ended before `ready`".to_owned()),
+            }
+        }
+    })
+    .await?;
+
+    // Every reader counts the round's text into `received`; the one that completes the round
+    // tells the coordinator.
+    let received = Arc::new(AtomicUsize::new(0));
+    let (round_done, mut rounds_done) = mpsc::unbounded_channel::<Result<(), String>>();
+    let mut sinks = Vec::with_capacity(n);
+    let mut readers = Vec::with_capacity(n);
+    for ws in clients {
+        let (sink, mut stream) = ws.split();
+        sinks.push(sink);
+        let received = received.clone();
+        let round_done = round_done.clone();
+        readers.push(tokio::spawn(async move {
+            loop {
+                match stream.next().await {
+                    Some(Ok(Message::Text(text))) if text.starts_with("broadcast ") => {
+                        if received.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                            let _ = round_done.send(Ok(()));
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(other)) => {
+                        let _ = round_done.send(Err(format!("unexpected message {other:?}")));
+                        return;
+                    }
+                    Some(Err(error)) => {
+                        let _ = round_done.send(Err(format!("read failed: {error}")));
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop(round_done);
+
+    let mut latencies = Vec::with_capacity(options.rounds);
+    let mut before = None;
+    for round in 0..=options.rounds {
+        if round == 1 {
+            before =
+                Some(scheduled_ns(pid).ok_or("broadcast: cannot read the server's schedstat")?);
+        }
+        received.store(0, Ordering::Release);
+        let started = Instant::now();
+        sinks[0]
+            .send(Message::text(format!("broadcast {round}")))
+            .await
+            .map_err(|error| format!("broadcast: send failed: {error}"))?;
+        match tokio::time::timeout(Duration::from_secs(60), rounds_done.recv()).await {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(error))) => return Err(format!("broadcast: round {round}: {error}")),
+            Ok(None) => return Err("broadcast: every reader has ended".to_owned()),
+            Err(_) => {
+                return Err(format!(
+                    "broadcast: round {round}: {} of {n} delivered after 60 s",
+                    received.load(Ordering::Acquire)
+                ))
+            }
+        }
+        if round >= 1 {
+            latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let after = scheduled_ns(pid).ok_or("broadcast: cannot read the server's schedstat")?;
+    let before = before.ok_or("broadcast: nothing measured")?;
+    let delivered = (n * options.rounds) as f64;
+    let cpu_ns_per_delivered = after.saturating_sub(before) as f64 / delivered;
+    latencies.sort_by(f64::total_cmp);
+    let median_ms = latencies[latencies.len() / 2];
+    let min_ms = latencies[0];
+    let max_ms = latencies[latencies.len() - 1];
+    println!(
+        "{n} subscribers on {url} (server pid {pid}): {} measured publishes after 1 warm-up",
+        options.rounds
+    );
+    println!("time to the last subscriber: {min_ms:.2} / {median_ms:.2} / {max_ms:.2} ms (min/median/max)");
+    println!("server CPU per delivered:    {cpu_ns_per_delivered:>12.0} ns");
+    println!(
+        "RESULT subscribers={n} rounds={} cpu_ns_per_msg={cpu_ns_per_delivered:.1} \
+         last_ms_median={median_ms:.3} last_ms_min={min_ms:.3} last_ms_max={max_ms:.3}",
+        options.rounds
+    );
+
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        futures_util::stream::iter(sinks)
+            .for_each_concurrent(200, |mut sink| async move {
+                let _ = sink.close().await;
+            })
+            .await;
+        for reader in readers {
+            let _ = reader.await;
         }
     })
     .await;

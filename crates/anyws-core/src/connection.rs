@@ -19,13 +19,16 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message as WsMessage;
 
 use crate::error::panic_message;
-use crate::peer::{lock, payload_len};
+use crate::frames::{self, Frames};
+use crate::peer::lock;
+use crate::read_ahead::ReadAhead;
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
 
-/// Bytes tungstenite reads from the socket at a time. Its buffer is allocated up front for every
-/// connection, so it is kept small; larger messages are read in several steps.
-const READ_BUFFER_SIZE: usize = 4096;
-/// Outgoing frames are gathered up to this many bytes before tungstenite writes them out.
+/// The size of tungstenite's read buffer, which it allocates up front for every connection. It
+/// reads from a [`ReadAhead`], which reads the socket in steps of up to 64 KiB through a buffer
+/// shared by the thread's connections, so a small buffer here costs no extra system calls.
+const READ_BUFFER_SIZE: usize = 1024;
+/// Outgoing frames are gathered up to this many bytes before they are written out.
 const WRITE_BUFFER_SIZE: usize = 64 * 1024;
 /// Messages handled in one turn before the connection yields to other tasks.
 const MESSAGES_PER_TURN: usize = 64;
@@ -84,6 +87,7 @@ impl PendingPeer {
         // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds and
         // let go of it, or it would pin that buffer for the life of the connection.
         let prefix = std::mem::take(&mut prefix).to_vec();
+        let io = ReadAhead::new(io);
         let ws = if prefix.is_empty() {
             WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
         } else {
@@ -146,8 +150,10 @@ where
 
 struct Driver<'p> {
     peer: &'p Peer,
-    /// Messages taken from the peer's queue, not yet handed to tungstenite.
+    /// Messages taken from the peer's queue, not yet encoded or handed to tungstenite.
     batch: VecDeque<WsMessage>,
+    /// Data frames encoded by anyws, written to the socket past tungstenite (see `frames`).
+    frames: Frames,
     /// Payload bytes handed to tungstenite since the last completed flush.
     unflushed: usize,
     needs_flush: bool,
@@ -176,6 +182,7 @@ impl<'p> Driver<'p> {
         Self {
             peer,
             batch: VecDeque::new(),
+            frames: Frames::default(),
             unflushed: 0,
             needs_flush: false,
             backpressure: false,
@@ -249,8 +256,9 @@ impl<'p> Driver<'p> {
             if self.read_failed || handled == MESSAGES_PER_TURN {
                 break;
             }
-            if peer.buffered_amount() >= peer.inner.outbox.read_pause {
-                // Backpressure: read nothing more until the peer takes what it was sent.
+            if peer.buffered_amount() >= peer.inner.outbox.read_pause || !self.frames.is_empty() {
+                // Backpressure: read nothing more until the peer takes what it was sent. Frames
+                // partly written also keep tungstenite (whose reads may write a pong) waiting.
                 self.read_paused = true;
                 break;
             }
@@ -326,8 +334,9 @@ impl<'p> Driver<'p> {
         self.poll_timer(cx)
     }
 
-    /// Moves queued messages into tungstenite and flushes once. `Ready(Ok(All))` when everything
-    /// queued has been written out.
+    /// Writes out queued messages and flushes once. Data messages are encoded here into
+    /// `frames`; close and ping frames go through tungstenite, after the data queued before them.
+    /// `Ready(Ok(All))` when everything queued has been written out.
     fn poll_write<S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -364,12 +373,26 @@ impl<'p> Driver<'p> {
                     self.batch.push_back(WsMessage::Ping(Default::default()));
                 }
             }
-            if self.batch.is_empty() {
-                break;
+            // Encode the data messages at the front of the batch, up to a write buffer's worth.
+            // Data after the close handshake began is dropped, as tungstenite would.
+            let open = self.sent_close.is_none() && self.received_close.is_none();
+            while self.frames.len() < WRITE_BUFFER_SIZE {
+                let (opcode, payload): (u8, &[u8]) = match self.batch.front() {
+                    Some(WsMessage::Text(text)) => (frames::TEXT, text.as_bytes()),
+                    Some(WsMessage::Binary(bytes)) => (frames::BINARY, bytes),
+                    _ => break,
+                };
+                if open {
+                    self.unflushed += payload.len();
+                    self.frames.encode(opcode, payload);
+                } else {
+                    outbox.buffered.fetch_sub(payload.len(), Ordering::AcqRel);
+                }
+                self.batch.pop_front();
             }
-            while let Some(message) = self.batch.front() {
-                let len = payload_len(message);
-                match Pin::new(&mut *ws).poll_ready(cx) {
+            if !self.frames.is_empty() {
+                // Whatever tungstenite holds (a pong, say) goes out first, then the frames.
+                match Pin::new(&mut *ws).poll_flush(cx) {
                     Poll::Pending => {
                         self.backpressure = true;
                         return Poll::Pending;
@@ -377,18 +400,38 @@ impl<'p> Driver<'p> {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Ready(Ok(())) => {}
                 }
-                let Some(message) = self.batch.pop_front() else {
-                    break;
-                };
-                self.unflushed += len;
-                match Pin::new(&mut *ws).start_send(message) {
-                    Ok(()) => self.needs_flush = true,
-                    // Data queued after the close handshake began is dropped.
-                    Err(tungstenite::Error::Protocol(
-                        tungstenite::error::ProtocolError::SendAfterClosing,
-                    )) => {}
-                    Err(e) => return Poll::Ready(Err(e)),
+                match self.frames.poll_write_to(cx, ws.get_mut()) {
+                    Poll::Pending => {
+                        self.backpressure = true;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(tungstenite::Error::Io(e))),
+                    Poll::Ready(Ok(())) => self.needs_flush = true,
                 }
+                continue;
+            }
+            // A control frame, through tungstenite.
+            if self.batch.is_empty() {
+                break;
+            }
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Pending => {
+                    self.backpressure = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let Some(message) = self.batch.pop_front() else {
+                break;
+            };
+            match Pin::new(&mut *ws).start_send(message) {
+                Ok(()) => self.needs_flush = true,
+                // Data queued after the close handshake began is dropped.
+                Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::SendAfterClosing,
+                )) => {}
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         if self.needs_flush {
@@ -409,6 +452,11 @@ impl<'p> Driver<'p> {
                     }
                 }
             }
+        }
+        // The batch's memory goes back too (it is swapped with the queue's, so neither keeps
+        // any): an idle connection holds no queue memory, and the next burst allocates anew.
+        if self.batch.capacity() != 0 {
+            self.batch = VecDeque::new();
         }
         Poll::Ready(Ok(Written::All))
     }

@@ -80,10 +80,12 @@
 
 mod connection;
 mod error;
+mod frames;
 mod hooks;
 mod limits;
 mod message;
 mod peer;
+mod read_ahead;
 mod request;
 mod router;
 mod runtime;

@@ -1,0 +1,67 @@
+// The Bun control for bench/run.sh: Bun's native WebSocket server (uWebSockets) serving the two
+// apps of `anyws-fixture`, with the same behaviour:
+//
+//   PORT=P bun bench/bun-server.js --app echo|chatroom
+//
+// - echo: every text or binary message goes back to its sender unchanged;
+// - chatroom: open subscribes the peer to `room` and sends `ready`; every message goes back to
+//   its sender and is published to `room` (Bun's publish skips the sender, so every peer gets
+//   each message exactly once).
+//
+// It listens on 127.0.0.1:PORT and prints a `listening on 127.0.0.1:PORT` line, as the fixture
+// does. Messages up to 16 MiB are accepted, the fixture's default limit; idle connections are
+// never timed out during a run (the fixture's idle timeout is 120 s); compression is off, as in
+// anyws.
+const appIndex = process.argv.indexOf("--app");
+const app = appIndex > 0 ? process.argv[appIndex + 1] : "echo";
+if (app !== "echo" && app !== "chatroom") {
+  console.error(`bun-server.js: --app takes echo or chatroom, not ${app}`);
+  process.exit(2);
+}
+const port = Number(process.env.PORT);
+if (!Number.isInteger(port) || port <= 0) {
+  console.error("bun-server.js: set PORT to the port to listen on");
+  process.exit(2);
+}
+
+const websocket =
+  app === "echo"
+    ? {
+        message(ws, message) {
+          ws.send(message);
+        },
+      }
+    : {
+        open(ws) {
+          ws.subscribe("room");
+          ws.send("ready");
+        },
+        message(ws, message) {
+          ws.send(message);
+          ws.publish("room", message);
+        },
+      };
+
+const server = Bun.serve({
+  hostname: "127.0.0.1",
+  port,
+  fetch(request, server) {
+    if (server.upgrade(request)) {
+      return undefined;
+    }
+    return new Response("anyws bench: Bun control\n");
+  },
+  websocket: {
+    ...websocket,
+    maxPayloadLength: 16 * 1024 * 1024,
+    idleTimeout: 0,
+    perMessageDeflate: false,
+    publishToSelf: false,
+  },
+});
+
+console.error(`bun-server.js: ${app} app, Bun ${Bun.version}, listening on 127.0.0.1:${server.port}`);
+process.on("SIGTERM", () => {
+  server.stop(true);
+  process.exit(0);
+});

@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# The benchmark: every workload of the performance issue, against anyws on each runtime and the
+# controls, in one invocation, with every figure also given as a ratio against the controls.
+#
+#   bench/run.sh            # the full run (a few minutes)
+#   bench/run.sh --smoke    # the same workloads, tiny: checks that everything runs (seconds)
+#   bench/run.sh --only 'anyws-tokio tt' --workloads 'chat32 idle'   # a subset
+#
+# Servers (all on 127.0.0.1, pinned to CPU 0 with `taskset -c 0`; the load client, the
+# `anyws-bench` binary, pinned to CPU 1):
+#   anyws-tokio, anyws-smol, anyws-async-std   target/release/anyws-fixture --runtime R --app A
+#   tt    the control: a direct tokio-tungstenite server with batched writes
+#         (`anyws-bench control-server --app A`, tungstenite's default config)
+#   bun   the control: Bun's native WebSocket server with its pub/sub (bench/bun-server.js, the
+#         same two apps); the npm package `bun` is installed into target/bun. Without npm, or
+#         when the install fails, the runner says so and leaves Bun out.
+#
+# Workloads (full / --smoke):
+#   chat32     32 clients in one chat room (`--app chatroom`), each sends 640 texts of 30 B per
+#              batch, the batch ends when all 32x640x32 deliveries arrived; 20 batches / 2.
+#              Delivered msgs/s, server CPU µs per 1,000 delivered, peak RSS.
+#   chat8      the same with 8 clients; 100 batches / 2.
+#   idle       10,000 / 200 connections to `--app echo`, one echo each: server RSS growth per
+#              connection (KiB) and server CPU per connection opened (µs).
+#   echo20     100 / 10 connections each echoing 20-byte texts one at a time (as uWebSockets'
+#              load_test), 2,000 / 20 round trips each: msgs/s and server CPU µs per 1,000.
+#   echo16k    200 / 10 connections echoing 16 KiB binaries, 100 / 5 round trips each.
+#   broadcast  10,000 / 300 chat-room subscribers; one of them sends a text, which the room
+#              publishes to all (a publish to every subscriber): 20 / 3 rounds, server CPU ns per
+#              delivered message (from /proc/PID/task/*/schedstat) and the median time until
+#              the last subscriber has it.
+#
+# Every server runs under a watchdog and every client under `timeout`; nothing outlives the
+# script. The figures are noisy on a shared machine (the load average is printed with each
+# run); compare the ratios, which come from the same invocation. Exits non-zero when a run
+# fails (a server that does not start, a client error), so the smoke run catches rot; it does
+# not judge the figures.
+set -euo pipefail
+
+usage="usage: bench/run.sh [--smoke] [--only 'SERVER...'] [--workloads 'WORKLOAD...']"
+smoke=false
+all_servers="anyws-tokio anyws-smol anyws-async-std tt bun"
+all_workloads="chat32 chat8 idle echo20 echo16k broadcast"
+servers=$all_servers
+workloads=$all_workloads
+while (($#)); do
+    case $1 in
+    --smoke) smoke=true ;;
+    --only) servers=${2:?$usage}; shift ;;
+    --workloads) workloads=${2:?$usage}; shift ;;
+    -h | --help) echo "$usage"; exit 0 ;;
+    *) echo "$usage" >&2; exit 2 ;;
+    esac
+    shift
+done
+for name in $servers; do
+    [[ " $all_servers " == *" $name "* ]] || { echo "run.sh: unknown server $name" >&2; exit 2; }
+done
+for name in $workloads; do
+    [[ " $all_workloads " == *" $name "* ]] || { echo "run.sh: unknown workload $name" >&2; exit 2; }
+done
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+
+if $smoke; then
+    chat32_batches=2 chat8_batches=2 idle_connections=200 idle_settle_ms=200
+    echo20_connections=10 echo20_rounds=20 echo16k_connections=10 echo16k_rounds=5
+    broadcast_subscribers=300 broadcast_rounds=3
+else
+    chat32_batches=20 chat8_batches=100 idle_connections=10000 idle_settle_ms=1000
+    echo20_connections=100 echo20_rounds=2000 echo16k_connections=200 echo16k_rounds=100
+    broadcast_subscribers=10000 broadcast_rounds=20
+fi
+
+echo "== building anyws-fixture and anyws-bench (release)"
+timeout 1800 cargo build --release -q -p anyws-fixture -p anyws-bench
+fixture=$target/release/anyws-fixture
+bench=$target/release/anyws-bench
+
+# Bun: installed with npm into target/bun once; a failure leaves Bun out of the run.
+bun=
+if [[ " $servers " == *" bun "* ]]; then
+    bun=$target/bun/node_modules/.bin/bun
+    if ! "$bun" --version >/dev/null 2>&1; then
+        if command -v npm >/dev/null 2>&1; then
+            echo "== installing Bun (npm package bun) into $target/bun"
+            mkdir -p "$target/bun"
+            timeout 600 npm install --prefix "$target/bun" --no-audit --no-fund --silent bun@1 \
+                >"$target/bun/install.log" 2>&1 || true
+        fi
+    fi
+    if "$bun" --version >/dev/null 2>&1; then
+        echo "== Bun $("$bun" --version)"
+    else
+        if command -v npm >/dev/null 2>&1; then
+            echo "run.sh: Bun could not be installed (see $target/bun/install.log);" \
+                "the Bun control is left out of this run" >&2
+        else
+            echo "run.sh: npm is not installed, so Bun cannot be; the Bun control is left out" \
+                "of this run" >&2
+        fi
+        bun=
+        servers=${servers/bun/}
+    fi
+fi
+
+# 10,000 connections need more than the usual 1024 descriptors, in the servers and the client.
+wanted=65536
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited ]] && ((hard < wanted)); then
+    wanted=$hard
+fi
+ulimit -n "$wanted"
+for count in "$idle_connections" "$broadcast_subscribers"; do
+    if ((count + 64 > wanted)); then
+        echo "run.sh: $count connections need more than the open-file limit of $wanted" >&2
+        exit 1
+    fi
+done
+
+if (($(nproc) >= 2)); then
+    server_cpu=0 client_cpu=1
+else
+    echo "run.sh: one CPU only; server and client share CPU 0" >&2
+    server_cpu=0 client_cpu=0
+fi
+read -r port_low _ </proc/sys/net/ipv4/ip_local_port_range
+
+workdir=$(mktemp -d)
+server_pid=
+watchdog_pid=
+failures=()
+# watchdog PID: kills PID after 15 minutes unless sent SIGTERM first, in which case it also
+# ends its own `sleep`, so nothing outlives the script or holds its output open.
+watchdog() {
+    local target=$1 sleeper=
+    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+    sleep 900 &
+    sleeper=$!
+    if wait "$sleeper"; then
+        kill -KILL "$target" 2>/dev/null || true
+    fi
+}
+stop_server() {
+    if [[ -n $watchdog_pid ]]; then
+        kill -TERM "$watchdog_pid" 2>/dev/null || true
+        wait "$watchdog_pid" 2>/dev/null || true
+        watchdog_pid=
+    fi
+    if [[ -n $server_pid ]]; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        local waited
+        for ((waited = 0; waited < 50; waited++)); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=
+    fi
+}
+cleanup() {
+    stop_server
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+# A port below the ephemeral range that nothing listens on.
+free_port() {
+    local port tries
+    for ((tries = 0; tries < 100; tries++)); do
+        port=$((20000 + RANDOM % (port_low > 21000 ? port_low - 20000 : 1000)))
+        if [[ -z $(ss -Htln "sport = :$port" 2>/dev/null) ]]; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "run.sh: no free port found" >&2
+    return 1
+}
+
+# server_command SERVER APP: the command line that serves APP (echo|chatroom) as SERVER; the
+# word @PORT@ stands for the port.
+server_command() {
+    case $1 in
+    anyws-*) echo "$fixture --runtime ${1#anyws-} --app $2" ;;
+    tt) echo "$bench control-server --port @PORT@ --app $2" ;;
+    bun) echo "$bun $root/bench/bun-server.js --app $2" ;;
+    esac
+}
+
+# client_args WORKLOAD: the load client's mode and arguments for WORKLOAD.
+client_args() {
+    case $1 in
+    chat32) echo "chat --clients 32 --messages 640 --batches $chat32_batches" ;;
+    chat8) echo "chat --clients 8 --messages 640 --batches $chat8_batches" ;;
+    idle) echo "idle --connections $idle_connections --settle-ms $idle_settle_ms" ;;
+    echo20) echo "echo --connections $echo20_connections --size 20 --rounds $echo20_rounds" ;;
+    echo16k) echo "echo --connections $echo16k_connections --size 16384 --rounds $echo16k_rounds" ;;
+    broadcast) echo "broadcast --subscribers $broadcast_subscribers --rounds $broadcast_rounds" ;;
+    esac
+}
+
+app_for() {
+    case $1 in
+    chat* | broadcast) echo chatroom ;;
+    *) echo echo ;;
+    esac
+}
+
+# run_one WORKLOAD SERVER: starts SERVER on a free port, runs the client for WORKLOAD against it
+# and stops it. Leaves the client's RESULT line in $workdir/WORKLOAD.SERVER.result; a failure
+# is recorded in `failures` and the run goes on.
+run_one() {
+    local workload=$1 name=$2
+    local port log command args=() arg waited status=0
+    port=$(free_port)
+    log=$workdir/$workload.$name.log
+    : >"$log"
+    read -r -a args <<<"$(server_command "$name" "$(app_for "$workload")")"
+    for arg in "${!args[@]}"; do
+        args[arg]=${args[arg]//@PORT@/$port}
+    done
+
+    # `exec` keeps $! the server's own pid (taskset execs it too), which the client reads.
+    (PORT=$port HOST=127.0.0.1 exec taskset -c "$server_cpu" "${args[@]}" >"$log" 2>&1) &
+    server_pid=$!
+    watchdog "$server_pid" </dev/null >/dev/null 2>&1 &
+    watchdog_pid=$!
+    for ((waited = 0; waited < 100; waited++)); do
+        grep -q "listening on" "$log" && break
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    # The fixture falls back to [::1] when 127.0.0.1:PORT is taken; insist on 127.0.0.1.
+    if ! grep -q "listening on 127.0.0.1:$port" "$log"; then
+        echo "run.sh: $workload: $name did not start listening on 127.0.0.1:$port:" >&2
+        tail -n 20 "$log" >&2
+        stop_server
+        failures+=("$workload/$name (server did not start)")
+        return 0
+    fi
+
+    echo "-- $workload on $name (pid $server_pid, port $port, load average" \
+        "$(cut -d' ' -f1-3 /proc/loadavg))"
+    read -r -a command <<<"$(client_args "$workload")"
+    timeout 900 taskset -c "$client_cpu" "$bench" "${command[@]}" \
+        --url "ws://127.0.0.1:$port/" --server-pid "$server_pid" --timeout-secs 600 \
+        >"$workdir/$workload.$name.out" 2>&1 || status=$?
+    stop_server
+    if ((status != 0)) || ! grep -q '^RESULT ' "$workdir/$workload.$name.out"; then
+        echo "run.sh: $workload: the client failed against $name (exit $status):" >&2
+        tail -n 5 "$workdir/$workload.$name.out" >&2
+        echo "server log:" >&2
+        tail -n 10 "$log" >&2
+        failures+=("$workload/$name (client exit $status)")
+        return 0
+    fi
+    grep '^RESULT ' "$workdir/$workload.$name.out" >"$workdir/$workload.$name.result"
+}
+
+# field WORKLOAD SERVER KEY: one value from a RESULT line, or nothing.
+field() {
+    local file=$workdir/$1.$2.result
+    [[ -f $file ]] || return 0
+    sed -n "s/.* $3=\([^ ]*\).*/\1/p" "$file"
+}
+
+label() {
+    case $1 in
+    anyws-tokio) echo "anyws, tokio" ;;
+    anyws-smol) echo "anyws, smol" ;;
+    anyws-async-std) echo "anyws, async-std" ;;
+    tt) echo "tokio-tungstenite (control)" ;;
+    bun) echo "Bun $("$bun" --version) (control)" ;;
+    esac
+}
+
+# cell VALUE WORKLOAD KEY FORMAT: VALUE formatted, then its ratio against each control's figure
+# for the same workload and KEY, as "12.3 (0.50× tt, 0.61× bun)".
+cell() {
+    local value=$1 workload=$2 key=$3 format=$4
+    if [[ -z $value ]]; then
+        echo "n/a"
+        return
+    fi
+    awk -v v="$value" -v tt="$(field "$workload" tt "$key")" \
+        -v bun="$(field "$workload" bun "$key")" -v fmt="$format" 'BEGIN {
+        out = sprintf(fmt, v); sep = " ("; close_ = ""
+        if (tt + 0 > 0) { out = out sep sprintf("%.2f× tt", v / tt); sep = ", "; close_ = ")" }
+        if (bun + 0 > 0) { out = out sep sprintf("%.2f× bun", v / bun); sep = ", "; close_ = ")" }
+        print out close_ }'
+}
+
+# table WORKLOAD TITLE KEY:HEADING:FORMAT...: a Markdown table of WORKLOAD's figures, one row
+# per server, each figure with its ratios against the controls. The anyws rows on smol and
+# async-std end with each figure as a multiple of anyws's on tokio, in the same order.
+table() {
+    local workload=$1 title=$2 spec name line key heading format value tokio_value ratios
+    shift 2
+    echo
+    echo "### $title"
+    echo
+    line="| server |"
+    for spec in "$@"; do
+        IFS=: read -r key heading format <<<"$spec"
+        line+=" $heading |"
+    done
+    echo "$line each figure vs anyws on tokio |"
+    line="|---|"
+    for spec in "$@"; do line+="---|"; done
+    echo "$line---|"
+    for name in $servers; do
+        line="| $(label "$name") |"
+        ratios=
+        for spec in "$@"; do
+            IFS=: read -r key heading format <<<"$spec"
+            value=$(field "$workload" "$name" "$key")
+            line+=" $(cell "$value" "$workload" "$key" "$format") |"
+            tokio_value=$(field "$workload" anyws-tokio "$key")
+            if [[ $name == anyws-smol || $name == anyws-async-std ]]; then
+                ratios+="${ratios:+, }$(awk -v v="$value" -v t="$tokio_value" 'BEGIN {
+                    print ((v != "" && t + 0 > 0) ? sprintf("%.2f×", v / t) : "n/a") }')"
+            fi
+        done
+        echo "$line $ratios |"
+    done
+}
+
+started=$(date +%s)
+echo "== run.sh$($smoke && echo " --smoke"): servers: $servers; workloads: $workloads;" \
+    "server on CPU $server_cpu, client on CPU $client_cpu; $(nproc) CPUs; $(uname -r)"
+for workload in $workloads; do
+    for name in $servers; do
+        run_one "$workload" "$name"
+    done
+done
+
+echo
+echo "## Results ($(date -u '+%Y-%m-%d %H:%M UTC'), $(($(date +%s) - started)) s$($smoke && echo ", smoke run: the figures mean nothing"))"
+echo
+echo "Every figure is followed by its ratio against the tokio-tungstenite control (tt) and"
+echo "Bun (bun) from this same run; below 1 means less than the control (for msgs/s: slower)."
+for workload in $workloads; do
+    case $workload in
+    chat32 | chat8)
+        clients=${workload#chat}
+        batches_var=${workload}_batches
+        table "$workload" "Chat room, $clients clients x 640 texts of 30 B per batch, ${!batches_var} batches" \
+            "cpu_us_per_1k:server CPU µs per 1,000 delivered:%.1f" \
+            "msgs_per_sec:delivered msgs/s:%.0f" "hwm_kib:peak RSS KiB:%.0f"
+        ;;
+    idle)
+        table idle "Idle, $idle_connections connections (echo app, one echo each)" \
+            "kib_per_conn:server KiB per connection:%.2f" \
+            "cpu_us_per_conn:server CPU µs per connection opened:%.1f"
+        ;;
+    echo20)
+        table echo20 "Echo, $echo20_connections connections x 20 B, $echo20_rounds round trips each" \
+            "cpu_us_per_1k:server CPU µs per 1,000 messages:%.1f" "msgs_per_sec:msgs/s:%.0f"
+        ;;
+    echo16k)
+        table echo16k "Echo, $echo16k_connections connections x 16 KiB, $echo16k_rounds round trips each" \
+            "cpu_us_per_1k:server CPU µs per 1,000 messages:%.1f" "msgs_per_sec:msgs/s:%.0f"
+        ;;
+    broadcast)
+        table broadcast "Broadcast, one publish to $broadcast_subscribers subscribers, $broadcast_rounds rounds" \
+            "cpu_ns_per_msg:server CPU ns per delivered:%.0f" \
+            "last_ms_median:ms until the last subscriber has it (median):%.2f"
+        ;;
+    esac
+done
+
+if ((${#failures[@]})); then
+    echo
+    echo "run.sh: ${#failures[@]} run(s) failed: ${failures[*]}" >&2
+    exit 1
+fi

@@ -1,6 +1,6 @@
 //! How the suite starts and stops a server: the [`Harness`] an adapter implements.
 
-use anyws_core::{Limits, Runtime, Server, ServerBuilder};
+use anyws_core::{Limits, MessageRate, Runtime, Server, ServerBuilder};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -25,6 +25,9 @@ pub enum App {
     Echo,
     /// One room: every message to its sender and to every other peer.
     Chatroom,
+    /// The conformance app with its hooks counted, and the route `GET /soak/hooks` that reports
+    /// the counts (see [`apps::HookCounts`]); for the soak and dead-peer tests.
+    Soak,
 }
 
 impl App {
@@ -34,6 +37,7 @@ impl App {
             App::Conformance => "conformance",
             App::Echo => "echo",
             App::Chatroom => "chatroom",
+            App::Soak => "soak",
         }
     }
 }
@@ -52,6 +56,16 @@ pub struct Options {
     pub handshake_timeout: Option<Duration>,
     /// `--idle-timeout-ms`; zero turns the idle timeout off.
     pub idle_timeout: Option<Duration>,
+    /// `--ping-interval-ms`; zero turns the automatic ping off.
+    pub ping_interval: Option<Duration>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--max-connections-per-ip`.
+    pub max_connections_per_ip: Option<usize>,
+    /// `--message-rate PER_SECOND:BURST`.
+    pub message_rate: Option<(u32, u32)>,
+    /// `--allowed-origin ORIGIN`, once per origin; empty: every origin.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Options {
@@ -90,6 +104,36 @@ impl Options {
         self
     }
 
+    /// Sets `--ping-interval-ms`.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = Some(interval);
+        self
+    }
+
+    /// Sets `--max-connections`.
+    pub fn max_connections(mut self, peers: usize) -> Self {
+        self.max_connections = Some(peers);
+        self
+    }
+
+    /// Sets `--max-connections-per-ip`.
+    pub fn max_connections_per_ip(mut self, peers: usize) -> Self {
+        self.max_connections_per_ip = Some(peers);
+        self
+    }
+
+    /// Sets `--message-rate PER_SECOND:BURST`.
+    pub fn message_rate(mut self, per_second: u32, burst: u32) -> Self {
+        self.message_rate = Some((per_second, burst));
+        self
+    }
+
+    /// Adds an `--allowed-origin`.
+    pub fn allowed_origin(mut self, origin: &str) -> Self {
+        self.allowed_origins.push(origin.to_owned());
+        self
+    }
+
     /// The server's limits: the library's defaults with these options applied, and a close
     /// timeout of 1 s so that a graceful shutdown ends within 2 s.
     pub fn limits(&self) -> Limits {
@@ -107,18 +151,52 @@ impl Options {
         if let Some(timeout) = self.idle_timeout {
             limits.idle_timeout = (!timeout.is_zero()).then_some(timeout);
         }
+        if let Some(interval) = self.ping_interval {
+            limits.ping_interval = (!interval.is_zero()).then_some(interval);
+        }
+        limits.max_connections = self.max_connections;
+        limits.max_connections_per_ip = self.max_connections_per_ip;
+        limits.message_rate = self
+            .message_rate
+            .map(|(per_second, burst)| MessageRate::new(per_second, burst));
         limits.close_timeout = Duration::from_secs(1);
         limits
     }
 
-    /// A server builder with the app's hooks and these limits.
+    /// A server builder with the app's hooks and these limits. For [`App::Soak`], whose routes
+    /// need the hook counts, use [`Options::build`].
     pub fn server_builder(&self) -> ServerBuilder {
+        self.builder_and_counts().0
+    }
+
+    fn builder_and_counts(&self) -> (ServerBuilder, Option<Arc<apps::HookCounts>>) {
+        let mut counts = None;
         let builder = match self.app {
             App::Conformance => ServerBuilder::new(apps::Conformance),
             App::Echo => ServerBuilder::new(apps::Echo),
             App::Chatroom => ServerBuilder::new(apps::Chatroom),
+            App::Soak => {
+                let counted = apps::Counted::new(apps::Conformance);
+                counts = Some(counted.counts());
+                ServerBuilder::new(counted)
+            }
         };
-        builder.limits(self.limits())
+        let mut builder = builder.limits(self.limits());
+        if !self.allowed_origins.is_empty() {
+            builder = builder.allowed_origins(self.allowed_origins.iter().cloned());
+        }
+        (builder, counts)
+    }
+
+    /// The server on `runtime`, and its plain HTTP routes.
+    pub fn build(&self, runtime: Arc<dyn Runtime>) -> (Server, Routes) {
+        let (builder, counts) = self.builder_and_counts();
+        let server = builder.build(runtime);
+        let routes = Routes {
+            server: server.clone(),
+            counts,
+        };
+        (server, routes)
     }
 
     /// The same options as `anyws-fixture` flags.
@@ -139,6 +217,21 @@ impl Options {
         }
         if let Some(timeout) = self.idle_timeout {
             flag("--idle-timeout-ms", timeout.as_millis().to_string());
+        }
+        if let Some(interval) = self.ping_interval {
+            flag("--ping-interval-ms", interval.as_millis().to_string());
+        }
+        if let Some(peers) = self.max_connections {
+            flag("--max-connections", peers.to_string());
+        }
+        if let Some(peers) = self.max_connections_per_ip {
+            flag("--max-connections-per-ip", peers.to_string());
+        }
+        if let Some((per_second, burst)) = self.message_rate {
+            flag("--message-rate", format!("{per_second}:{burst}"));
+        }
+        for origin in &self.allowed_origins {
+            flag("--allowed-origin", origin.clone());
         }
         args
     }
@@ -203,17 +296,25 @@ pub trait Adapter: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct Routes {
     server: Server,
+    /// The hook counts `GET /soak/hooks` reports, for [`App::Soak`].
+    counts: Option<Arc<apps::HookCounts>>,
 }
 
 impl Routes {
     /// The routes of `server`.
     pub fn new(server: Server) -> Self {
-        Self { server }
+        Self {
+            server,
+            counts: None,
+        }
     }
 
     /// Answers a request with this method and URI.
     pub fn answer(&self, method: &http::Method, uri: &http::Uri) -> http::Response<Bytes> {
-        apps::answer(&self.server, method, uri)
+        match &self.counts {
+            Some(counts) if uri.path() == "/soak/hooks" => counts.response(&self.server),
+            _ => apps::answer(&self.server, method, uri),
+        }
     }
 }
 
@@ -244,10 +345,8 @@ impl<A: Adapter> Harness for InProcess<A> {
     async fn start(&self, options: &Options) -> Box<dyn Instance> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
-        let server = options.server_builder().build(self.0.runtime());
-        let stopped = self
-            .0
-            .serve(listener, server.clone(), Routes::new(server.clone()));
+        let (server, routes) = options.build(self.0.runtime());
+        let stopped = self.0.serve(listener, server.clone(), routes);
         Box::new(InProcessInstance {
             addr,
             server,

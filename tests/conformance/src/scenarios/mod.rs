@@ -15,6 +15,7 @@ macro_rules! on_a_default_server {
     };
 }
 
+pub mod hardening;
 pub mod limits;
 mod shared;
 pub mod ws;
@@ -60,5 +61,11 @@ macro_rules! __for_each_scenario {
         $m!($harness; limits::graceful_shutdown_closes_1001);
         $m!($harness; limits::echo_app);
         $m!($harness; limits::chatroom_app);
+        $m!($harness; hardening::dead_peer_is_closed_and_close_hook_runs);
+        $m!($harness; hardening::max_connections_gets_503);
+        $m!($harness; hardening::max_connections_per_ip_gets_429);
+        $m!($harness; hardening::message_rate_closes_1008);
+        $m!($harness; hardening::origin_allow_list_gets_403);
+        $m!($harness; hardening::invalid_utf8_fails_fast);
     };
 }

@@ -283,11 +283,15 @@ impl<'p> Driver<'p> {
                         message,
                         WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Ping(_)
                     );
-                    if counted && self.rate.as_mut().is_some_and(|rate| !rate.take(now)) {
-                        // Over the rate: nothing more is read or handed to the hooks.
-                        self.read_failed = true;
+                    if counted
+                        && peer.ready_state() == ReadyState::Open
+                        && self.rate.as_mut().is_some_and(|rate| !rate.take(now))
+                    {
+                        // Over the rate: the close handshake starts, and what the peer sends
+                        // until it answers (at most the close timeout) is read and dropped, so
+                        // that it gets the close frame cleanly.
                         self.fail(Error::RateLimited);
-                        break;
+                        continue;
                     }
                     match message {
                         WsMessage::Close(frame) => {

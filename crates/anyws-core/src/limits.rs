@@ -78,7 +78,8 @@ impl Default for Limits {
 /// each message a peer sends takes one token (text and binary messages, counted once complete
 /// however many fragments they came in, and pings). A message that finds the bucket empty is not
 /// handed to the hooks: the peer is closed with 1008 (policy violation) and the `error` hook
-/// gets [`Error::RateLimited`](crate::Error::RateLimited). The bucket is a single timestamp per
+/// gets [`Error::RateLimited`](crate::Error::RateLimited); what it sends until it answers the
+/// close frame (for at most [`Limits::close_timeout`]) is read and dropped. The bucket is a single timestamp per
 /// peer, updated as messages arrive: no timer runs for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageRate {

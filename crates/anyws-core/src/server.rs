@@ -282,7 +282,7 @@ impl Server {
         };
         let admission = match self.admit(&request) {
             Ok(admission) => admission,
-            Err(response) => return Handshake::respond(response),
+            Err(response) => return Handshake::respond(*response),
         };
         let resolved = AssertUnwindSafe(self.shared.resolver.resolve(&mut request))
             .catch_unwind()
@@ -349,18 +349,18 @@ impl Server {
     /// The [`Admission`] it returns holds the request's place in the connection limits: keep it
     /// for as long as the peer lives, and drop it when the connection is over, however it ends.
     /// [`Server::handshake`] calls it and hands it to the [`PendingPeer`].
-    pub fn admit(&self, request: &Request) -> Result<Admission, Response<Bytes>> {
+    pub fn admit(&self, request: &Request) -> Result<Admission, Box<Response<Bytes>>> {
         if self.is_shutting_down() {
-            return Err(plain(
+            return Err(Box::new(plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server is shutting down",
-            ));
+            )));
         }
         if let Some(allowed) = &self.shared.allowed_origins {
             if let Some(origin) = request.headers().get(http::header::ORIGIN) {
                 let origin = origin.to_str().unwrap_or("").trim();
                 if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-                    return Err(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+                    return Err(Box::new(plain(StatusCode::FORBIDDEN, "origin not allowed")));
                 }
             }
         }
@@ -373,10 +373,10 @@ impl Server {
                     (n < max).then_some(n + 1)
                 });
         if counted.is_err() {
-            return Err(plain(
+            return Err(Box::new(plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many connections",
-            ));
+            )));
         }
         // From here on, dropping the admission gives the place back.
         let mut admission = Admission {
@@ -394,10 +394,10 @@ impl Server {
                     per_ip.remove(&ip);
                 }
                 drop(per_ip);
-                return Err(plain(
+                return Err(Box::new(plain(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many connections from this address",
-                ));
+                )));
             }
             *count += 1;
             admission.ip = Some(ip);

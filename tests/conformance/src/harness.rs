@@ -264,6 +264,17 @@ pub trait Instance: Send {
         None
     }
 
+    /// Its resident memory now in KiB (`VmRSS`), when it runs as a process of its own.
+    fn rss_kib(&self) -> Option<u64> {
+        None
+    }
+
+    /// How many file descriptors it has open (sockets included), when it runs as a process of
+    /// its own.
+    fn open_fds(&self) -> Option<usize> {
+        None
+    }
+
     /// What it logged, shown when a scenario fails.
     fn log(&self) -> String {
         String::new()
@@ -511,14 +522,28 @@ impl Instance for ProcessInstance {
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        proc_status_kib(self.child.id(), "VmHWM:")
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.child.id(), "VmRSS:")
+    }
+
+    fn open_fds(&self) -> Option<usize> {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok()?;
+        Some(fds.count())
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// A `kB` field of `/proc/PID/status`.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for ProcessInstance {

@@ -291,6 +291,7 @@ impl<'p> Driver<'p> {
                         // until it answers (at most the close timeout) is read and dropped, so
                         // that it gets the close frame cleanly.
                         self.fail(Error::RateLimited);
+                        handled += 1;
                         continue;
                     }
                     match message {
@@ -303,9 +304,11 @@ impl<'p> Driver<'p> {
                         }
                         WsMessage::Text(_) | WsMessage::Binary(_) => {
                             // Data after a close frame is not handed to the hooks.
+                            // Dropped or not, it counts towards the turn, so a flood of data
+                            // after a close cannot keep the task from yielding.
+                            handled += 1;
                             let closing = self.peer.ready_state() != ReadyState::Open;
                             if let (false, Some(message)) = (closing, Message::from_ws(message)) {
-                                handled += 1;
                                 *running = Some(hook("message", hooks.message(peer, message)));
                             }
                         }

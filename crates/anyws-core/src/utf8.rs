@@ -74,6 +74,39 @@ impl Utf8Validator {
         }
     }
 
+    /// Feeds `chunk` unmasked with `mask` starting at mask index `at`: the mask index after it,
+    /// or `None` when the text can no longer be valid. ASCII goes eight bytes at a time.
+    fn validate_masked(&mut self, chunk: &[u8], mask: [u8; 4], mut at: usize) -> Option<usize> {
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.need == 0 {
+                if let Some(word) = chunk.get(i..i + 8) {
+                    let m = [
+                        mask[at],
+                        mask[(at + 1) & 3],
+                        mask[(at + 2) & 3],
+                        mask[(at + 3) & 3],
+                    ];
+                    let mask_word =
+                        u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[0], m[1], m[2], m[3]]);
+                    let mut bytes = [0; 8];
+                    bytes.copy_from_slice(word);
+                    if (u64::from_ne_bytes(bytes) ^ mask_word) & 0x8080_8080_8080_8080 == 0 {
+                        // Eight ASCII bytes; the mask index is where it was.
+                        i += 8;
+                        continue;
+                    }
+                }
+            }
+            if !self.push(chunk[i] ^ mask[at]) {
+                return None;
+            }
+            at = (at + 1) & 3;
+            i += 1;
+        }
+        Some(at)
+    }
+
     /// Whether the text so far ends on a character boundary.
     fn is_complete(&self) -> bool {
         self.need == 0
@@ -161,14 +194,11 @@ impl FrameScanner {
                     bytes = rest;
                     *remaining -= take as u64;
                     if *text {
-                        let mut at = usize::from(*offset);
-                        for &b in chunk {
-                            if !self.utf8.push(b ^ mask[at]) {
-                                return false;
-                            }
-                            at = (at + 1) & 3;
+                        let mask = *mask;
+                        match self.utf8.validate_masked(chunk, mask, usize::from(*offset)) {
+                            Some(at) => *offset = at as u8,
+                            None => return false,
                         }
-                        *offset = at as u8;
                     }
                     if *remaining == 0 && !self.end_payload() {
                         return false;
@@ -459,6 +489,31 @@ mod tests {
         assert_eq!(fails_at(&frame(true, OP_CONTINUATION, &[0xFF])), None);
         // Binary and control payloads are never judged.
         assert_eq!(fails_at(&frame(true, 0x8, &[0x03, 0xE8, 0xFF])), None);
+    }
+
+    #[test]
+    fn whole_reads_agree_with_byte_reads() {
+        // ASCII runs of every length around the 8-byte fast path, then a bad byte or a good one.
+        for run in 0..40 {
+            for tail in [
+                &[0xC3, 0xA9][..],
+                &[0xC3, 0x28][..],
+                &[0xF0, 0x9F, 0x98, 0x80][..],
+            ] {
+                let mut payload = vec![b'a'; run];
+                payload.extend_from_slice(tail);
+                payload.extend_from_slice(b"0123456789abcdef");
+                let mut stream = frame(false, OP_TEXT, &payload[..run / 2]);
+                stream.extend(frame(true, OP_CONTINUATION, &payload[run / 2..]));
+                let valid = std::str::from_utf8(&payload).is_ok();
+                assert_eq!(fails_at(&stream).is_none(), valid, "{payload:x?}");
+                for cut in [1, 3, 7, 8, 13, stream.len()] {
+                    let mut scanner = FrameScanner::default();
+                    let ok = stream.chunks(cut).all(|c| scanner.scan(c));
+                    assert_eq!(ok, valid, "reads of {cut}: {payload:x?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,14 +14,18 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message as WsMessage;
 
 use crate::error::panic_message;
 use crate::frames::{self, Frames};
+use crate::limits::RateLimiter;
 use crate::peer::lock;
 use crate::read_ahead::ReadAhead;
+use crate::server::Admission;
+use crate::utf8::Utf8Sentry;
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
 
 /// The size of tungstenite's read buffer, which it allocates up front for every connection. It
@@ -38,6 +42,9 @@ const MESSAGES_PER_TURN: usize = 64;
 pub struct PendingPeer {
     peer: Peer,
     hooks: Arc<dyn Hooks>,
+    /// The peer's place in the connection limits, given back when the connection is over (or
+    /// when this is dropped without running).
+    admission: Admission,
 }
 
 impl fmt::Debug for PendingPeer {
@@ -49,8 +56,12 @@ impl fmt::Debug for PendingPeer {
 }
 
 impl PendingPeer {
-    pub(crate) fn new(peer: Peer, hooks: Arc<dyn Hooks>) -> Self {
-        Self { peer, hooks }
+    pub(crate) fn new(peer: Peer, hooks: Arc<dyn Hooks>, admission: Admission) -> Self {
+        Self {
+            peer,
+            hooks,
+            admission,
+        }
     }
 
     /// The peer that will run.
@@ -88,12 +99,12 @@ impl PendingPeer {
         // let go of it, or it would pin that buffer for the life of the connection.
         let prefix = std::mem::take(&mut prefix).to_vec();
         let io = ReadAhead::new(io);
-        let ws = if prefix.is_empty() {
-            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-        } else {
-            WebSocketStream::from_partially_read(io, prefix, Role::Server, Some(config)).await
-        };
+        // Every byte from the client, the prefix included, goes through the UTF-8 sentry.
+        let io = Utf8Sentry::new(io, prefix);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         drive(ws, self.peer, &*self.hooks).await;
+        // Only now is the peer's place in the connection limits free again.
+        drop(self.admission);
     }
 }
 
@@ -170,11 +181,15 @@ struct Driver<'p> {
     read_paused: bool,
     error: Option<Error>,
     timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
-    /// Something was received since the idle timer last fired.
-    activity: bool,
-    ping_sent: bool,
+    /// When something was last received from the peer (or when it opened).
+    last_heard: Instant,
+    /// When the last automatic ping was queued.
+    last_ping: Option<Instant>,
+    /// An automatic ping waits to be written.
     ping_due: bool,
     closing_deadline_set: bool,
+    /// The peer's token bucket, with [`Limits::message_rate`](crate::Limits::message_rate).
+    rate: Option<RateLimiter>,
 }
 
 impl<'p> Driver<'p> {
@@ -193,10 +208,11 @@ impl<'p> Driver<'p> {
             read_paused: false,
             error: None,
             timer: None,
-            activity: false,
-            ping_sent: false,
+            last_heard: peer.inner.shared.runtime.now(),
+            last_ping: None,
             ping_due: false,
             closing_deadline_set: false,
+            rate: peer.inner.shared.limits.message_rate.map(RateLimiter::new),
         }
     }
 
@@ -231,6 +247,8 @@ impl<'p> Driver<'p> {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut handled = 0;
+        let mut heard = false;
+        let mut now = None;
         loop {
             // Finish the running hook before reading the next message, so messages are handled
             // in order.
@@ -267,7 +285,23 @@ impl<'p> Driver<'p> {
                 Poll::Pending => break,
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Ready(Some(Ok(message))) => {
-                    self.activity = true;
+                    let now = *now.get_or_insert_with(|| peer.inner.shared.runtime.now());
+                    heard = true;
+                    let counted = matches!(
+                        message,
+                        WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Ping(_)
+                    );
+                    if counted
+                        && peer.ready_state() == ReadyState::Open
+                        && self.rate.as_mut().is_some_and(|rate| !rate.take(now))
+                    {
+                        // Over the rate: the close handshake starts, and what the peer sends
+                        // until it answers (at most the close timeout) is read and dropped, so
+                        // that it gets the close frame cleanly.
+                        self.fail(Error::RateLimited);
+                        handled += 1;
+                        continue;
+                    }
                     match message {
                         WsMessage::Close(frame) => {
                             self.received_close = Some(match frame {
@@ -278,9 +312,11 @@ impl<'p> Driver<'p> {
                         }
                         WsMessage::Text(_) | WsMessage::Binary(_) => {
                             // Data after a close frame is not handed to the hooks.
+                            // Dropped or not, it counts towards the turn, so a flood of data
+                            // after a close cannot keep the task from yielding.
+                            handled += 1;
                             let closing = self.peer.ready_state() != ReadyState::Open;
                             if let (false, Some(message)) = (closing, Message::from_ws(message)) {
-                                handled += 1;
                                 *running = Some(hook("message", hooks.message(peer, message)));
                             }
                         }
@@ -302,6 +338,10 @@ impl<'p> Driver<'p> {
                     }
                 },
             }
+        }
+
+        if heard {
+            self.last_heard = now.unwrap_or_else(|| peer.inner.shared.runtime.now());
         }
 
         match self.poll_write(cx, ws) {
@@ -462,50 +502,90 @@ impl<'p> Driver<'p> {
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let shared = &self.peer.inner.shared;
+        let peer = self.peer;
+        let shared = &peer.inner.shared;
         let limits = &shared.limits;
         let closing = self.sent_close.is_some() || self.read_failed;
-        if closing && !self.closing_deadline_set {
-            // From now on the timer is the close timeout.
-            self.closing_deadline_set = true;
-            let deadline = shared.runtime.now() + limits.close_timeout;
-            match self.timer.as_mut() {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.timer = Some(shared.runtime.new_timer(deadline)),
+        if closing {
+            if !self.closing_deadline_set {
+                // From now on the timer is the close timeout.
+                self.closing_deadline_set = true;
+                let deadline = shared.runtime.now() + limits.close_timeout;
+                match self.timer.as_mut() {
+                    Some(timer) => timer.as_mut().reset(deadline),
+                    None => self.timer = Some(shared.runtime.new_timer(deadline)),
+                }
             }
-        }
-        let half_idle = match (closing, limits.idle_timeout) {
-            (true, _) => None,
-            (false, Some(idle)) => Some(idle / 2),
-            (false, None) => return Poll::Pending,
-        };
-        let timer = self.timer.get_or_insert_with(|| {
-            shared
-                .runtime
-                .new_timer(shared.runtime.now() + half_idle.unwrap_or_default())
-        });
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
+            let Some(timer) = self.timer.as_mut() else {
                 return Poll::Pending;
-            }
-            let Some(half_idle) = half_idle else {
-                // The close timeout passed without an answer.
-                return Poll::Ready(());
             };
-            if std::mem::take(&mut self.activity) {
-                self.ping_sent = false;
-            } else if !self.ping_sent {
-                self.ping_sent = true;
-                self.ping_due = true;
-                cx.waker().wake_by_ref();
-            } else {
+            // Ready once the close timeout passed without an answer.
+            return timer.as_mut().poll(cx);
+        }
+        let Some(deadline) = self.next_deadline() else {
+            return Poll::Pending;
+        };
+        let mut timer = match self.timer.take() {
+            Some(timer) => timer,
+            None => shared.runtime.new_timer(deadline),
+        };
+        // The timer may be set for an earlier deadline: things heard since only move deadlines
+        // later, so it fires early at worst, and is moved on below.
+        let result = loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                break Poll::Pending;
+            }
+            let now = shared.runtime.now();
+            if limits
+                .idle_timeout
+                .is_some_and(|idle| now >= self.last_heard + idle)
+            {
                 if self.error.is_none() {
                     self.error = Some(Error::IdleTimeout);
                 }
-                return Poll::Ready(());
+                break Poll::Ready(());
             }
-            timer.as_mut().reset(shared.runtime.now() + half_idle);
+            if let Some(interval) = ping_interval(limits) {
+                if now >= self.ping_base() + interval {
+                    self.last_ping = Some(now);
+                    self.ping_due = true;
+                    cx.waker().wake_by_ref();
+                }
+            }
+            match self.next_deadline() {
+                Some(deadline) => timer.as_mut().reset(deadline),
+                None => break Poll::Pending,
+            }
+        };
+        self.timer = Some(timer);
+        result
+    }
+
+    /// The automatic ping is due an interval after this: the later of the last thing heard and
+    /// the last ping.
+    fn ping_base(&self) -> Instant {
+        self.last_ping
+            .map_or(self.last_heard, |ping| ping.max(self.last_heard))
+    }
+
+    /// When the idle timeout or the next automatic ping is due, whichever comes first.
+    fn next_deadline(&self) -> Option<Instant> {
+        let limits = &self.peer.inner.shared.limits;
+        let idle = limits.idle_timeout.map(|idle| self.last_heard + idle);
+        let ping = ping_interval(limits).map(|interval| self.ping_base() + interval);
+        match (idle, ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
+    }
+}
+
+/// The automatic ping interval in effect: the configured one, or half the idle timeout when that
+/// is shorter, so that a live client always has time to answer before the idle timeout.
+fn ping_interval(limits: &crate::Limits) -> Option<Duration> {
+    match (limits.ping_interval, limits.idle_timeout) {
+        (Some(interval), Some(idle)) => Some(interval.min(idle / 2)),
+        (interval, _) => interval,
     }
 }
 

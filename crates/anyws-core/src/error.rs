@@ -16,7 +16,7 @@ pub mod close_code {
     pub const ABNORMAL: u16 = 1006;
     /// 1007: a text message was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// 1008: the message violates a policy.
+    /// 1008: the message violates a policy; sent to a peer over its message rate.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// 1009: the message is larger than `max_message_size`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -45,6 +45,10 @@ pub enum Error {
         /// The configured limit, in bytes.
         limit: usize,
     },
+    /// The peer sent messages faster than [`Limits::message_rate`](crate::Limits::message_rate)
+    /// allows (the peer is closed with 1008).
+    #[error("message rate over the limit")]
+    RateLimited,
     /// The peer sent nothing, not even a pong, for the idle timeout.
     #[error("no traffic for the idle timeout")]
     IdleTimeout,
@@ -65,6 +69,7 @@ impl Error {
     pub(crate) fn from_ws(error: tungstenite::Error) -> Self {
         use tungstenite::Error as E;
         match error {
+            E::Io(e) if crate::utf8::is_invalid_utf8(&e) => Self::InvalidUtf8,
             E::Io(e) => Self::Io(e),
             E::Capacity(e) => Self::MessageTooBig(e.to_string()),
             E::Utf8(_) => Self::InvalidUtf8,
@@ -82,6 +87,7 @@ impl Error {
             Self::InvalidUtf8 => Some(close_code::INVALID_PAYLOAD),
             Self::SendQueueFull { .. } => Some(close_code::TRY_AGAIN_LATER),
             Self::HookPanicked { .. } => Some(close_code::INTERNAL_ERROR),
+            Self::RateLimited => Some(close_code::POLICY_VIOLATION),
             Self::IdleTimeout | Self::Io(_) => None,
         }
     }

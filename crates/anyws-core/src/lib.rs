@@ -68,8 +68,12 @@
 //!
 //! See [`Limits`]: `max_message_size` 16 MiB (1009 when passed), `max_frame_size` 16 MiB,
 //! `max_buffered_bytes` 16 MiB per peer (1013 when passed), `handshake_timeout` 10 s,
-//! `idle_timeout` 120 s with a ping at half of it, `close_timeout` 2 s. Invalid UTF-8 in a text
-//! message closes with 1007, a panicking hook with 1011, a protocol violation with 1002.
+//! `idle_timeout` 120 s (a silent peer is dropped and its `close` hook runs), `ping_interval` 30 s,
+//! `close_timeout` 2 s; off by default: `max_connections` (`503` past it),
+//! `max_connections_per_ip` (`429`), `message_rate` (1008) and
+//! [`ServerBuilder::allowed_origins`] (`403`). Invalid UTF-8 in a text message closes with 1007,
+//! as soon as the first invalid byte arrives, even inside a fragment; a panicking hook with 1011,
+//! a protocol violation with 1002.
 //!
 //! # Cancel safety
 //!
@@ -92,6 +96,7 @@ mod runtime;
 mod server;
 pub mod sse;
 mod upgrade;
+mod utf8;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
@@ -100,11 +105,11 @@ pub use http;
 pub use connection::PendingPeer;
 pub use error::{close_code, Error, SendError};
 pub use hooks::{CloseInfo, Hooks, Resolver};
-pub use limits::Limits;
+pub use limits::{Limits, MessageRate};
 pub use message::{Message, MessageError};
 pub use peer::{Peer, PeerId, ReadyState, Transport};
 pub use request::Request;
 pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};
-pub use server::{Handshake, Server, ServerBuilder};
+pub use server::{Admission, Handshake, Server, ServerBuilder};
 pub use upgrade::{is_websocket_upgrade, Accept, ReasonPhrase, Rejection};

@@ -1,6 +1,6 @@
 //! Limits that keep one peer from hurting the server, each with a documented default.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Per-server limits. Every field has a default, written in its doc comment with its unit.
 ///
@@ -27,10 +27,28 @@ pub struct Limits {
     /// Time a new connection has to deliver its complete HTTP upgrade request before it is
     /// closed. Default: 10 seconds.
     pub handshake_timeout: Duration,
-    /// Time a peer may stay silent. After half of it with nothing received, the server pings;
-    /// when the whole of it passes with nothing received, not even a pong, the peer is dropped.
-    /// `None` turns both off. Default: 120 seconds.
+    /// Time a peer may stay silent: when it passes with nothing received from the peer, not even
+    /// a pong, the peer is dropped (dead-peer detection) and its `close` hook runs with 1006.
+    /// `None` turns it off. Default: 120 seconds.
     pub idle_timeout: Option<Duration>,
+    /// Interval of the automatic ping: when nothing has been received from a peer for this long,
+    /// the server sends it a ping, and again every interval while it stays silent, so that a
+    /// live client answers within [`idle_timeout`](Limits::idle_timeout). When half the idle
+    /// timeout is shorter, that is used instead, so that a client always has time to answer.
+    /// `None` sends no automatic pings. Default: 30 seconds.
+    pub ping_interval: Option<Duration>,
+    /// Most peers open at once, counted from the accepted handshake until the connection is
+    /// gone. A handshake beyond it gets `503 Service Unavailable` before any hook sees the
+    /// request. `None`: no limit. Default: `None`.
+    pub max_connections: Option<usize>,
+    /// Most peers open at once from one IP address (the adapter's remote address; requests
+    /// without one are not counted). A handshake beyond it gets `429 Too Many Requests`, since
+    /// the limit is about that client and not the server, before any hook sees the request.
+    /// `None`: no limit. Default: `None`.
+    pub max_connections_per_ip: Option<usize>,
+    /// Most messages one peer may send, as a token bucket: see [`MessageRate`]. A peer that
+    /// goes over it is closed with 1008 (policy violation). `None`: no limit. Default: `None`.
+    pub message_rate: Option<MessageRate>,
     /// Time to wait for the client's reply after the server sent a close frame, before the
     /// connection is dropped. Default: 2 seconds.
     pub close_timeout: Duration,
@@ -44,7 +62,110 @@ impl Default for Limits {
             max_buffered_bytes: 16 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(120)),
+            ping_interval: Some(Duration::from_secs(30)),
+            max_connections: None,
+            max_connections_per_ip: None,
+            message_rate: None,
             close_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+/// A per-peer message rate limit: on average `per_second` messages a second, with bursts of up to
+/// `burst` messages at once.
+///
+/// It is a token bucket that holds `burst` tokens and refills at `per_second` tokens a second;
+/// each message a peer sends takes one token (text and binary messages, counted once complete
+/// however many fragments they came in, and pings). A message that finds the bucket empty is not
+/// handed to the hooks: the peer is closed with 1008 (policy violation) and the `error` hook
+/// gets [`Error::RateLimited`](crate::Error::RateLimited); what it sends until it answers the
+/// close frame (for at most [`Limits::close_timeout`]) is read and dropped. The bucket is a single timestamp per
+/// peer, updated as messages arrive: no timer runs for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageRate {
+    /// Messages a second, on average. Zero is treated as one.
+    pub per_second: u32,
+    /// Messages that may arrive back to back. Zero is treated as one.
+    pub burst: u32,
+}
+
+impl MessageRate {
+    /// `per_second` messages a second on average, `burst` at once.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+
+    /// Time one token takes to refill.
+    fn interval(&self) -> Duration {
+        Duration::from_secs(1) / self.per_second.max(1)
+    }
+}
+
+/// The token bucket of one peer, kept as the time at which it will be full again (the
+/// "theoretical arrival time" of the generic cell rate algorithm).
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    interval: Duration,
+    /// How far ahead of now the bucket may be filled: `burst` intervals.
+    capacity: Duration,
+    full_at: Option<Instant>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(rate: MessageRate) -> Self {
+        let interval = rate.interval();
+        Self {
+            interval,
+            capacity: interval.saturating_mul(rate.burst.max(1)),
+            full_at: None,
+        }
+    }
+
+    /// Takes one token at `now`; false when the bucket is empty.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        let base = match self.full_at {
+            Some(at) if at > now => at,
+            _ => now,
+        };
+        let next = base + self.interval;
+        if next.duration_since(now) > self.capacity {
+            return false;
+        }
+        self.full_at = Some(next);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_the_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut bucket = RateLimiter::new(MessageRate::new(10, 3));
+        assert!(bucket.take(start));
+        assert!(bucket.take(start));
+        assert!(bucket.take(start));
+        assert!(!bucket.take(start), "the burst is 3");
+        // One token refills every 100 ms.
+        assert!(!bucket.take(start + Duration::from_millis(99)));
+        assert!(bucket.take(start + Duration::from_millis(100)));
+        assert!(!bucket.take(start + Duration::from_millis(150)));
+        // A long pause refills the bucket to the burst and no further.
+        let later = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(bucket.take(later));
+        }
+        assert!(!bucket.take(later));
+    }
+
+    #[test]
+    fn zero_is_one() {
+        let now = Instant::now();
+        let mut bucket = RateLimiter::new(MessageRate::new(0, 0));
+        assert!(bucket.take(now));
+        assert!(!bucket.take(now));
+        assert!(bucket.take(now + Duration::from_secs(1)));
     }
 }

@@ -9,8 +9,9 @@ use http::header::{
 use http::{Response, StatusCode};
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ use crate::peer::Transport;
 use crate::sse::SseLink;
 use crate::upgrade::check_handshake;
 use crate::{
-    close_code, Accept, Hooks, Limits, Message, Peer, PeerId, PendingPeer, ReadyState, Rejection,
-    Request, Resolver, Runtime,
+    close_code, Accept, Hooks, Limits, Message, MessageRate, Peer, PeerId, PendingPeer, ReadyState,
+    Rejection, Request, Resolver, Runtime,
 };
 
 /// Builds a [`Server`]: its hooks or resolver and its limits.
@@ -42,6 +43,7 @@ pub struct ServerBuilder {
     resolver: Box<dyn Resolver>,
     limits: Limits,
     sse: bool,
+    allowed_origins: Option<Vec<String>>,
 }
 
 impl ServerBuilder {
@@ -56,6 +58,7 @@ impl ServerBuilder {
             resolver: Box::new(resolver),
             limits: Limits::default(),
             sse: false,
+            allowed_origins: None,
         }
     }
 
@@ -112,11 +115,63 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`Limits::ping_interval`]. Default: 30 s.
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.limits.ping_interval = interval;
+        self
+    }
+
+    /// See [`Limits::max_connections`]: beyond it, handshakes get `503`. Default: no limit.
+    pub fn max_connections(mut self, peers: Option<usize>) -> Self {
+        self.limits.max_connections = peers;
+        self
+    }
+
+    /// See [`Limits::max_connections_per_ip`]: beyond it, handshakes get `429`. Default: no
+    /// limit.
+    pub fn max_connections_per_ip(mut self, peers: Option<usize>) -> Self {
+        self.limits.max_connections_per_ip = peers;
+        self
+    }
+
+    /// See [`Limits::message_rate`]: over it, a peer is closed with 1008. Default: no limit.
+    pub fn message_rate(mut self, rate: Option<MessageRate>) -> Self {
+        self.limits.message_rate = rate;
+        self
+    }
+
+    /// Accepts upgrades only from these origins, against cross-site WebSocket hijacking: a
+    /// request whose `Origin` header is not in the list gets `403 Forbidden` before any hook
+    /// sees it.
+    ///
+    /// An origin is written as browsers send it, `scheme://host` with `:port` when it is not the
+    /// scheme's default, such as `https://example.com` or `http://localhost:3000`; the match
+    /// ignores ASCII case. A request **without** an `Origin` header is let through: browsers
+    /// always send one with a WebSocket handshake, so the attack this guards against always
+    /// carries one, while non-browser clients (command-line tools, other servers) usually send
+    /// none. The opaque origin `null` is refused unless listed. Default: every origin is
+    /// accepted.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let origins = origins
+            .into_iter()
+            .map(|o| o.into().trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        self.allowed_origins = Some(origins);
+        self
+    }
+
     /// Builds the server on `runtime`, which an adapter provides.
     pub fn build(self, runtime: Arc<dyn Runtime>) -> Server {
         Server::from_shared(Arc::new(Shared {
             resolver: self.resolver,
             limits: self.limits,
+            allowed_origins: self.allowed_origins,
+            connections: AtomicUsize::new(0),
+            connections_per_ip: Mutex::new(HashMap::new()),
             runtime,
             registry: RwLock::new(Registry::default()),
             next_key: AtomicU64::new(1),
@@ -149,6 +204,12 @@ pub struct Server {
 pub(crate) struct Shared {
     resolver: Box<dyn Resolver>,
     pub(crate) limits: Limits,
+    /// Lower-case origins, when the allow-list is on.
+    allowed_origins: Option<Vec<String>>,
+    /// Peers holding an [`Admission`].
+    connections: AtomicUsize,
+    /// Peers holding an [`Admission`], by IP address, when the per-IP limit is on.
+    connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) runtime: Arc<dyn Runtime>,
     registry: RwLock<Registry>,
     next_key: AtomicU64,
@@ -210,14 +271,21 @@ fn internal_error() -> Response<Bytes> {
     Rejection::internal("").into_response()
 }
 
-/// The outcome of [`Server::admit`].
-pub(crate) enum Admission {
+/// The outcome of [`Server::enter`]: a value returned once and taken apart at once, so its size
+/// does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Entry {
     /// The resolver found no hooks for the request.
     Unresolved(Request),
     /// Refused, with this response.
     Refused(Response<Bytes>),
-    /// Accepted by these hooks.
-    Accepted(Request, Arc<dyn Hooks>, Accept),
+    /// Accepted by these hooks, with its place in the connection limits when it takes one.
+    Accepted {
+        request: Request,
+        hooks: Arc<dyn Hooks>,
+        accept: Accept,
+        admission: Option<Admission>,
+    },
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Bytes> {
@@ -248,18 +316,27 @@ impl Server {
     /// This is the entry point for adapters. Call it for requests where
     /// [`is_websocket_upgrade`](crate::is_websocket_upgrade) is true, send the response, and if it
     /// carries a [`PendingPeer`], run it on the upgraded connection. A broken handshake gets a
-    /// 4xx response, an unresolved path `404`, a server shutting down `503`.
+    /// 4xx response, an unresolved path `404`; the checks of [`Server::admit`] (shutting down,
+    /// origin, connection limits) come before the hooks.
     pub async fn handshake(&self, request: Request) -> Handshake {
         let accept_key = match check_handshake(request.method(), request.headers()) {
             Ok(key) => key,
             Err(response) => return Handshake::respond(*response),
         };
-        let (request, hooks, accept) = match self.admit(request).await {
-            Admission::Accepted(request, hooks, accept) => (request, hooks, accept),
-            Admission::Unresolved(_) => {
+        let (request, hooks, accept, admission) = match self.enter(request, true).await {
+            Entry::Accepted {
+                request,
+                hooks,
+                accept,
+                admission,
+            } => (request, hooks, accept, admission),
+            Entry::Unresolved(_) => {
                 return Handshake::respond(plain(StatusCode::NOT_FOUND, "Not Found"))
             }
-            Admission::Refused(response) => return Handshake::respond(response),
+            Entry::Refused(response) => return Handshake::respond(response),
+        };
+        let Some(admission) = admission else {
+            return Handshake::internal_error();
         };
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -283,39 +360,50 @@ impl Server {
         let peer = self.new_peer(request, accept, Transport::WebSocket);
         Handshake {
             response,
-            peer: Some(PendingPeer::new(peer, hooks)),
+            peer: Some(PendingPeer::new(peer, hooks, admission)),
         }
     }
 
-    /// What every transport does before a peer exists: refuses while shutting down, picks the
-    /// hooks with the resolver and runs the `upgrade` hook.
-    pub(crate) async fn admit(&self, mut request: Request) -> Admission {
-        if self.is_shutting_down() {
-            return Admission::Refused(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server is shutting down",
-            ));
-        }
+    /// What every transport does before a peer exists: the checks of [`Server::admit`], the
+    /// resolver, and the `upgrade` hook. A request that only talks to an existing peer (an SSE
+    /// `POST`) takes no place in the connection limits: `connection` is false.
+    pub(crate) async fn enter(&self, mut request: Request, connection: bool) -> Entry {
+        let admission = if connection {
+            match self.admit(&request) {
+                Ok(admission) => Some(admission),
+                Err(response) => return Entry::Refused(*response),
+            }
+        } else {
+            if let Err(response) = self.screen(&request) {
+                return Entry::Refused(*response);
+            }
+            None
+        };
         let resolved = AssertUnwindSafe(self.shared.resolver.resolve(&mut request))
             .catch_unwind()
             .await;
         let hooks = match resolved {
             Ok(Some(hooks)) => hooks,
-            Ok(None) => return Admission::Unresolved(request),
-            Err(_) => return Admission::Refused(internal_error()),
+            Ok(None) => return Entry::Unresolved(request),
+            Err(_) => return Entry::Refused(internal_error()),
         };
         let accept = match AssertUnwindSafe(hooks.upgrade(&request))
             .catch_unwind()
             .await
         {
             Ok(Ok(accept)) => accept,
-            Ok(Err(rejection)) => return Admission::Refused(rejection.into_response()),
-            Err(_) => return Admission::Refused(internal_error()),
+            Ok(Err(rejection)) => return Entry::Refused(rejection.into_response()),
+            Err(_) => return Entry::Refused(internal_error()),
         };
         if accept.error.is_some() {
-            return Admission::Refused(internal_error());
+            return Entry::Refused(internal_error());
         }
-        Admission::Accepted(request, hooks, accept)
+        Entry::Accepted {
+            request,
+            hooks,
+            accept,
+            admission,
+        }
     }
 
     /// A peer for an admitted request, not yet open.
@@ -339,6 +427,83 @@ impl Server {
     /// Whether the SSE transport is on; see [`ServerBuilder::sse`].
     pub fn sse_enabled(&self) -> bool {
         self.shared.sse
+    }
+
+    /// The admission step of every transport's handshake, before any resolver or hook sees the
+    /// request: refuses a server shutting down (`503`), an `Origin` outside
+    /// [`ServerBuilder::allowed_origins`] (`403`), a request past
+    /// [`Limits::max_connections`] (`503`) or [`Limits::max_connections_per_ip`] (`429`).
+    ///
+    /// The [`Admission`] it returns holds the request's place in the connection limits: keep it
+    /// for as long as the peer lives, and drop it when the connection is over, however it ends.
+    /// [`Server::handshake`] calls it and hands it to the [`PendingPeer`].
+    pub fn admit(&self, request: &Request) -> Result<Admission, Box<Response<Bytes>>> {
+        self.screen(request)?;
+        let limits = &self.shared.limits;
+        let max = limits.max_connections.unwrap_or(usize::MAX);
+        let counted =
+            self.shared
+                .connections
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
+        if counted.is_err() {
+            return Err(Box::new(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections",
+            )));
+        }
+        // From here on, dropping the admission gives the place back.
+        let mut admission = Admission {
+            shared: self.shared.clone(),
+            ip: None,
+        };
+        if let (Some(max_per_ip), Some(addr)) =
+            (limits.max_connections_per_ip, request.remote_addr())
+        {
+            let ip = canonical_ip(addr.ip());
+            let mut per_ip = lock(&self.shared.connections_per_ip);
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= max_per_ip {
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+                drop(per_ip);
+                return Err(Box::new(plain(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from this address",
+                )));
+            }
+            *count += 1;
+            admission.ip = Some(ip);
+        }
+        Ok(admission)
+    }
+
+    /// The checks of [`Server::admit`] that take no place in the limits: shutting down, and the
+    /// origin allow-list.
+    fn screen(&self, request: &Request) -> Result<(), Box<Response<Bytes>>> {
+        if self.is_shutting_down() {
+            return Err(Box::new(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is shutting down",
+            )));
+        }
+        if let Some(allowed) = &self.shared.allowed_origins {
+            if let Some(origin) = request.headers().get(http::header::ORIGIN) {
+                let origin = origin.to_str().unwrap_or("").trim();
+                if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+                    return Err(Box::new(plain(StatusCode::FORBIDDEN, "origin not allowed")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of connections holding an [`Admission`]: open peers, and accepted handshakes
+    /// whose peer has not started or finished yet.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::Acquire)
     }
 
     /// Every open peer, in no particular order.
@@ -440,6 +605,43 @@ impl fmt::Debug for Server {
             .field("limits", &self.shared.limits)
             .field("shutting_down", &self.is_shutting_down())
             .finish()
+    }
+}
+
+/// An IPv4 address as itself, also when it arrives mapped into IPv6 (`::ffff:a.b.c.d`).
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A place in the server's connection limits, from [`Server::admit`]. Dropping it gives the
+/// place back.
+pub struct Admission {
+    shared: Arc<Shared>,
+    /// The address counted against the per-IP limit, when it is on.
+    ip: Option<IpAddr>,
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission").field("ip", &self.ip).finish()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut per_ip = lock(&self.shared.connections_per_ip);
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

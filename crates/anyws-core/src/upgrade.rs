@@ -224,6 +224,12 @@ pub(crate) fn check_handshake(
             "WebSocket upgrades must use GET",
         ));
     }
+    if !is_websocket_upgrade(headers) {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "missing `Upgrade: websocket` header",
+        ));
+    }
     if !header_tokens(headers, CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
         return Err(fail(
             StatusCode::BAD_REQUEST,
@@ -299,6 +305,7 @@ mod tests {
             StatusCode::UPGRADE_REQUIRED
         );
         assert_eq!(without("connection"), StatusCode::BAD_REQUEST);
+        assert_eq!(without("upgrade"), StatusCode::BAD_REQUEST);
         let post = check_handshake(&Method::POST, &headers(GOOD)).unwrap_err();
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         let mut bad_key = headers(GOOD);

@@ -1,6 +1,6 @@
 //! How the suite starts and stops a server: the [`Harness`] an adapter implements.
 
-use anyws_core::{Limits, Runtime, Server, ServerBuilder};
+use anyws_core::{Limits, MessageRate, Runtime, Server, ServerBuilder};
 use async_trait::async_trait;
 use http_body_util::{BodyExt, Full};
 use std::fmt;
@@ -24,6 +24,9 @@ pub enum App {
     Echo,
     /// One room: every message to its sender and to every other peer.
     Chatroom,
+    /// The conformance app with its hooks counted, and the route `GET /soak/hooks` that reports
+    /// the counts (see [`apps::HookCounts`]); for the soak and dead-peer tests.
+    Soak,
 }
 
 impl App {
@@ -33,6 +36,7 @@ impl App {
             App::Conformance => "conformance",
             App::Echo => "echo",
             App::Chatroom => "chatroom",
+            App::Soak => "soak",
         }
     }
 }
@@ -53,6 +57,16 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// `--transport sse`: the server also serves its hooks over the SSE transport.
     pub sse: bool,
+    /// `--ping-interval-ms`; zero turns the automatic ping off.
+    pub ping_interval: Option<Duration>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
+    /// `--max-connections-per-ip`.
+    pub max_connections_per_ip: Option<usize>,
+    /// `--message-rate PER_SECOND:BURST`.
+    pub message_rate: Option<(u32, u32)>,
+    /// `--allowed-origin ORIGIN`, once per origin; empty: every origin.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Options {
@@ -97,6 +111,36 @@ impl Options {
         self
     }
 
+    /// Sets `--ping-interval-ms`.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = Some(interval);
+        self
+    }
+
+    /// Sets `--max-connections`.
+    pub fn max_connections(mut self, peers: usize) -> Self {
+        self.max_connections = Some(peers);
+        self
+    }
+
+    /// Sets `--max-connections-per-ip`.
+    pub fn max_connections_per_ip(mut self, peers: usize) -> Self {
+        self.max_connections_per_ip = Some(peers);
+        self
+    }
+
+    /// Sets `--message-rate PER_SECOND:BURST`.
+    pub fn message_rate(mut self, per_second: u32, burst: u32) -> Self {
+        self.message_rate = Some((per_second, burst));
+        self
+    }
+
+    /// Adds an `--allowed-origin`.
+    pub fn allowed_origin(mut self, origin: &str) -> Self {
+        self.allowed_origins.push(origin.to_owned());
+        self
+    }
+
     /// The server's limits: the library's defaults with these options applied, and a close
     /// timeout of 1 s so that a graceful shutdown ends within 2 s.
     pub fn limits(&self) -> Limits {
@@ -114,27 +158,62 @@ impl Options {
         if let Some(timeout) = self.idle_timeout {
             limits.idle_timeout = (!timeout.is_zero()).then_some(timeout);
         }
+        if let Some(interval) = self.ping_interval {
+            limits.ping_interval = (!interval.is_zero()).then_some(interval);
+        }
+        limits.max_connections = self.max_connections;
+        limits.max_connections_per_ip = self.max_connections_per_ip;
+        limits.message_rate = self
+            .message_rate
+            .map(|(per_second, burst)| MessageRate::new(per_second, burst));
         limits.close_timeout = Duration::from_secs(1);
         limits
     }
 
-    /// A server builder with the app's hooks and these limits.
+    /// A server builder with the app's hooks and these limits. For [`App::Soak`], whose routes
+    /// need the hook counts, use [`Options::build`].
     ///
     /// Its resolver leaves `/clock` and `/clock/active` to the routes unless the request is a
     /// WebSocket upgrade, so that an `EventSource` reaches the clock in SSE mode too.
     pub fn server_builder(&self) -> ServerBuilder {
+        self.builder_and_counts().0
+    }
+
+    fn builder_and_counts(&self) -> (ServerBuilder, Option<Arc<apps::HookCounts>>) {
+        let mut counts = None;
         let hooks: Arc<dyn anyws_core::Hooks> = match self.app {
             App::Conformance => Arc::new(apps::Conformance),
             App::Echo => Arc::new(apps::Echo),
             App::Chatroom => Arc::new(apps::Chatroom),
+            App::Soak => {
+                let counted = apps::Counted::new(apps::Conformance);
+                counts = Some(counted.counts());
+                Arc::new(counted)
+            }
         };
         let resolver = move |request: &mut anyws_core::Request| {
             let clock = matches!(request.path(), "/clock" | "/clock/active");
             (!clock || anyws_core::is_websocket_upgrade(request.headers())).then(|| hooks.clone())
         };
-        ServerBuilder::with_resolver(resolver)
+        let mut builder = ServerBuilder::with_resolver(resolver)
             .limits(self.limits())
-            .sse(self.sse)
+            .sse(self.sse);
+        if !self.allowed_origins.is_empty() {
+            builder = builder.allowed_origins(self.allowed_origins.iter().cloned());
+        }
+        (builder, counts)
+    }
+
+    /// The server on `runtime`, and its plain HTTP routes.
+    pub fn build(&self, runtime: Arc<dyn Runtime>) -> (Server, Routes) {
+        let (builder, counts) = self.builder_and_counts();
+        let server = builder.build(runtime);
+        let routes = Routes {
+            server: server.clone(),
+            counts,
+            clocks: apps::Clocks::new(),
+        };
+        (server, routes)
     }
 
     /// The same options as `anyws-fixture` flags.
@@ -158,6 +237,21 @@ impl Options {
         }
         if self.sse {
             flag("--transport", "sse".to_owned());
+        }
+        if let Some(interval) = self.ping_interval {
+            flag("--ping-interval-ms", interval.as_millis().to_string());
+        }
+        if let Some(peers) = self.max_connections {
+            flag("--max-connections", peers.to_string());
+        }
+        if let Some(peers) = self.max_connections_per_ip {
+            flag("--max-connections-per-ip", peers.to_string());
+        }
+        if let Some((per_second, burst)) = self.message_rate {
+            flag("--message-rate", format!("{per_second}:{burst}"));
+        }
+        for origin in &self.allowed_origins {
+            flag("--allowed-origin", origin.clone());
         }
         args
     }
@@ -187,6 +281,17 @@ pub trait Instance: Send {
 
     /// Its peak resident memory in KiB, when it runs as a process of its own.
     fn peak_rss_kib(&self) -> Option<u64> {
+        None
+    }
+
+    /// Its resident memory now in KiB (`VmRSS`), when it runs as a process of its own.
+    fn rss_kib(&self) -> Option<u64> {
+        None
+    }
+
+    /// How many file descriptors it has open (sockets included), when it runs as a process of
+    /// its own.
+    fn open_fds(&self) -> Option<usize> {
         None
     }
 
@@ -224,6 +329,8 @@ pub trait Adapter: Send + Sync + 'static {
 pub struct Routes {
     server: Server,
     clocks: apps::Clocks,
+    /// The hook counts `GET /soak/hooks` reports, for [`App::Soak`].
+    counts: Option<Arc<apps::HookCounts>>,
 }
 
 impl Routes {
@@ -232,6 +339,7 @@ impl Routes {
         Self {
             server,
             clocks: apps::Clocks::new(),
+            counts: None,
         }
     }
 
@@ -248,7 +356,10 @@ impl Routes {
         uri: &http::Uri,
         headers: &http::HeaderMap,
     ) -> http::Response<apps::Body> {
-        apps::answer(&self.server, &self.clocks, method, uri, headers)
+        match &self.counts {
+            Some(counts) if uri.path() == "/soak/hooks" => counts.response(&self.server),
+            _ => apps::answer(&self.server, &self.clocks, method, uri, headers),
+        }
     }
 
     /// [`Routes::answer`] as a hyper response, the event stream served with
@@ -293,10 +404,8 @@ impl<A: Adapter> Harness for InProcess<A> {
     async fn start(&self, options: &Options) -> Box<dyn Instance> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
-        let server = options.server_builder().build(self.0.runtime());
-        let stopped = self
-            .0
-            .serve(listener, server.clone(), Routes::new(server.clone()));
+        let (server, routes) = options.build(self.0.runtime());
+        let stopped = self.0.serve(listener, server.clone(), routes);
         Box::new(InProcessInstance {
             addr,
             server,
@@ -461,14 +570,28 @@ impl Instance for ProcessInstance {
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        proc_status_kib(self.child.id(), "VmHWM:")
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.child.id(), "VmRSS:")
+    }
+
+    fn open_fds(&self) -> Option<usize> {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).ok()?;
+        Some(fds.count())
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// A `kB` field of `/proc/PID/status`.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for ProcessInstance {

@@ -67,6 +67,7 @@ pub mod apps;
 pub mod client;
 mod harness;
 pub mod scenarios;
+pub mod soak;
 
 pub use harness::{Adapter, App, FixtureProcess, Harness, InProcess, Instance, Options, Routes};
 

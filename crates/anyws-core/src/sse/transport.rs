@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use crate::error::panic_message;
 use crate::peer::{lock, payload_len};
+use crate::server::{Admission, Entry};
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, PeerId, ReadyState, Request};
 
 /// The header that names the peer a `POST` is for.
@@ -149,6 +150,8 @@ pub struct PeerEvents {
     keep_alive: Duration,
     timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
     done: bool,
+    /// The peer's place in the connection limits, held as long as the stream lives.
+    _admission: Option<Admission>,
 }
 
 impl fmt::Debug for PeerEvents {
@@ -384,12 +387,16 @@ impl crate::Server {
         if !self.sse_enabled() {
             return SseOutcome::Unresolved(request);
         }
-        let (request, hooks, accept) = match self.admit(request).await {
-            crate::server::Admission::Unresolved(request) => {
-                return SseOutcome::Unresolved(request)
-            }
-            crate::server::Admission::Refused(response) => return SseOutcome::Respond(response),
-            crate::server::Admission::Accepted(request, hooks, accept) => (request, hooks, accept),
+        let open = kind == SseRequestKind::Open;
+        let (request, hooks, accept, admission) = match self.enter(request, open).await {
+            Entry::Unresolved(request) => return SseOutcome::Unresolved(request),
+            Entry::Refused(response) => return SseOutcome::Respond(response),
+            Entry::Accepted {
+                request,
+                hooks,
+                accept,
+                admission,
+            } => (request, hooks, accept, admission),
         };
         if kind == SseRequestKind::Post {
             if let Some(length) = request
@@ -407,7 +414,7 @@ impl crate::Server {
         }
         match kind {
             SseRequestKind::Post => self.sse_post(request, accept),
-            SseRequestKind::Open => self.sse_open(request, hooks, accept),
+            SseRequestKind::Open => self.sse_open(request, hooks, accept, admission),
         }
     }
 
@@ -446,6 +453,7 @@ impl crate::Server {
         request: Request,
         hooks: Arc<dyn Hooks>,
         accept: crate::Accept,
+        admission: Option<Admission>,
     ) -> SseOutcome {
         let mut response = Response::new(());
         *response.headers_mut() = super::response_headers();
@@ -479,6 +487,7 @@ impl crate::Server {
             keep_alive,
             timer: None,
             done: false,
+            _admission: admission,
         };
         self.runtime().spawn(Box::pin(run_hooks(peer, hooks, link)));
         SseOutcome::Open(response.map(|()| events))

@@ -16,6 +16,7 @@ macro_rules! on_a_default_server {
 }
 
 pub mod clock;
+pub mod hardening;
 pub mod limits;
 mod shared;
 pub mod ws;
@@ -65,5 +66,11 @@ macro_rules! __for_each_scenario {
         $m!($harness; clock::clock_resumes_after_last_event_id);
         $m!($harness; clock::clock_rejects_absurd_parameters);
         $m!($harness; clock::clock_stops_when_the_client_aborts);
+        $m!($harness; hardening::dead_peer_is_closed_and_close_hook_runs);
+        $m!($harness; hardening::max_connections_gets_503);
+        $m!($harness; hardening::max_connections_per_ip_gets_429);
+        $m!($harness; hardening::message_rate_closes_1008);
+        $m!($harness; hardening::origin_allow_list_gets_403);
+        $m!($harness; hardening::invalid_utf8_fails_fast);
     };
 }

@@ -73,6 +73,7 @@
 //! the peers.
 #![deny(missing_docs)]
 
+pub mod backplane;
 mod connection;
 mod error;
 mod hooks;
@@ -89,6 +90,7 @@ pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use http;
 
+pub use backplane::{Backplane, BackplaneError, BackplaneLink, InstanceId, Relay};
 pub use connection::PendingPeer;
 pub use error::{close_code, Error, SendError};
 pub use hooks::{CloseInfo, Hooks, Resolver};

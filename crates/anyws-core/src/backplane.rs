@@ -281,16 +281,7 @@ impl Outgoing {
     }
 
     pub(crate) async fn wait_closed(&self) {
-        loop {
-            if self.is_closed() {
-                return;
-            }
-            let listener = self.closed_event.listen();
-            if self.is_closed() {
-                return;
-            }
-            listener.await;
-        }
+        wait_for(&self.closed, &self.closed_event).await
     }
 
     pub(crate) fn is_connected(&self) -> bool {
@@ -298,34 +289,30 @@ impl Outgoing {
     }
 
     pub(crate) async fn wait_connected(&self) {
-        loop {
-            if self.is_connected() {
-                return;
-            }
-            let listener = self.connected_changed.listen();
-            if self.is_connected() {
-                return;
-            }
-            listener.await;
-        }
+        wait_for(&self.connected, &self.connected_changed).await
     }
 
     pub(crate) async fn wait_stopped(&self) {
-        loop {
-            if self.stopped.load(Ordering::Acquire) {
-                return;
-            }
-            let listener = self.stopped_event.listen();
-            if self.stopped.load(Ordering::Acquire) {
-                return;
-            }
-            listener.await;
-        }
+        wait_for(&self.stopped, &self.stopped_event).await
     }
 
     pub(crate) fn report(&self, error: &BackplaneError) {
         // A panicking callback must not take the publisher (a peer's hook) down with it.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| (self.on_error)(error)));
+    }
+}
+
+/// Resolves once `flag` is set; `event` is notified whenever it changes.
+async fn wait_for(flag: &AtomicBool, event: &Event) {
+    loop {
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        let listener = event.listen();
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        listener.await;
     }
 }
 

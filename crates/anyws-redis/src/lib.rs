@@ -66,6 +66,9 @@
 //!   [`max_reconnect_delay`](RedisBackplane::max_reconnect_delay) (1 s), and resubscribe, so
 //!   relaying resumes within about a second of Redis answering again. Relays published on
 //!   another instance while this one was reconnecting are lost to it.
+//! - **A slow instance.** Redis closes a subscriber whose unread output passes its
+//!   `client-output-buffer-limit pubsub` (32 MiB by default); the driver reconnects, and the
+//!   relays in between are lost to that instance.
 //! - **Errors** never reach `publish`; they go to the error callback.
 //!
 //! # Runtimes

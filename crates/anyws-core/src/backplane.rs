@@ -480,3 +480,111 @@ mod tests {
         });
     }
 }
+
+/// The server's side of the seam: a recording driver on a thread-per-task runtime.
+#[cfg(test)]
+mod server_tests {
+    use super::*;
+    use crate::{AsyncTimer, BoxFuture, Hooks, ServerBuilder};
+    use std::pin::Pin;
+    use std::sync::mpsc;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    /// Each task on a thread of its own; timers that poll the clock.
+    #[derive(Debug)]
+    struct Threads;
+
+    #[derive(Debug)]
+    struct Timer(Instant);
+
+    impl AsyncTimer for Timer {
+        fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
+            self.0 = deadline;
+        }
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if Instant::now() >= self.0 {
+                return Poll::Ready(());
+            }
+            let waker = cx.waker().clone();
+            let left = self.0 - Instant::now();
+            std::thread::spawn(move || {
+                std::thread::sleep(left);
+                waker.wake();
+            });
+            Poll::Pending
+        }
+    }
+
+    impl Runtime for Threads {
+        fn spawn(&self, future: BoxFuture) {
+            std::thread::spawn(move || futures_executor::block_on(future));
+        }
+
+        fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
+            Box::pin(Timer(deadline))
+        }
+    }
+
+    /// Sends every relay it is given to a channel, and says when it returns.
+    struct Recorder(Mutex<mpsc::Sender<Option<Relay>>>);
+
+    #[async_trait::async_trait]
+    impl Backplane for Recorder {
+        async fn run(&self, link: BackplaneLink) {
+            link.set_connected(true);
+            let sender = self.0.lock().unwrap().clone();
+            while let Some(relay) = link.next_relay().await {
+                let _ = sender.send(Some(relay));
+            }
+            let _ = sender.send(None);
+        }
+    }
+
+    struct NoHooks;
+    impl Hooks for NoHooks {}
+
+    #[test]
+    fn publish_relays_and_shutdown_stops_the_driver() {
+        let (sender, relays) = mpsc::channel();
+        let server = ServerBuilder::new(NoHooks)
+            .backplane(Recorder(Mutex::new(sender)))
+            .build(Arc::new(Threads));
+        futures_executor::block_on(server.backplane_connected());
+        assert!(server.is_backplane_connected());
+
+        server.publish("news", Message::from_binary(vec![1, 2, 3]));
+        let relay = relays
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .expect("a relay");
+        assert_eq!(relay.origin, server.instance_id());
+        assert_eq!(relay.namespace, None);
+        assert_eq!(&*relay.topic, "news");
+        assert_eq!(relay.message, Message::from_binary(vec![1, 2, 3]));
+
+        futures_executor::block_on(server.shutdown());
+        assert!(
+            relays
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .is_none(),
+            "the driver returned"
+        );
+        server.publish("news", "after shutdown");
+        assert!(
+            relays.try_recv().is_err(),
+            "nothing is relayed after shutdown"
+        );
+    }
+
+    #[test]
+    fn without_a_backplane_nothing_waits() {
+        let server = ServerBuilder::new(NoHooks).build(Arc::new(Threads));
+        assert!(!server.is_backplane_connected());
+        futures_executor::block_on(server.backplane_connected());
+        server.publish("news", "local only");
+        futures_executor::block_on(server.shutdown());
+    }
+}

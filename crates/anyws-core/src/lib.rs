@@ -33,6 +33,8 @@
 //! - [`Server`] and [`ServerBuilder`]: peers, server-wide publish, graceful shutdown, limits.
 //! - [`Resolver`] and [`Router`]: pick the hooks per request (by path, with parameters such as
 //!   `/rooms/:id`), so many handlers share one server.
+//! - [`Backplane`]: scale-out, relaying pub/sub between server instances (the Redis driver is
+//!   `anyws-redis`); see [`backplane`] for the delivery semantics.
 //! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
 //!   [`PendingPeer::run`] are what an adapter calls.
 //!

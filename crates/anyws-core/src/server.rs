@@ -174,9 +174,15 @@ impl ServerBuilder {
                     crate::runtime::sleep_until(&*timers, deadline).await;
                 };
                 futures_util::pin_mut!(run, cut_off);
-                let _ = AssertUnwindSafe(futures_util::future::select(run, cut_off))
+                let ended = AssertUnwindSafe(futures_util::future::select(run, cut_off))
                     .catch_unwind()
                     .await;
+                if ended.is_err() {
+                    // Local pub/sub goes on; relays stay queued until the queue is full.
+                    outgoing.report(&BackplaneError::link(
+                        "the backplane driver panicked; publishes are no longer relayed",
+                    ));
+                }
                 outgoing.stopped.store(true, Ordering::Release);
                 outgoing.stopped_event.notify(usize::MAX);
             }));

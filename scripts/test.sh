@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
 # tests, and Autobahn|Testsuite. Needs only the Rust toolchain and python3 on Debian; it installs
-# the rest (node with the eventsource package into target/node, Autobahn|Testsuite into
-# target/wstest) itself.
+# the rest (redis-server from Debian, node with the eventsource package into target/node,
+# Autobahn|Testsuite into target/wstest) itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 step() { printf '\n== %s\n' "$*"; }
+
+# The scale-out tests start their own redis-server (a free port, a temporary directory, no
+# persistence); only the program is needed, not a running service.
+if ! command -v redis-server >/dev/null 2>&1; then
+  step "install redis-server"
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
 
 step "format";  cargo fmt --all -- --check
 step "clippy";  cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs";    RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features -q
 step "each feature alone"
 cargo check -q -p anyws --no-default-features
-for feature in tokio smol async-std axum actix hyper; do
+for feature in tokio smol async-std axum actix hyper redis; do
   cargo check -q -p anyws --no-default-features --features "$feature"
 done
 cargo check -q -p anyws --all-features
 # The smol and async-std builds must not pull in a tokio runtime (hyper's tokio "sync" is fine).
-for feature in smol async-std; do
+for feature in smol async-std "smol redis" "async-std redis"; do
   if cargo tree -p anyws --no-default-features --features "$feature" -e features,normal,build -i tokio 2>/dev/null \
       | grep -E 'tokio feature "(rt|rt-multi-thread|net|time|io-util)"'; then
     echo "the $feature build pulls in tokio runtime features" >&2

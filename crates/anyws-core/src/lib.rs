@@ -35,6 +35,8 @@
 //!   `/rooms/:id`), so many handlers share one server.
 //! - [`sse`]: the SSE transport, which serves the same hooks to clients without WebSockets
 //!   (wire-compatible with CrossWS), and server-sent [`sse::Event`]s.
+//! - [`Backplane`]: scale-out, relaying pub/sub between server instances (the Redis driver is
+//!   `anyws-redis`); see [`backplane`] for the delivery semantics.
 //! - [`Runtime`]: the seam each adapter implements; [`Server::handshake`] and
 //!   [`PendingPeer::run`] are what an adapter calls.
 //! - [`sse`]: server-sent events: the [`Event`](sse::Event) wire form and
@@ -82,6 +84,7 @@
 //! the peers.
 #![deny(missing_docs)]
 
+pub mod backplane;
 mod connection;
 mod error;
 mod frames;
@@ -102,6 +105,7 @@ pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use http;
 
+pub use backplane::{Backplane, BackplaneError, BackplaneLink, InstanceId, Relay};
 pub use connection::PendingPeer;
 pub use error::{close_code, Error, SendError};
 pub use hooks::{CloseInfo, Hooks, Resolver};

@@ -52,6 +52,16 @@ pub struct Limits {
     /// Time to wait for the client's reply after the server sent a close frame, before the
     /// connection is dropped. Default: 2 seconds.
     pub close_timeout: Duration,
+    /// Largest amount of publishes, in bytes, that may wait to be relayed to other instances by
+    /// the [backplane](crate::backplane) (each counts its payload, topic and namespace plus 64
+    /// bytes).
+    ///
+    /// Policy when a publish would pass it: it still reaches the local subscribers, is not
+    /// relayed, and [`BackplaneError::QueueFull`](crate::BackplaneError::QueueFull) goes to the
+    /// backplane error callback once for each run of drops. A single publish larger than the
+    /// limit is still queued when the queue is empty. Unused without a backplane.
+    /// Default: 16 MiB (16,777,216 bytes).
+    pub max_backplane_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +77,7 @@ impl Default for Limits {
             max_connections_per_ip: None,
             message_rate: None,
             close_timeout: Duration::from_secs(2),
+            max_backplane_queue_bytes: 16 << 20,
         }
     }
 }

@@ -48,6 +48,15 @@ impl Message {
         }
     }
 
+    /// A text message from bytes that must be UTF-8, without copying them; fails with
+    /// [`MessageError::Utf8`] when they are not.
+    pub fn from_utf8(bytes: impl Into<Bytes>) -> Result<Self, MessageError> {
+        let text = Utf8Bytes::try_from(bytes.into())?;
+        Ok(Self {
+            repr: Repr::Text(text),
+        })
+    }
+
     /// A binary message.
     pub fn from_binary(bytes: impl Into<Bytes>) -> Self {
         Self {
@@ -185,6 +194,18 @@ mod tests {
         assert!(bin.is_binary());
         assert!(matches!(bin.text(), Err(MessageError::Utf8(_))));
         assert_eq!(Message::from_binary(&b"ok"[..]).text().unwrap(), "ok");
+    }
+
+    #[test]
+    fn from_utf8_checks_without_copying() {
+        let bytes = Bytes::from_static("héllo".as_bytes());
+        let m = Message::from_utf8(bytes.clone()).unwrap();
+        assert!(m.is_text());
+        assert_eq!(m.bytes().as_ptr(), bytes.as_ptr());
+        assert!(matches!(
+            Message::from_utf8(vec![0xff]),
+            Err(MessageError::Utf8(_))
+        ));
     }
 
     #[test]

@@ -15,14 +15,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use crate::backplane::{print_error, ErrorCallback, Outgoing};
 use crate::hooks::Single;
 use crate::peer::lock;
 use crate::peer::Transport;
 use crate::sse::SseLink;
 use crate::upgrade::check_handshake;
 use crate::{
-    close_code, Accept, Hooks, Limits, Message, MessageRate, Peer, PeerId, PendingPeer, ReadyState,
-    Rejection, Request, Resolver, Runtime,
+    close_code, Accept, Backplane, BackplaneError, BackplaneLink, Hooks, InstanceId, Limits,
+    Message, MessageRate, Peer, PeerId, PendingPeer, ReadyState, Rejection, Relay, Request,
+    Resolver, Runtime,
 };
 
 /// Builds a [`Server`]: its hooks or resolver and its limits.
@@ -44,6 +46,8 @@ pub struct ServerBuilder {
     limits: Limits,
     sse: bool,
     allowed_origins: Option<Vec<String>>,
+    backplane: Option<Arc<dyn Backplane>>,
+    on_backplane_error: Option<ErrorCallback>,
 }
 
 impl ServerBuilder {
@@ -59,6 +63,8 @@ impl ServerBuilder {
             limits: Limits::default(),
             sse: false,
             allowed_origins: None,
+            backplane: None,
+            on_backplane_error: None,
         }
     }
 
@@ -164,15 +170,55 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`Limits::max_backplane_queue_bytes`]. Default: 16 MiB.
+    pub fn max_backplane_queue_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_backplane_queue_bytes = bytes;
+        self
+    }
+
+    /// Relays pub/sub to other server instances through `backplane` (such as the Redis driver
+    /// of `anyws-redis`), so that a publish on any instance reaches the subscribers of all of
+    /// them; see [`backplane`](crate::backplane) for the delivery semantics. Default: none, pub/sub
+    /// stays within this server.
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Some(Arc::new(backplane));
+        self
+    }
+
+    /// Where backplane errors go: a full relay queue, a relay that could not be read, a lost
+    /// broker connection. They never reach the caller of `publish`. Default: one line on
+    /// standard error per error.
+    pub fn on_backplane_error(
+        mut self,
+        callback: impl Fn(&BackplaneError) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_backplane_error = Some(Arc::new(callback));
+        self
+    }
+
     /// Builds the server on `runtime`, which an adapter provides.
+    ///
+    /// With a [`backplane`](Self::backplane), this spawns the backplane's task on `runtime`, so
+    /// call it where the runtime can spawn (inside it, for tokio).
     pub fn build(self, runtime: Arc<dyn Runtime>) -> Server {
-        Server::from_shared(Arc::new(Shared {
+        let instance = InstanceId::random();
+        let outgoing = self.backplane.as_ref().map(|_| {
+            let on_error = self
+                .on_backplane_error
+                .unwrap_or_else(|| Arc::new(print_error));
+            Arc::new(Outgoing::new(
+                instance,
+                self.limits.max_backplane_queue_bytes,
+                on_error,
+            ))
+        });
+        let shared = Arc::new(Shared {
             resolver: self.resolver,
             limits: self.limits,
             allowed_origins: self.allowed_origins,
             connections: AtomicUsize::new(0),
             connections_per_ip: Mutex::new(HashMap::new()),
-            runtime,
+            runtime: runtime.clone(),
             registry: RwLock::new(Registry::default()),
             next_key: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -180,7 +226,41 @@ impl ServerBuilder {
             peer_left: Event::new(),
             sse: self.sse,
             sse_peers: Mutex::new(HashMap::new()),
-        }))
+            instance,
+            outgoing: outgoing.clone(),
+        });
+        if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
+            let link = BackplaneLink {
+                outgoing: outgoing.clone(),
+                server: Arc::downgrade(&shared),
+                runtime: runtime.clone(),
+            };
+            let grace = shared.limits.close_timeout;
+            let timers = runtime.clone();
+            runtime.spawn(Box::pin(async move {
+                let run = backplane.run(link);
+                // Once the server closes the queue, the driver has `close_timeout` to return;
+                // then it is dropped, which closes its connections.
+                let cut_off = async {
+                    outgoing.wait_closed().await;
+                    let deadline = timers.now() + grace;
+                    crate::runtime::sleep_until(&*timers, deadline).await;
+                };
+                futures_util::pin_mut!(run, cut_off);
+                let ended = AssertUnwindSafe(futures_util::future::select(run, cut_off))
+                    .catch_unwind()
+                    .await;
+                if ended.is_err() {
+                    // Local pub/sub goes on; relays stay queued until the queue is full.
+                    outgoing.report(&BackplaneError::link(
+                        "the backplane driver panicked; publishes are no longer relayed",
+                    ));
+                }
+                outgoing.stopped.store(true, Ordering::Release);
+                outgoing.stopped_event.notify(usize::MAX);
+            }));
+        }
+        Server::from_shared(shared)
     }
 }
 
@@ -189,6 +269,7 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("limits", &self.limits)
             .field("sse", &self.sse)
+            .field("backplane", &self.backplane.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -219,6 +300,18 @@ pub(crate) struct Shared {
     sse: bool,
     /// The open SSE peers by id, for the `POST`s that carry their messages.
     pub(crate) sse_peers: Mutex<HashMap<PeerId, (Peer, Arc<SseLink>)>>,
+    instance: InstanceId,
+    /// The backplane's queue of relays, when there is a backplane.
+    outgoing: Option<Arc<Outgoing>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The backplane task holds the server weakly; closing the queue ends it.
+        if let Some(outgoing) = &self.outgoing {
+            outgoing.close();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -527,9 +620,34 @@ impl Server {
     }
 
     /// Sends `message` to every subscriber of `topic`, in every namespace. The payload is encoded
-    /// once and shared by every recipient.
+    /// once and shared by every recipient. With a [backplane](ServerBuilder::backplane) it is
+    /// also relayed to every namespace of the other instances.
     pub fn publish(&self, topic: &str, message: impl Into<Message>) {
         self.shared.publish(None, topic, message.into(), None);
+    }
+
+    /// This server's id among the instances that share a backplane: random, new for every
+    /// server.
+    pub fn instance_id(&self) -> InstanceId {
+        self.shared.instance
+    }
+
+    /// Whether the backplane is connected and receiving relays from other instances; always
+    /// `false` without a backplane.
+    pub fn is_backplane_connected(&self) -> bool {
+        self.shared
+            .outgoing
+            .as_ref()
+            .is_some_and(|outgoing| outgoing.is_connected())
+    }
+
+    /// Resolves once the backplane is connected (at once when there is no backplane), for
+    /// example to wait for it before accepting peers. Wrap it in a timeout: it waits for as long
+    /// as the broker is unreachable.
+    pub async fn backplane_connected(&self) {
+        if let Some(outgoing) = &self.shared.outgoing {
+            outgoing.wait_connected().await;
+        }
     }
 
     /// Starts the close handshake with every open peer.
@@ -560,7 +678,9 @@ impl Server {
 
     /// Shuts down gracefully: new upgrades get `503`, every open peer gets a close frame with
     /// 1001 (going away), and this resolves when every peer is gone. Peers that have not
-    /// answered within [`Limits::close_timeout`] are dropped.
+    /// answered within [`Limits::close_timeout`] are dropped. Then the backplane, if any, sends
+    /// what is still queued and stops; this waits for it until the same deadline, or at least
+    /// 250 ms (it is dropped [`Limits::close_timeout`] after being told to stop in any case).
     pub async fn shutdown(&self) {
         if !self.shared.shutting_down.swap(true, Ordering::AcqRel) {
             self.shared.shutdown_started.notify(usize::MAX);
@@ -581,6 +701,14 @@ impl Server {
                 peer.terminate();
             }
             self.all_peers_gone().await;
+        }
+        if let Some(outgoing) = &self.shared.outgoing {
+            outgoing.close();
+            let stop_by = deadline.max(self.shared.runtime.now() + Duration::from_millis(250));
+            let stopped = outgoing.wait_stopped();
+            let timer = crate::runtime::sleep_until(&*self.shared.runtime, stop_by);
+            futures_util::pin_mut!(stopped, timer);
+            futures_util::future::select(stopped, timer).await;
         }
     }
 
@@ -748,8 +876,30 @@ impl Shared {
     }
 
     /// Delivers `message` to the subscribers of `topic` in `namespace` (or every namespace),
-    /// skipping the peer with key `except`.
+    /// skipping the peer with key `except`, then hands it to the backplane, if any, without
+    /// waiting.
     pub(crate) fn publish(
+        &self,
+        namespace: Option<&Arc<str>>,
+        topic: &str,
+        message: Message,
+        except: Option<u64>,
+    ) {
+        let Some(outgoing) = &self.outgoing else {
+            return self.deliver(namespace.map(|ns| &**ns), topic, message, except);
+        };
+        self.deliver(namespace.map(|ns| &**ns), topic, message.clone(), except);
+        outgoing.push(Relay::new(
+            self.instance,
+            namespace.cloned(),
+            topic.into(),
+            message,
+        ));
+    }
+
+    /// Delivers `message` to the subscribers of `topic` in `namespace` (or every namespace),
+    /// skipping the peer with key `except`; this server only.
+    pub(crate) fn deliver(
         &self,
         namespace: Option<&str>,
         topic: &str,

@@ -55,6 +55,9 @@
 //!   upstream; the adapter shares smol's `async-io` foundation).
 //! - `axum`: mount hooks in an axum `Router`, as `anyws::axum`.
 //! - `actix`: run hooks inside actix-web handlers, as `anyws::actix`.
+//! - `redis`: scale-out, as `anyws::redis`: a Redis backplane that relays pub/sub between
+//!   server instances (`ServerBuilder::backplane(anyws::redis::RedisBackplane::new(url)?)`), on
+//!   every runtime above.
 //! - `hyper` (implied by each adapter): the runtime-free hyper glue, as `anyws::hyper`: `upgrade`
 //!   inside any hyper service, a tower `WebSocketLayer`, `serve` on any listener.
 //!
@@ -113,6 +116,13 @@ pub mod axum {
 #[cfg(feature = "actix")]
 pub mod actix {
     pub use anyws_actix::*;
+}
+
+/// Scale-out through Redis: [`RedisBackplane`](anyws_redis::RedisBackplane) relays pub/sub
+/// between server instances; give it to [`ServerBuilder::backplane`].
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use anyws_redis::*;
 }
 
 /// The runtime-free hyper glue every adapter is built from: [`serve`](anyws_hyper::serve) on any

@@ -206,8 +206,18 @@ impl Options {
 
     /// The server on `runtime`, and its plain HTTP routes.
     pub fn build(&self, runtime: Arc<dyn Runtime>) -> (Server, Routes) {
+        self.build_with(runtime, |builder| builder)
+    }
+
+    /// Like [`Options::build`], with `customize` applied to the builder first (say, to add a
+    /// backplane).
+    pub fn build_with(
+        &self,
+        runtime: Arc<dyn Runtime>,
+        customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> (Server, Routes) {
         let (builder, counts) = self.builder_and_counts();
-        let server = builder.build(runtime);
+        let server = customize(builder).build(runtime);
         let routes = Routes {
             server: server.clone(),
             counts,

@@ -66,6 +66,7 @@
 pub mod apps;
 pub mod client;
 mod harness;
+pub mod redis_server;
 pub mod scenarios;
 pub mod soak;
 

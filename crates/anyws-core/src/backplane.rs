@@ -1,0 +1,590 @@
+//! Scale-out: a backplane relays pub/sub between server instances.
+//!
+//! A server built with [`ServerBuilder::backplane`](crate::ServerBuilder::backplane) hands every
+//! publish, after delivering it to its own subscribers, to a bounded queue. A task on the
+//! server's [`Runtime`] runs the backplane driver ([`Backplane::run`]), which takes the relays
+//! from that queue ([`BackplaneLink::next_relay`]), sends them to the other instances, and hands
+//! what the other instances sent to [`BackplaneLink::deliver`], which reaches the local
+//! subscribers only (a relay is never relayed again).
+//!
+//! # Delivery semantics
+//!
+//! - Local delivery never depends on the backplane: it happens first, whatever state the
+//!   backplane is in.
+//! - Delivery across instances is at most once. When the queue is full, the relay is dropped and
+//!   [`BackplaneError::QueueFull`] goes to the error callback (once per run of drops); what a
+//!   driver cannot send while its broker is unreachable is dropped too.
+//! - Every relay carries the [`InstanceId`] of the server that published it; a relay that comes
+//!   back to its own instance is ignored, so no subscriber gets a publish twice.
+//! - Errors go to the callback set with
+//!   [`ServerBuilder::on_backplane_error`](crate::ServerBuilder::on_backplane_error), never to
+//!   the caller of `publish`.
+//! - [`Server::shutdown`](crate::Server::shutdown) closes the queue: the driver sends what is
+//!   still queued, sees [`BackplaneLink::next_relay`] return `None` and
+//!   [`BackplaneLink::closed`] resolve, and returns. A driver still running
+//!   [`Limits::close_timeout`](crate::Limits::close_timeout) later is dropped, which closes its
+//!   connections.
+
+use event_listener::Event;
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::server::Shared;
+use crate::{Message, Runtime};
+
+/// Relays publishes between server instances; see the [module docs](self) for the semantics.
+///
+/// A driver implements one method, [`run`](Backplane::run), which the server calls once, in a
+/// task of its own, when it is built. The trait knows no runtime: a driver that needs timers
+/// uses [`BackplaneLink::sleep`], which runs on the server's [`Runtime`].
+///
+/// ```
+/// use anyws_core::{async_trait, Backplane, BackplaneLink};
+///
+/// /// Relays nothing: every relay is taken from the queue and dropped.
+/// struct Discard;
+///
+/// #[async_trait]
+/// impl Backplane for Discard {
+///     async fn run(&self, link: BackplaneLink) {
+///         link.set_connected(true);
+///         while let Some(relay) = link.next_relay().await {
+///             drop(relay);
+///         }
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait Backplane: Send + Sync + 'static {
+    /// Runs the backplane until the server shuts down: sends each relay of
+    /// [`BackplaneLink::next_relay`] to the other instances and passes what they send to
+    /// [`BackplaneLink::deliver`]. Return once `next_relay` has returned `None` (or
+    /// [`BackplaneLink::closed`] has resolved); a failure is reported with
+    /// [`BackplaneLink::report`] and retried, never returned.
+    async fn run(&self, link: BackplaneLink);
+}
+
+/// Identifies one server instance among those that share a backplane: a random 128-bit
+/// number, new for every [`Server`](crate::Server).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(u128);
+
+impl InstanceId {
+    pub(crate) fn random() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+
+    /// The id as a number.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// The id that [`as_u128`](Self::as_u128) returned, as read back from the wire.
+    pub fn from_u128(id: u128) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for InstanceId {
+    /// 32 lower-case hex digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InstanceId({self})")
+    }
+}
+
+/// One publish on its way between instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Relay {
+    /// The instance that published it.
+    pub origin: InstanceId,
+    /// The namespace it reaches, or `None` for every namespace (a
+    /// [`Server::publish`](crate::Server::publish)).
+    pub namespace: Option<Arc<str>>,
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The message, text or binary.
+    pub message: Message,
+}
+
+impl Relay {
+    /// A relay of `message` to the subscribers of `topic` in `namespace` (`None`: in every
+    /// namespace), published by `origin`.
+    pub fn new(
+        origin: InstanceId,
+        namespace: Option<Arc<str>>,
+        topic: Arc<str>,
+        message: Message,
+    ) -> Self {
+        Self {
+            origin,
+            namespace,
+            topic,
+            message,
+        }
+    }
+
+    /// The bytes this relay holds in the queue: payload, topic and namespace, plus a fixed
+    /// 64 bytes for the rest, so that empty messages count too.
+    pub fn queued_size(&self) -> usize {
+        64 + self.message.len() + self.topic.len() + self.namespace.as_deref().map_or(0, str::len)
+    }
+}
+
+/// What went wrong in a backplane; it goes to the error callback, never to `publish`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackplaneError {
+    /// The relay queue was full, so a publish reached the local subscribers but was not
+    /// relayed. Reported once for each run of drops: the next relay that fits ends the run.
+    #[error("the backplane queue is full ({limit} bytes): publishes are not relayed to other instances until it drains")]
+    QueueFull {
+        /// [`Limits::max_backplane_queue_bytes`](crate::Limits::max_backplane_queue_bytes).
+        limit: usize,
+    },
+    /// A relay from another instance could not be read; it was dropped.
+    #[error("a relay from the backplane was dropped: {0}")]
+    Malformed(String),
+    /// The connection to the broker failed, or a relay could not be sent; the driver retries.
+    #[error("backplane: {0}")]
+    Link(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl BackplaneError {
+    /// A [`Link`](Self::Link) error from any error type.
+    pub fn link(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Link(error.into())
+    }
+}
+
+/// The callback that receives backplane errors.
+pub(crate) type ErrorCallback = Arc<dyn Fn(&BackplaneError) + Send + Sync>;
+
+/// The default error callback: one line on standard error.
+pub(crate) fn print_error(error: &BackplaneError) {
+    eprintln!("anyws: {error}");
+}
+
+/// The server's side of a backplane: the queue of outgoing relays, the instance id, the error
+/// callback and the connection state.
+pub(crate) struct Outgoing {
+    pub(crate) instance: InstanceId,
+    queue: Mutex<Queue>,
+    limit: usize,
+    ready: Event,
+    closed: AtomicBool,
+    closed_event: Event,
+    connected: AtomicBool,
+    connected_changed: Event,
+    pub(crate) stopped: AtomicBool,
+    pub(crate) stopped_event: Event,
+    on_error: ErrorCallback,
+}
+
+#[derive(Default)]
+struct Queue {
+    relays: VecDeque<Relay>,
+    bytes: usize,
+    dropping: bool,
+}
+
+impl Outgoing {
+    pub(crate) fn new(instance: InstanceId, limit: usize, on_error: ErrorCallback) -> Self {
+        Self {
+            instance,
+            queue: Mutex::new(Queue::default()),
+            limit,
+            ready: Event::new(),
+            closed: AtomicBool::new(false),
+            closed_event: Event::new(),
+            connected: AtomicBool::new(false),
+            connected_changed: Event::new(),
+            stopped: AtomicBool::new(false),
+            stopped_event: Event::new(),
+            on_error,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a relay without waiting; a full queue drops it and reports the first drop of a run.
+    pub(crate) fn push(&self, relay: Relay) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let size = relay.queued_size();
+        let mut queue = self.lock();
+        // One relay larger than the limit still goes through an empty queue.
+        if queue.bytes + size > self.limit && !queue.relays.is_empty() {
+            let first_drop = !std::mem::replace(&mut queue.dropping, true);
+            drop(queue);
+            if first_drop {
+                self.report(&BackplaneError::QueueFull { limit: self.limit });
+            }
+            return;
+        }
+        queue.dropping = false;
+        queue.bytes += size;
+        queue.relays.push_back(relay);
+        drop(queue);
+        self.ready.notify(1);
+    }
+
+    fn try_pop(&self) -> Option<Relay> {
+        let mut queue = self.lock();
+        let relay = queue.relays.pop_front()?;
+        queue.bytes -= relay.queued_size();
+        Some(relay)
+    }
+
+    async fn pop(&self) -> Option<Relay> {
+        loop {
+            if let Some(relay) = self.try_pop() {
+                return Some(relay);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            let listener = self.ready.listen();
+            if let Some(relay) = self.try_pop() {
+                return Some(relay);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            listener.await;
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the queue: `next_relay` returns what is left, then `None`.
+    pub(crate) fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.ready.notify(usize::MAX);
+            self.closed_event.notify(usize::MAX);
+        }
+    }
+
+    pub(crate) async fn wait_closed(&self) {
+        wait_for(&self.closed, &self.closed_event).await
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn wait_connected(&self) {
+        wait_for(&self.connected, &self.connected_changed).await
+    }
+
+    pub(crate) async fn wait_stopped(&self) {
+        wait_for(&self.stopped, &self.stopped_event).await
+    }
+
+    pub(crate) fn report(&self, error: &BackplaneError) {
+        // A panicking callback must not take the publisher (a peer's hook) down with it.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| (self.on_error)(error)));
+    }
+}
+
+/// Resolves once `flag` is set; `event` is notified whenever it changes.
+async fn wait_for(flag: &AtomicBool, event: &Event) {
+    loop {
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        let listener = event.listen();
+        if flag.load(Ordering::Acquire) {
+            return;
+        }
+        listener.await;
+    }
+}
+
+/// What a [`Backplane`] driver gets to work with: the outgoing relays, local delivery, error
+/// reporting, the connection state and timers on the server's runtime.
+///
+/// It holds the server weakly: once every handle on the server is gone, the queue closes and
+/// [`next_relay`](Self::next_relay) returns `None`.
+pub struct BackplaneLink {
+    pub(crate) outgoing: Arc<Outgoing>,
+    pub(crate) server: Weak<Shared>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+}
+
+impl BackplaneLink {
+    /// This server's instance id, which the driver sends with each relay.
+    pub fn instance_id(&self) -> InstanceId {
+        self.outgoing.instance
+    }
+
+    /// The next relay to send to the other instances, in publish order. Once the server shuts
+    /// down, the relays still queued come out and then `None`.
+    pub async fn next_relay(&self) -> Option<Relay> {
+        self.outgoing.pop().await
+    }
+
+    /// The next relay if one is queued, without waiting; for sending several at once.
+    pub fn try_next_relay(&self) -> Option<Relay> {
+        self.outgoing.try_pop()
+    }
+
+    /// Delivers a relay from another instance to this instance's subscribers (never to other
+    /// instances). A relay whose origin is this instance is ignored.
+    pub fn deliver(&self, relay: Relay) {
+        if relay.origin == self.outgoing.instance {
+            return;
+        }
+        if let Some(shared) = self.server.upgrade() {
+            shared.deliver(
+                relay.namespace.as_deref(),
+                &relay.topic,
+                relay.message,
+                None,
+            );
+        }
+    }
+
+    /// Passes `error` to the server's backplane error callback.
+    pub fn report(&self, error: BackplaneError) {
+        self.outgoing.report(&error);
+    }
+
+    /// Records whether the driver is connected and receiving relays from the other instances;
+    /// see [`Server::backplane_connected`](crate::Server::backplane_connected).
+    pub fn set_connected(&self, connected: bool) {
+        if self.outgoing.connected.swap(connected, Ordering::AcqRel) != connected {
+            self.outgoing.connected_changed.notify(usize::MAX);
+        }
+    }
+
+    /// Whether the server is shutting down (or gone): time for the driver to return.
+    pub fn is_closed(&self) -> bool {
+        self.outgoing.is_closed()
+    }
+
+    /// Resolves once the server shuts down (or is gone).
+    pub async fn closed(&self) {
+        self.outgoing.wait_closed().await
+    }
+
+    /// Sleeps for `duration` on the server's runtime, or until the server shuts down; returns
+    /// `false` in the second case.
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        let deadline = self.runtime.now() + duration;
+        let timer = crate::runtime::sleep_until(&*self.runtime, deadline);
+        let closed = self.closed();
+        futures_util::pin_mut!(timer, closed);
+        matches!(
+            futures_util::future::select(timer, closed).await,
+            futures_util::future::Either::Left(_)
+        )
+    }
+
+    /// The server's runtime.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+}
+
+impl fmt::Debug for BackplaneLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackplaneLink")
+            .field("instance", &self.outgoing.instance)
+            .field("closed", &self.is_closed())
+            .field("connected", &self.outgoing.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn relay(payload: &str) -> Relay {
+        Relay::new(
+            InstanceId::from_u128(1),
+            None,
+            "t".into(),
+            Message::from_text(payload),
+        )
+    }
+
+    #[test]
+    fn full_queue_drops_and_reports_once_per_run() {
+        let reports = Arc::new(AtomicUsize::new(0));
+        let counted = reports.clone();
+        let limit = 3 * relay("x").queued_size();
+        let out = Outgoing::new(
+            InstanceId::from_u128(9),
+            limit,
+            Arc::new(move |e| {
+                assert!(matches!(e, BackplaneError::QueueFull { .. }));
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        for i in 0..5 {
+            out.push(relay(&i.to_string()));
+        }
+        assert_eq!(reports.load(Ordering::SeqCst), 1);
+        assert_eq!(out.try_pop().unwrap().message.text().unwrap(), "0");
+        out.push(relay("5"));
+        out.push(relay("6"));
+        assert_eq!(reports.load(Ordering::SeqCst), 2);
+        let rest: Vec<String> = std::iter::from_fn(|| out.try_pop())
+            .map(|r| r.message.text().unwrap().to_owned())
+            .collect();
+        assert_eq!(rest, ["1", "2", "5"]);
+        assert_eq!(out.lock().bytes, 0);
+    }
+
+    #[test]
+    fn oversized_relay_passes_an_empty_queue() {
+        let out = Outgoing::new(
+            InstanceId::from_u128(9),
+            10,
+            Arc::new(|_| panic!("callback panics are contained")),
+        );
+        out.push(relay("a relay larger than the limit"));
+        out.push(relay("dropped"));
+        assert!(out.try_pop().is_some());
+        assert!(out.try_pop().is_none());
+    }
+
+    #[test]
+    fn close_drains_then_ends() {
+        let out = Outgoing::new(InstanceId::from_u128(9), 1 << 20, Arc::new(|_| {}));
+        out.push(relay("left"));
+        out.close();
+        out.push(relay("after close"));
+        futures_executor::block_on(async {
+            assert_eq!(out.pop().await.unwrap().message.text().unwrap(), "left");
+            assert!(out.pop().await.is_none());
+            out.wait_closed().await;
+        });
+    }
+}
+
+/// The server's side of the seam: a recording driver on a thread-per-task runtime.
+#[cfg(test)]
+mod server_tests {
+    use super::*;
+    use crate::{AsyncTimer, BoxFuture, Hooks, ServerBuilder};
+    use std::pin::Pin;
+    use std::sync::mpsc;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    /// Each task on a thread of its own; timers that poll the clock.
+    #[derive(Debug)]
+    struct Threads;
+
+    #[derive(Debug)]
+    struct Timer(Instant);
+
+    impl AsyncTimer for Timer {
+        fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
+            self.0 = deadline;
+        }
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if Instant::now() >= self.0 {
+                return Poll::Ready(());
+            }
+            let waker = cx.waker().clone();
+            let left = self.0 - Instant::now();
+            std::thread::spawn(move || {
+                std::thread::sleep(left);
+                waker.wake();
+            });
+            Poll::Pending
+        }
+    }
+
+    impl Runtime for Threads {
+        fn spawn(&self, future: BoxFuture) {
+            std::thread::spawn(move || futures_executor::block_on(future));
+        }
+
+        fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
+            Box::pin(Timer(deadline))
+        }
+    }
+
+    /// Sends every relay it is given to a channel, and says when it returns.
+    struct Recorder(Mutex<mpsc::Sender<Option<Relay>>>);
+
+    #[async_trait::async_trait]
+    impl Backplane for Recorder {
+        async fn run(&self, link: BackplaneLink) {
+            link.set_connected(true);
+            let sender = self.0.lock().unwrap().clone();
+            while let Some(relay) = link.next_relay().await {
+                let _ = sender.send(Some(relay));
+            }
+            let _ = sender.send(None);
+        }
+    }
+
+    struct NoHooks;
+    impl Hooks for NoHooks {}
+
+    #[test]
+    fn publish_relays_and_shutdown_stops_the_driver() {
+        let (sender, relays) = mpsc::channel();
+        let server = ServerBuilder::new(NoHooks)
+            .backplane(Recorder(Mutex::new(sender)))
+            .build(Arc::new(Threads));
+        futures_executor::block_on(server.backplane_connected());
+        assert!(server.is_backplane_connected());
+
+        server.publish("news", Message::from_binary(vec![1, 2, 3]));
+        let relay = relays
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .expect("a relay");
+        assert_eq!(relay.origin, server.instance_id());
+        assert_eq!(relay.namespace, None);
+        assert_eq!(&*relay.topic, "news");
+        assert_eq!(relay.message, Message::from_binary(vec![1, 2, 3]));
+
+        futures_executor::block_on(server.shutdown());
+        assert!(
+            relays
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+                .is_none(),
+            "the driver returned"
+        );
+        server.publish("news", "after shutdown");
+        assert!(
+            relays.try_recv().is_err(),
+            "nothing is relayed after shutdown"
+        );
+    }
+
+    #[test]
+    fn without_a_backplane_nothing_waits() {
+        let server = ServerBuilder::new(NoHooks).build(Arc::new(Threads));
+        assert!(!server.is_backplane_connected());
+        futures_executor::block_on(server.backplane_connected());
+        server.publish("news", "local only");
+        futures_executor::block_on(server.shutdown());
+    }
+}

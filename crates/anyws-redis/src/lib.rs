@@ -1,0 +1,497 @@
+//! Scale-out for anyws: a [`Backplane`] that relays pub/sub between server instances through
+//! a Redis server, so that several processes behind a load balancer behave as one server for
+//! [`Peer::publish`](anyws_core::Peer::publish) and
+//! [`Server::publish`](anyws_core::Server::publish).
+//!
+//! ```no_run
+//! use anyws_core::{async_trait, Hooks, Message, Peer, ServerBuilder};
+//! use anyws_redis::RedisBackplane;
+//!
+//! /// A chat room that spans every instance connected to the same Redis.
+//! struct Chat;
+//!
+//! #[async_trait]
+//! impl Hooks for Chat {
+//!     async fn open(&self, peer: &Peer) {
+//!         peer.subscribe("room");
+//!     }
+//!
+//!     async fn message(&self, peer: &Peer, message: Message) {
+//!         peer.publish("room", message);
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let server = ServerBuilder::new(Chat)
+//!         .backplane(RedisBackplane::new("redis://127.0.0.1:6379")?)
+//!         .on_backplane_error(|error| eprintln!("relay: {error}"))
+//!         .build(anyws_tokio::runtime());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     anyws_tokio::serve(listener, server).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! With the `anyws` crate, turn on its `redis` feature and use `anyws::redis::RedisBackplane`.
+//!
+//! # How it works
+//!
+//! Every instance publishes its relays to one Redis channel (`anyws` unless
+//! [`RedisBackplane::channel`] says otherwise) and subscribes to it. Each relay is one
+//! [`envelope`]: a compact binary record of the origin instance, the namespace (or "every
+//! namespace"), the topic, whether the message is text or binary, and the payload. An instance
+//! delivers what it receives to its own subscribers only, and ignores its own relays when they
+//! come back. Instances that should not share pub/sub use different channels (or Redis
+//! databases, which do not separate pub/sub: use channels).
+//!
+//! Two connections per instance: a multiplexed one that sends relays, several at once in one
+//! pipeline, and a pub/sub one that receives them and is pinged every
+//! [`health_check_interval`](RedisBackplane::health_check_interval) so that a connection that
+//! died silently is noticed.
+//!
+//! # Delivery semantics
+//!
+//! - **At most once.** A relay that cannot be sent (Redis unreachable, a full queue, an
+//!   envelope that fails to encode) is dropped and reported to the server's backplane error
+//!   callback ([`ServerBuilder::on_backplane_error`](anyws_core::ServerBuilder::on_backplane_error));
+//!   nothing is retried, so nothing is delivered twice.
+//! - **Order.** The relays of one instance reach each other instance in the order they were
+//!   published (one connection, one pipeline, one channel). There is no order between the
+//!   publishes of different instances, nor between a local delivery and a relay.
+//! - **While Redis is down.** Local pub/sub goes on as before: local delivery never waits for
+//!   Redis. Relays published meanwhile are dropped (one error per outage, not one per relay).
+//!   Both connections reconnect by themselves with a backoff from
+//!   [`min_reconnect_delay`](RedisBackplane::min_reconnect_delay) (50 ms) doubling up to
+//!   [`max_reconnect_delay`](RedisBackplane::max_reconnect_delay) (1 s), and resubscribe, so
+//!   relaying resumes within about a second of Redis answering again. Relays published on
+//!   another instance while this one was reconnecting are lost to it.
+//! - **A slow instance.** Redis closes a subscriber whose unread output passes its
+//!   `client-output-buffer-limit pubsub` (32 MiB by default); the driver reconnects, and the
+//!   relays in between are lost to that instance.
+//! - **Errors** never reach `publish`; they go to the error callback.
+//!
+//! # Runtimes
+//!
+//! The driver runs in a task on the server's runtime and uses its timers. The Redis
+//! connections use tokio's reactor when that task runs inside a tokio runtime and the `tokio`
+//! feature is on (the `anyws` facade turns it on with its `tokio`, `axum` and `actix`
+//! features), and async-io otherwise, which is the reactor of smol and async-std and works
+//! under any runtime. So the same backplane works on anyws-tokio, anyws-smol, anyws-async-std,
+//! axum and actix.
+//!
+//! # Limits and defaults
+//!
+//! - The relay queue of each server: [`Limits::max_backplane_queue_bytes`], 16 MiB.
+//! - Relays sent in one pipeline: at most 256 relays or 1 MiB of envelopes.
+//! - Namespaces and topics: at most [`envelope::MAX_NAME_LEN`] (65,535) bytes each.
+//! - [`connect_timeout`](RedisBackplane::connect_timeout) 2 s,
+//!   [`response_timeout`](RedisBackplane::response_timeout) 2 s,
+//!   [`health_check_interval`](RedisBackplane::health_check_interval) 1 s.
+//!
+//! # Cancel safety
+//!
+//! Nothing here is called by users after building the server. At shutdown the driver sends the
+//! relays still queued, closes its connections and returns; see
+//! [`Server::shutdown`](anyws_core::Server::shutdown).
+//!
+//! [`Limits::max_backplane_queue_bytes`]: anyws_core::Limits::max_backplane_queue_bytes
+#![deny(missing_docs)]
+
+pub mod envelope;
+
+use anyws_core::{async_trait, Backplane, BackplaneError, BackplaneLink};
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::AsyncConnectionConfig;
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+pub use redis;
+
+/// Relays in one pipeline, at most.
+const BATCH_RELAYS: usize = 256;
+/// Envelope bytes in one pipeline, at most (one relay larger than this still goes alone).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A Redis URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL is not a Redis URL the client understands.
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] redis::RedisError),
+}
+
+/// The Redis [`Backplane`]; give it to
+/// [`ServerBuilder::backplane`](anyws_core::ServerBuilder::backplane).
+///
+/// Building one does not connect: the server's backplane task does, and keeps reconnecting
+/// for as long as the server runs.
+#[derive(Clone)]
+pub struct RedisBackplane {
+    client: redis::Client,
+    channel: String,
+    min_reconnect_delay: Duration,
+    max_reconnect_delay: Duration,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    health_check_interval: Duration,
+}
+
+impl fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("addr", &self.client.get_connection_info().addr())
+            .field("channel", &self.channel)
+            .field("min_reconnect_delay", &self.min_reconnect_delay)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("health_check_interval", &self.health_check_interval)
+            .finish()
+    }
+}
+
+impl RedisBackplane {
+    /// A backplane through the Redis server at `url`, such as `redis://127.0.0.1:6379` or
+    /// `redis://user:password@host:6379/0`. Fails only when the URL cannot be parsed.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        let client = redis::Client::open(url).map_err(Error::Url)?;
+        Ok(Self::from_client(client))
+    }
+
+    /// A backplane through an already configured client.
+    pub fn from_client(client: redis::Client) -> Self {
+        Self {
+            client,
+            channel: "anyws".to_owned(),
+            min_reconnect_delay: Duration::from_millis(50),
+            max_reconnect_delay: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            health_check_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// The Redis channel the instances share. Default: `anyws`.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// The first wait before reconnecting; each failed attempt doubles it up to
+    /// [`max_reconnect_delay`](Self::max_reconnect_delay). Default: 50 ms.
+    pub fn min_reconnect_delay(mut self, delay: Duration) -> Self {
+        self.min_reconnect_delay = delay;
+        self
+    }
+
+    /// The longest wait between two attempts to reconnect, and so about the longest relaying
+    /// stays off after Redis is back. Default: 1 s.
+    pub fn max_reconnect_delay(mut self, delay: Duration) -> Self {
+        self.max_reconnect_delay = delay;
+        self
+    }
+
+    /// How long one attempt to connect (and subscribe) may take. Default: 2 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long Redis may take to answer a pipeline of relays or a health-check ping before
+    /// the connection counts as lost. Default: 2 s.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How often the pub/sub connection is pinged; it counts as lost when a ping gets no
+    /// answer within [`response_timeout`](Self::response_timeout). Default: 1 s.
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval = interval;
+        self
+    }
+}
+
+#[async_trait]
+impl Backplane for RedisBackplane {
+    async fn run(&self, link: BackplaneLink) {
+        let send = self.send(&link);
+        let receive = self.receive(&link);
+        futures_util::future::join(send, receive).await;
+        link.set_connected(false);
+    }
+}
+
+/// The wait before the next attempt: doubles from `min` up to `max`.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max).max(self.min);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// How a wait with a deadline ended.
+enum Waited<T> {
+    Done(T),
+    TimedOut,
+    Closed,
+}
+
+/// Runs `future` until it finishes, `timeout` passes, or the server shuts down.
+async fn bounded<F: Future>(
+    link: &BackplaneLink,
+    timeout: Duration,
+    future: F,
+) -> Waited<F::Output> {
+    let runtime = link.runtime();
+    let mut timer = runtime.new_timer(runtime.now() + timeout);
+    let mut future = pin!(future);
+    let mut closed = pin!(link.closed());
+    std::future::poll_fn(|cx| {
+        if closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Waited::Closed);
+        }
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Waited::Done(output));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Waited::TimedOut);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn timed_out(what: &str, timeout: Duration) -> BackplaneError {
+    BackplaneError::link(format!("Redis: {what} timed out after {timeout:?}"))
+}
+
+fn redis_error(what: &str, error: redis::RedisError) -> BackplaneError {
+    BackplaneError::link(format!("Redis: {what}: {error}"))
+}
+
+impl RedisBackplane {
+    /// Sends this instance's relays, several at once in one pipeline. While Redis is
+    /// unreachable, relays are dropped and reconnecting waits for the backoff.
+    async fn send(&self, link: &BackplaneLink) {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout));
+        let mut connection: Option<MultiplexedConnection> = None;
+        let mut backoff = Backoff::new(self.min_reconnect_delay, self.max_reconnect_delay);
+        let mut retry_at: Option<Instant> = None;
+        // One report per outage: set again once a connection works.
+        let mut report_failure = true;
+        let mut pipeline = redis::Pipeline::with_capacity(BATCH_RELAYS);
+        let mut envelope = Vec::new();
+        while let Some(first) = link.next_relay().await {
+            // Take what else is queued, so that one round trip carries many relays.
+            pipeline.clear();
+            let mut bytes = 0;
+            let mut next = Some(first);
+            let mut count = 0;
+            while let Some(relay) = next.take() {
+                envelope.clear();
+                match envelope::encode(&relay, &mut envelope) {
+                    Ok(()) => {
+                        pipeline
+                            .cmd("PUBLISH")
+                            .arg(&self.channel)
+                            .arg(&envelope[..])
+                            .ignore();
+                        bytes += envelope.len();
+                        count += 1;
+                    }
+                    Err(error) => link.report(BackplaneError::link(format!(
+                        "a publish to `{}` was not relayed: {error}",
+                        relay.topic
+                    ))),
+                }
+                if count < BATCH_RELAYS && bytes < BATCH_BYTES {
+                    next = link.try_next_relay();
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            if connection.is_none() {
+                if retry_at.is_some_and(|at| link.runtime().now() < at) {
+                    // Still waiting to reconnect: at most once, so these are dropped.
+                    continue;
+                }
+                let connecting = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config);
+                let error = match bounded(link, self.connect_timeout, connecting).await {
+                    Waited::Closed => return,
+                    Waited::Done(Ok(connected)) => {
+                        connection = Some(connected);
+                        retry_at = None;
+                        backoff.reset();
+                        report_failure = true;
+                        None
+                    }
+                    Waited::Done(Err(error)) => Some(redis_error("connect to publish", error)),
+                    Waited::TimedOut => {
+                        Some(timed_out("connecting to publish", self.connect_timeout))
+                    }
+                };
+                if let Some(error) = error {
+                    if std::mem::take(&mut report_failure) {
+                        link.report(error);
+                    }
+                    retry_at = Some(link.runtime().now() + backoff.next());
+                    continue;
+                }
+            }
+            let Some(conn) = connection.as_mut() else {
+                continue;
+            };
+            let sent = pipeline.query_async::<()>(conn);
+            let error = match bounded(link, self.response_timeout, sent).await {
+                Waited::Done(Ok(())) | Waited::Closed => None,
+                Waited::Done(Err(error)) => Some(redis_error("publish", error)),
+                Waited::TimedOut => Some(timed_out("publishing", self.response_timeout)),
+            };
+            if let Some(error) = error {
+                // The relays of this pipeline may or may not have gone out; none is resent.
+                connection = None;
+                if std::mem::take(&mut report_failure) {
+                    link.report(error);
+                }
+            }
+        }
+    }
+
+    /// Receives the other instances' relays, reconnecting and resubscribing whenever the
+    /// connection is lost.
+    async fn receive(&self, link: &BackplaneLink) {
+        let mut backoff = Backoff::new(self.min_reconnect_delay, self.max_reconnect_delay);
+        let mut report_failure = true;
+        loop {
+            let subscribing = async {
+                let mut pubsub: PubSub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&self.channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let error = match bounded(link, self.connect_timeout, subscribing).await {
+                Waited::Closed => return,
+                Waited::TimedOut => timed_out("subscribing", self.connect_timeout),
+                Waited::Done(Err(error)) => redis_error("subscribe", error),
+                Waited::Done(Ok(pubsub)) => {
+                    backoff.reset();
+                    report_failure = true;
+                    link.set_connected(true);
+                    let lost = self.relay_incoming(link, pubsub).await;
+                    link.set_connected(false);
+                    match lost {
+                        None => return,
+                        Some(error) => error,
+                    }
+                }
+            };
+            if std::mem::take(&mut report_failure) {
+                link.report(error);
+            }
+            if !link.sleep(backoff.next()).await {
+                return;
+            }
+        }
+    }
+
+    /// Delivers what arrives on `pubsub` until the connection is lost (the error) or the
+    /// server shuts down (`None`). Pings every `health_check_interval`.
+    async fn relay_incoming(&self, link: &BackplaneLink, pubsub: PubSub) -> Option<BackplaneError> {
+        let (sink, mut stream) = pubsub.split();
+        let runtime = link.runtime();
+        let mut timer = runtime.new_timer(runtime.now() + self.health_check_interval);
+        let mut closed = pin!(link.closed());
+        type Ping = std::pin::Pin<Box<dyn Future<Output = redis::RedisResult<()>> + Send>>;
+        let mut ping: Option<Ping> = None;
+        enum Event {
+            Closed,
+            Message(Option<redis::Msg>),
+            Ping(redis::RedisResult<()>),
+            Tick,
+        }
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                if closed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Closed);
+                }
+                if let Poll::Ready(message) = stream.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Message(message));
+                }
+                if let Some(pending) = ping.as_mut() {
+                    if let Poll::Ready(result) = pending.as_mut().poll(cx) {
+                        ping = None;
+                        return Poll::Ready(Event::Ping(result));
+                    }
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Tick);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Closed => return None,
+                Event::Message(None) => {
+                    return Some(BackplaneError::link(
+                        "Redis: the pub/sub connection was lost; reconnecting",
+                    ))
+                }
+                Event::Message(Some(message)) => {
+                    match envelope::decode(message.get_payload_bytes()) {
+                        Ok(relay) => link.deliver(relay),
+                        Err(error) => link.report(BackplaneError::Malformed(format!(
+                            "{error} (on Redis channel `{}`)",
+                            message.get_channel_name()
+                        ))),
+                    }
+                }
+                Event::Ping(Ok(())) => {
+                    timer
+                        .as_mut()
+                        .reset(runtime.now() + self.health_check_interval);
+                }
+                Event::Ping(Err(error)) => return Some(redis_error("health-check ping", error)),
+                Event::Tick => {
+                    if ping.is_some() {
+                        return Some(timed_out("health-check ping", self.response_timeout));
+                    }
+                    let mut sink = sink.clone();
+                    ping = Some(Box::pin(async move {
+                        sink.ping::<redis::Value>().await.map(drop)
+                    }));
+                    timer.as_mut().reset(runtime.now() + self.response_timeout);
+                }
+            }
+        }
+    }
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
 # tests, and Autobahn|Testsuite. Needs only the Rust toolchain and python3 on Debian; it installs
-# the rest (Autobahn|Testsuite into target/wstest) itself.
+# the rest itself: Autobahn|Testsuite into target/wstest, node and the npm packages of the SSE
+# scenarios' clients into tests/conformance/sse-client/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -25,6 +26,16 @@ for feature in smol async-std; do
   fi
 done
 step "fixture"; cargo build --release -p anyws-fixture
+step "SSE clients"
+# The SSE scenarios drive real clients (crossws's WebSocketSSE, the eventsource package) in node.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+node --version
+sse_client=tests/conformance/sse-client
+if [ ! -d "$sse_client/node_modules/crossws" ] || [ ! -d "$sse_client/node_modules/eventsource" ]; then
+  npm ci --prefix "$sse_client" --no-audit --no-fund
+fi
 step "tests";   cargo test --workspace --all-features
 step "autobahn"
 # Autobahn|Testsuite's installer needs python3 with pip.

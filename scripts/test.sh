@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
 # tests, and Autobahn|Testsuite. Needs only the Rust toolchain and python3 on Debian; it installs
-# the rest (redis-server from Debian, node with the eventsource package into target/node,
-# Autobahn|Testsuite into target/wstest) itself.
+# the rest itself: redis-server from Debian, Autobahn|Testsuite into target/wstest, node and the
+# npm packages of the SSE clients into tests/conformance/sse-client/node_modules and target/node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -33,11 +33,18 @@ for feature in smol async-std "smol redis" "async-std redis"; do
   fi
 done
 step "fixture"; cargo build --release -p anyws-fixture
-step "node packages"
-# The EventSource check (tests/fixture/tests/eventsource.rs) runs the `eventsource` npm package.
-if ! command -v npm >/dev/null 2>&1; then
+step "SSE clients"
+# The SSE scenarios drive real clients (crossws's WebSocketSSE, the eventsource package) in node.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
+node --version
+sse_client=tests/conformance/sse-client
+if [ ! -d "$sse_client/node_modules/crossws" ] || [ ! -d "$sse_client/node_modules/eventsource" ]; then
+  npm ci --prefix "$sse_client" --no-audit --no-fund
+fi
+# The EventSource check of /clock (tests/fixture/tests/eventsource.rs) runs the `eventsource`
+# package of its own.
 if [ ! -d target/node/node_modules/eventsource ]; then
   npm install --prefix target/node --no-audit --no-fund eventsource@3 >/dev/null
 fi

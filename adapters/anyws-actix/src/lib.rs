@@ -50,10 +50,13 @@
 //! The server's [`Limits`](anyws_core::Limits) apply; set actix's own
 //! `HttpServer::client_request_timeout` to the handshake timeout you want.
 //!
-//! Two actix-web settings matter for WebSockets:
+//! Three actix-web settings matter for WebSockets and SSE:
 //! - `HttpServer::client_disconnect_timeout(Duration::ZERO)`: after a peer's close handshake,
 //!   actix otherwise keeps the TCP connection open for up to its default disconnect timeout,
 //!   waiting for the client to close it.
+//! - `HttpServer::h1_allow_half_closed(false)`, with the SSE transport: actix otherwise takes a
+//!   client's EOF for a half-close and keeps an idle event stream (and its peer) until its next
+//!   write fails, up to a keep-alive interval later.
 //! - `TCP_NODELAY`: actix leaves Nagle's algorithm on; turn it off in `HttpServer::on_connect` by
 //!   downcasting the connection to `actix_web::rt::net::TcpStream` and calling
 //!   `set_nodelay(true)`.

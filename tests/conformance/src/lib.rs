@@ -1,5 +1,5 @@
 //! The anyws conformance suite: every scenario of the fixture contract (`FIXTURE.md`) for the
-//! `ws` transport, written once and run against any adapter.
+//! `ws` and `sse` transports, written once and run against any adapter.
 //!
 //! An adapter author implements [`Adapter`] (a runtime, and serving a
 //! [`Server`](anyws_core::Server) on a listener with [`Routes`] as the fallback) and writes one
@@ -69,6 +69,7 @@ mod harness;
 pub mod redis_server;
 pub mod scenarios;
 pub mod soak;
+pub mod sse_client;
 
 pub use harness::{Adapter, App, FixtureProcess, Harness, InProcess, Instance, Options, Routes};
 
@@ -116,6 +117,25 @@ macro_rules! tests {
     };
 }
 
+/// Defines, in a module `sse`, one `#[test]` per scenario of the SSE list
+/// ([`scenarios::sse`]), each run against `$harness` with the SSE transport on. Its clients are
+/// real node clients ([`sse_client`]): the tests fail, saying how to install them, when node or
+/// the npm packages are missing.
+///
+/// ```ignore
+/// anyws_conformance::sse_tests!(anyws_conformance::InProcess(MyAdapter));
+/// ```
+#[macro_export]
+macro_rules! sse_tests {
+    ($harness:expr) => {
+        mod sse {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__for_each_sse_scenario!($crate::__scenario_test; $harness);
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __scenario_test {
@@ -149,5 +169,6 @@ mod tests {
     #[test]
     fn every_scenario_is_listed_and_send() {
         crate::__for_each_scenario!(is_a_scenario; ());
+        crate::__for_each_sse_scenario!(is_a_scenario; ());
     }
 }

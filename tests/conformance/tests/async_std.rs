@@ -60,3 +60,4 @@ impl Adapter for AsyncStd {
 }
 
 anyws_conformance::tests!(InProcess(AsyncStd));
+anyws_conformance::sse_tests!(InProcess(AsyncStd));

@@ -307,8 +307,8 @@ impl PeerPost {
     /// Reads `body` and hands its messages to the peer's `message` hook, in order, then returns
     /// the response to send: `200` when every message was taken, `413` for a message over
     /// [`Limits::max_message_size`](crate::Limits::max_message_size), `400` for text that is not
-    /// UTF-8, `410` when the peer went away meanwhile. None of these affect the peer itself or
-    /// any other.
+    /// UTF-8, `410` when the peer went away meanwhile (at once, even while the body is still
+    /// open). None of these affect the peer itself or any other.
     ///
     /// Reading waits while the peer's earlier messages have not been handled or its output
     /// has not been taken by the client, so a fast sender is slowed down rather than buffered.
@@ -319,7 +319,12 @@ impl PeerPost {
         let limit = self.peer.inner.shared.limits.max_message_size;
         futures_util::pin_mut!(body);
         let mut pending = BytesMut::new();
-        while let Some(chunk) = body.next().await {
+        while let Some(chunk) = self.next_chunk(body.as_mut()).await {
+            let Some(chunk) = chunk else {
+                // A streaming POST outlives its peer (crossws's client leaves it open when it
+                // closes): answer it, so that the request and the peer do not linger.
+                return plain(StatusCode::GONE, "peer is gone");
+            };
             let Ok(chunk) = chunk else {
                 // The client aborted the body: what arrived before was delivered.
                 return plain(StatusCode::BAD_REQUEST, "request body aborted");
@@ -359,6 +364,26 @@ impl PeerPost {
             }
         }
         Response::new(Bytes::new())
+    }
+
+    /// The next item of `body`; `Some(None)` once the peer is gone.
+    async fn next_chunk<B: Stream>(&self, mut body: Pin<&mut B>) -> Option<Option<B::Item>> {
+        loop {
+            let gone = self.link.space.listen();
+            {
+                let state = lock(&self.link.state);
+                if state.finished || state.stream_gone {
+                    return Some(None);
+                }
+            }
+            let next = body.next();
+            futures_util::pin_mut!(next);
+            if let futures_util::future::Either::Left((item, _)) =
+                futures_util::future::select(next, gone).await
+            {
+                return item.map(Some);
+            }
+        }
     }
 
     async fn deliver(&self, text: Bytes) -> bool {

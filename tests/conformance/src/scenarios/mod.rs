@@ -19,6 +19,7 @@ pub mod clock;
 pub mod hardening;
 pub mod limits;
 mod shared;
+pub mod sse;
 pub mod ws;
 
 /// Calls `$m!($harness; module::scenario)` for every scenario of the suite.
@@ -72,5 +73,30 @@ macro_rules! __for_each_scenario {
         $m!($harness; hardening::message_rate_closes_1008);
         $m!($harness; hardening::origin_allow_list_gets_403);
         $m!($harness; hardening::invalid_utf8_fails_fast);
+    };
+}
+
+/// Calls `$m!($harness; module::scenario)` for every scenario of the SSE list ([`sse`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_sse_scenario {
+    ($m:path; $harness:expr) => {
+        $m!($harness; sse::welcome_and_ids);
+        $m!($harness; sse::peers_route);
+        $m!($harness; sse::publish_every_namespace);
+        $m!($harness; sse::open_order);
+        $m!($harness; sse::ping_pong);
+        $m!($harness; sse::binary_command);
+        $m!($harness; sse::debug_fields);
+        $m!($harness; sse::peers_command);
+        $m!($harness; sse::wait_for_drain);
+        $m!($harness; sse::echo_exact);
+        $m!($harness; sse::ordering);
+        $m!($harness; sse::websocket_and_sse_together);
+        $m!($harness; sse::panic_ends_stream);
+        $m!($harness; sse::unauthorized);
+        $m!($harness; sse::bad_posts);
+        $m!($harness; sse::graceful_shutdown);
+        $m!($harness; sse::stalled_reader_is_cut_off);
     };
 }

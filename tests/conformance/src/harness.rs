@@ -470,6 +470,7 @@ impl Drop for InProcessInstance {
 pub struct FixtureProcess {
     program: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl FixtureProcess {
@@ -479,7 +480,14 @@ impl FixtureProcess {
         Self {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the program, besides `PORT` and `HOST`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 }
 
@@ -502,6 +510,7 @@ impl Harness for FixtureProcess {
             .args(options.to_args())
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -152,9 +152,10 @@ async fn settled_rss(f: &Fixture) -> u64 {
 /// freed memory in its arenas rather than returning it).
 pub async fn soak(harness: &dyn Harness, peers: usize, duration: Duration) -> SoakReport {
     let f = Fixture::start(harness, Options::new().app(App::Soak)).await;
-    // Warm-up: the same churn for a sixth of the time (at least 5 s), so that the allocator's
-    // pools and every runtime thread's arena have grown before the baseline is taken.
-    let warm_up = (duration / 6).max(Duration::from_secs(5));
+    // Warm-up: the same churn for as long as the soak itself, so that the allocator's pools and
+    // every runtime thread's arena have reached the size (and the fragmentation) of that churn
+    // before the baseline is taken; a shorter warm-up leaves room for the heap to keep settling.
+    let warm_up = duration;
     churn(&f, peers, Instant::now() + warm_up).await;
     all_gone(&f).await;
     let rss_baseline_kib = settled_rss(&f).await;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
-# tests, and Autobahn|Testsuite. Needs only the Rust toolchain and python3 on Debian; it installs
-# the rest (Autobahn|Testsuite into target/wstest) itself.
+# tests (the chat demo's among them in headless Chromium), and Autobahn|Testsuite. Needs only the
+# Rust toolchain on Debian; it installs the rest itself (chromium, node and playwright-core for the
+# browser test through scripts/browser-setup.sh, Autobahn|Testsuite into target/wstest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -25,6 +26,7 @@ for feature in smol async-std; do
   fi
 done
 step "fixture"; cargo build --release -p anyws-fixture
+step "browser"; bash scripts/browser-setup.sh
 step "tests";   cargo test --workspace --all-features
 step "autobahn"
 # Autobahn|Testsuite's installer needs python3 with pip.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
-# tests, and Autobahn|Testsuite. Needs only the Rust toolchain and python3 on Debian; it installs
-# the rest itself: redis-server from Debian, Autobahn|Testsuite into target/wstest, node and the
-# npm packages of the SSE clients into tests/conformance/sse-client/node_modules and target/node.
+# tests (the chat demo's among them in headless Chromium), and Autobahn|Testsuite. Needs only the
+# Rust toolchain on Debian; it installs the rest itself: redis-server from Debian, chromium, node
+# and playwright-core for the browser test (scripts/browser-setup.sh), the npm packages of the SSE
+# clients into tests/conformance/sse-client/node_modules and target/node, Autobahn|Testsuite into
+# target/wstest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -48,6 +50,7 @@ fi
 if [ ! -d target/node/node_modules/eventsource ]; then
   npm install --prefix target/node --no-audit --no-fund eventsource@3 >/dev/null
 fi
+step "browser"; bash scripts/browser-setup.sh
 step "tests";   cargo test --workspace --all-features
 # Every benchmark workload on every server, tiny, so the benchmark cannot rot; the figures are
 # not judged (the full run is `bench/run.sh`, see BENCHMARKS.md).

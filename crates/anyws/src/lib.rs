@@ -46,6 +46,9 @@
 //! # fn main() {}
 //! ```
 //!
+//! The [guide](https://github.com/anyws/anyws/blob/main/docs/guide.md) walks through hooks,
+//! peers, pub/sub, the router, every runtime and framework, limits and shutdown.
+//!
 //! # Features
 //!
 //! - `tokio` (default): the tokio adapter, as `anyws::tokio`, serving with hyper 1.x or

@@ -8,14 +8,23 @@
 //! Run it with:
 //!
 //! ```text
-//! cargo run -p chat
+//! cargo run --release -p chat
 //! ```
 //!
 //! then open <http://127.0.0.1:3000> in two tabs. The port comes from `PORT` (default 3000) and
-//! the address from `HOST` (default 127.0.0.1), e.g. `HOST=0.0.0.0 PORT=8080 cargo run -p chat`.
+//! the address from `HOST` (default 127.0.0.1), e.g. `HOST=0.0.0.0 PORT=8080 cargo run --release -p chat`.
 //!
 //! The page connects to `ws://<host>/_ws`. Any path upgrades, but a peer's namespace is its URL
 //! path and `publish` stays inside a namespace, so all pages use the same path to share a room.
+//! It shows who joins and leaves, and reconnects by itself (with backoff up to 10 s) when the
+//! connection drops, e.g. across a server restart.
+//!
+//! With `?transport=sse` (<http://127.0.0.1:3000/?transport=sse>) the page speaks crossws's
+//! Server-Sent Events protocol on the same URL instead: an `EventSource` receives, and each
+//! message goes up as one `POST` carrying the peer id from the `crossws-id` event. The server
+//! side of that protocol is in progress; until it lands, only the WebSocket page connects.
+//!
+//! `tests/browser.rs` checks all of this in headless Chromium.
 
 use anyws::{async_trait, CloseInfo, Hooks, Message, Peer};
 use bytes::Bytes;

@@ -1,0 +1,11 @@
+//! The guide under `docs/` and the README, compiled: every Rust block in them is a doctest of
+//! this crate, so `cargo test --doc -p anyws-docs` fails when the docs and the code part ways.
+//! The crate itself is empty.
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct Readme;
+
+#[cfg(doctest)]
+#[doc = include_str!("guide.md")]
+struct Guide;

@@ -66,6 +66,23 @@ async fn raw_stream_with(
     (response, RawWs { stream, buf })
 }
 
+/// Reads `raw`'s event stream until its first `event: message` (the welcome line, which the
+/// `open` hook sends once the peer is listed in `/peers`); the stream's response head comes
+/// before that.
+async fn read_welcome(raw: &mut RawWs) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(&raw.buf).contains("event: message\n") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, raw.stream.read(&mut chunk))
+            .await
+            .expect("no welcome line within the timeout")
+            .expect("read");
+        assert!(n > 0, "the stream ended before the welcome line");
+        raw.buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Both kinds of client connect; the welcome line comes first and names the peer by the id of
 /// the `crossws-id` event, which the stream's `x-crossws-id` header carries too; ids are unique.
 pub async fn welcome_and_ids(harness: &dyn Harness) {
@@ -126,9 +143,10 @@ pub async fn peers_route(harness: &dyn Harness) {
     let (mut c, c_id) = bridge.connect_peer(&f, Crossws, "/room-b").await;
     let (mut ws, ws_id) = f.connect_peer("/").await;
     let stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
-    let (response, raw) = raw_stream(&f, stream, "/raw").await;
+    let (response, mut raw) = raw_stream(&f, stream, "/raw").await;
     assert_eq!(response.status, 200, "{}", response.status_line);
     let raw_id = response.header("x-crossws-id").expect("id").to_owned();
+    read_welcome(&mut raw).await;
     f.assert_peers(&[&a_id, &b_id, &c_id, &ws_id, &raw_id])
         .await;
 
@@ -148,7 +166,6 @@ pub async fn peers_route(harness: &dyn Harness) {
         f.addr()
     );
     post.write_all(head.as_bytes()).await.expect("write");
-    let mut raw = raw;
     let mut pong = Vec::new();
     while !String::from_utf8_lossy(&pong).contains("data: pong") {
         use tokio::io::AsyncReadExt;
@@ -642,10 +659,11 @@ pub async fn origin_allow_list_gets_403(harness: &dyn Harness) {
     f.assert_peers(&[]).await;
 
     let stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
-    let (response, _raw) =
+    let (response, mut raw) =
         raw_stream_with(&f, stream, "/", &["Origin: https://GOOD.example"]).await;
     assert_eq!(response.status, 200, "{}", response.status_line);
     let raw_id = response.header("x-crossws-id").expect("id").to_owned();
+    read_welcome(&mut raw).await;
     let (mut client, id) = bridge.connect_peer(&f, EventSource, "/").await;
     f.assert_peers(&[&raw_id, &id]).await;
 

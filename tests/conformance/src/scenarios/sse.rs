@@ -66,21 +66,26 @@ async fn raw_stream_with(
     (response, RawWs { stream, buf })
 }
 
-/// Reads `raw`'s event stream until its first `event: message` (the welcome line, which the
-/// `open` hook sends once the peer is listed in `/peers`); the stream's response head comes
-/// before that.
-async fn read_welcome(raw: &mut RawWs) {
+/// Reads `raw`'s event stream into its buffer until the buffer holds `needle`; `what` names it
+/// in failures.
+async fn read_until(raw: &mut RawWs, needle: &str, what: &str) {
     use tokio::io::AsyncReadExt;
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !String::from_utf8_lossy(&raw.buf).contains("event: message\n") {
+    while !String::from_utf8_lossy(&raw.buf).contains(needle) {
         let mut chunk = [0u8; 4096];
         let n = tokio::time::timeout_at(deadline, raw.stream.read(&mut chunk))
             .await
-            .expect("no welcome line within the timeout")
+            .unwrap_or_else(|_| panic!("no {what} within the timeout"))
             .expect("read");
-        assert!(n > 0, "the stream ended before the welcome line");
+        assert!(n > 0, "the stream ended before the {what}");
         raw.buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Reads `raw`'s event stream until its first `event: message`: the welcome line, which the
+/// `open` hook sends once the peer is listed in `/peers` (the response head comes before).
+async fn read_welcome(raw: &mut RawWs) {
+    read_until(raw, "event: message\n", "welcome line").await;
 }
 
 /// Both kinds of client connect; the welcome line comes first and names the peer by the id of
@@ -108,17 +113,7 @@ pub async fn welcome_and_ids(harness: &dyn Harness) {
         .to_owned();
     // The first event names the same id (after the first chunk size line).
     let want = format!("event: crossws-id\ndata: {header_id}\n\n");
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !String::from_utf8_lossy(&raw.buf).contains("\n\n") {
-        use tokio::io::AsyncReadExt;
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, raw.stream.read(&mut chunk))
-            .await
-            .expect("no crossws-id event within the timeout")
-            .expect("read");
-        assert!(n > 0, "the stream ended before the crossws-id event");
-        raw.buf.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut raw, "\n\n", "crossws-id event").await;
     let first = String::from_utf8_lossy(&raw.buf).into_owned();
     let first = first.split_once("\r\n").map_or(&*first, |(_, rest)| rest);
     assert!(

@@ -35,9 +35,8 @@ use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, PeerId, ReadySta
 pub const PEER_ID_HEADER: HeaderName = HeaderName::from_static("x-crossws-id");
 
 /// Bytes of client messages that may wait for one SSE peer's `message` hook before the
-/// transport stops reading that peer's `POST` bodies.
-/// Each message counts its payload plus this much against it, so that many tiny (or empty)
-/// messages cannot queue without bound.
+/// transport stops reading that peer's `POST` bodies. Each message counts its payload plus
+/// [`INBOX_OVERHEAD`], so that many tiny (or empty) messages cannot queue without bound.
 const INBOX_BYTES: usize = 64 * 1024;
 
 /// What one queued message costs in [`INBOX_BYTES`] on top of its payload: its share of the
@@ -163,6 +162,10 @@ impl SseLink {
                 let mut state = lock(&self.state);
                 if state.finished || state.stream_gone {
                     return Delivery::Gone;
+                }
+                if state.over_rate {
+                    // Another message went over the rate while this one waited for room.
+                    return Delivery::OverRate;
                 }
                 if state.inbox_bytes == 0 || state.inbox_bytes + len <= INBOX_BYTES {
                     state.inbox_bytes += len;

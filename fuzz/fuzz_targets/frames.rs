@@ -6,36 +6,16 @@
 #![no_main]
 
 use anyws_core::http::Request as HttpRequest;
-use anyws_core::{async_trait, Hooks, Message, MessageRate, Peer, Request, ServerBuilder};
-use anyws_fuzz::{poll_to_end, ManualRuntime, MemoryStream};
+use anyws_core::{MessageRate, Request, ServerBuilder};
+use anyws_fuzz::{poll_to_end, EchoApp, ManualRuntime, MemoryStream};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Echoes, publishes to the room, and closes on `close`.
-struct App;
-
-#[async_trait]
-impl Hooks for App {
-    async fn open(&self, peer: &Peer) {
-        peer.subscribe("room");
-        let _ = peer.send("welcome");
-    }
-
-    async fn message(&self, peer: &Peer, message: Message) {
-        if message.bytes().as_ref() == b"close" {
-            peer.close(4000, "bye");
-            return;
-        }
-        let _ = peer.send(message.clone());
-        peer.publish("room", message);
-    }
-}
-
 fn server() -> &'static anyws_core::Server {
     static SERVER: OnceLock<anyws_core::Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        ServerBuilder::new(App)
+        ServerBuilder::new(EchoApp)
             .max_message_size(4096)
             .max_frame_size(2048)
             .max_buffered_bytes(8192)

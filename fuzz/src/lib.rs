@@ -1,7 +1,7 @@
-//! What the fuzz targets share: a runtime whose timers never wake anyone (the targets poll by
-//! hand), a poll loop, and an in-memory connection.
+//! What the fuzz targets share: runtimes whose timers never wake anyone (the targets poll by
+//! hand), a poll loop, an in-memory connection and an app.
 
-use anyws_core::{AsyncTimer, BoxFuture, Runtime};
+use anyws_core::{async_trait, AsyncTimer, BoxFuture, Hooks, Message, Peer, Runtime};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -134,5 +134,64 @@ impl futures_io::AsyncWrite for MemoryStream<'_> {
 
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A runtime that keeps what is spawned, for the target to poll by hand
+/// ([`TaskRuntime::poll_tasks`]); timers behave as [`ManualRuntime`]'s.
+#[derive(Default)]
+pub struct TaskRuntime {
+    tasks: std::sync::Mutex<Vec<BoxFuture>>,
+}
+
+impl std::fmt::Debug for TaskRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRuntime").finish_non_exhaustive()
+    }
+}
+
+impl TaskRuntime {
+    /// Polls every spawned task once (and those they spawn, on the next call); the number of
+    /// tasks still running.
+    pub fn poll_tasks(&self) -> usize {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks"));
+        let mut cx = Context::from_waker(Waker::noop());
+        tasks.retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
+        let mut all = self.tasks.lock().expect("tasks");
+        tasks.append(&mut all);
+        *all = tasks;
+        all.len()
+    }
+}
+
+impl Runtime for TaskRuntime {
+    fn spawn(&self, future: BoxFuture) {
+        self.tasks.lock().expect("tasks").push(future);
+    }
+
+    fn new_timer(&self, deadline: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(ManualTimer(deadline))
+    }
+}
+
+/// The targets' app: says `welcome` and joins `room` on open, echoes each message and publishes
+/// it to the room, and closes with 4000 on `close`.
+#[derive(Debug)]
+pub struct EchoApp;
+
+#[async_trait]
+impl Hooks for EchoApp {
+    async fn open(&self, peer: &Peer) {
+        peer.subscribe("room");
+        let _ = peer.send("welcome");
+    }
+
+    async fn message(&self, peer: &Peer, message: Message) {
+        if message.bytes().as_ref() == b"close" {
+            peer.close(4000, "bye");
+            return;
+        }
+        let _ = peer.send(message.clone());
+        peer.publish("room", message);
     }
 }

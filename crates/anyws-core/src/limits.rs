@@ -92,6 +92,12 @@ impl Default for Limits {
 /// gets [`Error::RateLimited`](crate::Error::RateLimited); what it sends until it answers the
 /// close frame (for at most [`Limits::close_timeout`]) is read and dropped. The bucket is a single timestamp per
 /// peer, updated as messages arrive: no timer runs for it.
+///
+/// Peers of the [SSE transport](crate::sse) count each message of their `POST`s as it arrives.
+/// The `POST` that carries a message over the rate is answered `429 Too Many Requests`; the
+/// messages before it are still handed to the hooks, then the peer is closed with 1008: its
+/// event stream ends, the `error` hook gets [`Error::RateLimited`](crate::Error::RateLimited)
+/// and the `close` hook gets 1008. Later `POST`s for it get `429` until it is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageRate {
     /// Messages a second, on average. Zero is treated as one.

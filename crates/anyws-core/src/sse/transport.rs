@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::error::panic_message;
+use crate::limits::RateLimiter;
 use crate::peer::{lock, payload_len};
 use crate::server::{Admission, Entry};
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, PeerId, ReadyState, Request};
@@ -34,8 +35,13 @@ use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, PeerId, ReadySta
 pub const PEER_ID_HEADER: HeaderName = HeaderName::from_static("x-crossws-id");
 
 /// Bytes of client messages that may wait for one SSE peer's `message` hook before the
-/// transport stops reading that peer's `POST` bodies.
+/// transport stops reading that peer's `POST` bodies. Each message counts its payload plus
+/// [`INBOX_OVERHEAD`], so that many tiny (or empty) messages cannot queue without bound.
 const INBOX_BYTES: usize = 64 * 1024;
+
+/// What one queued message costs in [`INBOX_BYTES`] on top of its payload: its share of the
+/// queue and of the shared buffer that holds it.
+const INBOX_OVERHEAD: usize = 64;
 
 /// What kind of SSE transport request this is, judged by method and headers alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,33 +108,71 @@ struct LinkState {
     /// Output had to wait for the client since the outbox was last empty.
     backpressure: bool,
     drain_pending: bool,
+    /// The peer's token bucket, with [`Limits::message_rate`](crate::Limits::message_rate).
+    rate: Option<RateLimiter>,
+    /// A message found the bucket empty: the peer is to be closed with 1008 once the messages
+    /// that came before it were handled, and nothing more is taken.
+    over_rate: bool,
+}
+
+/// What became of a client message handed to [`SseLink::deliver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// Queued for the `message` hook.
+    Queued,
+    /// The peer is gone, or closing.
+    Gone,
+    /// Over the peer's message rate: dropped, and the peer is being closed with 1008.
+    OverRate,
 }
 
 impl SseLink {
-    fn new() -> Self {
+    fn new(rate: Option<crate::MessageRate>) -> Self {
         Self {
-            state: Mutex::new(LinkState::default()),
+            state: Mutex::new(LinkState {
+                rate: rate.map(RateLimiter::new),
+                ..LinkState::default()
+            }),
             runner: AtomicWaker::new(),
             space: Notify::new(),
         }
     }
 
-    /// Queues a client message for the hooks, waiting while the inbox is full. `false` when the
-    /// peer is gone.
-    async fn deliver(&self, message: Message) -> bool {
-        let len = message.len();
+    /// Queues a client message for the hooks, waiting while the inbox is full. Each message
+    /// takes a token of the message rate as it arrives (`now`), before it waits for room.
+    async fn deliver(&self, message: Message, now: std::time::Instant) -> Delivery {
+        let len = message.len() + INBOX_OVERHEAD;
+        {
+            let mut state = lock(&self.state);
+            if state.finished || state.stream_gone {
+                return Delivery::Gone;
+            }
+            if state.over_rate {
+                return Delivery::OverRate;
+            }
+            if state.rate.as_mut().is_some_and(|rate| !rate.take(now)) {
+                state.over_rate = true;
+                drop(state);
+                self.runner.wake();
+                return Delivery::OverRate;
+            }
+        }
         loop {
             let listener = {
                 let mut state = lock(&self.state);
                 if state.finished || state.stream_gone {
-                    return false;
+                    return Delivery::Gone;
+                }
+                if state.over_rate {
+                    // Another message went over the rate while this one waited for room.
+                    return Delivery::OverRate;
                 }
                 if state.inbox_bytes == 0 || state.inbox_bytes + len <= INBOX_BYTES {
                     state.inbox_bytes += len;
                     state.inbox.push_back(message);
                     drop(state);
                     self.runner.wake();
-                    return true;
+                    return Delivery::Queued;
                 }
                 self.space.listen()
             };
@@ -308,7 +352,10 @@ impl PeerPost {
     /// the response to send: `200` when every message was taken, `413` for a message over
     /// [`Limits::max_message_size`](crate::Limits::max_message_size), `400` for text that is not
     /// UTF-8, `410` when the peer went away meanwhile (at once, even while the body is still
-    /// open). None of these affect the peer itself or any other.
+    /// open), `429` for a message over the peer's
+    /// [`Limits::message_rate`](crate::Limits::message_rate) (the peer itself is then closed
+    /// with 1008: its stream ends, and its `close` hook gets 1008). None of the others affect
+    /// the peer itself or any other.
     ///
     /// Reading waits while the peer's earlier messages have not been handled or its output
     /// has not been taken by the client, so a fast sender is slowed down rather than buffered.
@@ -347,8 +394,8 @@ impl PeerPost {
                 continue;
             }
             let text = pending.split_to(complete).freeze();
-            if !self.deliver(text).await {
-                return plain(StatusCode::GONE, "peer is gone");
+            if let Some(refused) = self.deliver(text).await {
+                return refused;
             }
         }
         if self.streaming {
@@ -359,8 +406,8 @@ impl PeerPost {
             if std::str::from_utf8(&pending).is_err() {
                 return plain(StatusCode::BAD_REQUEST, "message is not valid UTF-8");
             }
-            if !self.deliver(pending.freeze()).await {
-                return plain(StatusCode::GONE, "peer is gone");
+            if let Some(refused) = self.deliver(pending.freeze()).await {
+                return refused;
             }
         }
         Response::new(Bytes::new())
@@ -386,13 +433,25 @@ impl PeerPost {
         }
     }
 
-    async fn deliver(&self, text: Bytes) -> bool {
-        let Ok(text) = tungstenite::Utf8Bytes::try_from(text) else {
-            return false;
+    /// Hands `text` to the peer; the response to end the `POST` with when it was not taken.
+    async fn deliver(&self, text: Bytes) -> Option<Response<Bytes>> {
+        let message = tungstenite::Utf8Bytes::try_from(text)
+            .ok()
+            .and_then(|text| Message::from_ws(tungstenite::Message::Text(text)));
+        let delivery = match message {
+            Some(message) => {
+                let now = self.peer.inner.shared.runtime.now();
+                self.link.deliver(message, now).await
+            }
+            None => Delivery::Gone,
         };
-        match Message::from_ws(tungstenite::Message::Text(text)) {
-            Some(message) => self.link.deliver(message).await,
-            None => false,
+        match delivery {
+            Delivery::Queued => None,
+            Delivery::Gone => Some(plain(StatusCode::GONE, "peer is gone")),
+            Delivery::OverRate => Some(plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "message rate exceeded",
+            )),
         }
     }
 }
@@ -495,7 +554,7 @@ impl crate::Server {
         if let Ok(value) = HeaderValue::try_from(id.as_str()) {
             response.headers_mut().insert(PEER_ID_HEADER, value);
         }
-        let link = Arc::new(SseLink::new());
+        let link = Arc::new(SseLink::new(self.limits().message_rate));
         lock(&self.shared.sse_peers).insert(peer.id(), (peer.clone(), link.clone()));
         let mut hello = BytesMut::new();
         super::Event::data(id)
@@ -549,6 +608,11 @@ async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
             Next::Gone => {
                 gone = true;
                 break;
+            }
+            Next::OverRate => {
+                peer.close(close_code::POLICY_VIOLATION, "");
+                error.get_or_insert(Error::RateLimited);
+                None
             }
             Next::Drain => guarded("drain", hooks.drain(&peer)).await,
             Next::Message(message) => guarded("message", hooks.message(&peer, message)).await,
@@ -621,6 +685,8 @@ async fn guarded(
 enum Next {
     Message(Message),
     Drain,
+    /// A message went over the rate and those before it were handled: close with 1008.
+    OverRate,
     Gone,
 }
 
@@ -642,13 +708,20 @@ fn next_event(peer: &Peer, link: &SseLink, cx: &mut Context<'_>) -> Poll<Next> {
         }
         return Poll::Pending;
     }
+    if state.over_rate
+        && (state.inbox.is_empty() || peer.buffered_amount() >= peer.inner.outbox.read_pause)
+    {
+        // The messages before the one over the rate were handled (or the client does not read
+        // and they will not be): the peer is closed.
+        return Poll::Ready(Next::OverRate);
+    }
     if peer.buffered_amount() >= peer.inner.outbox.read_pause {
         // Backpressure: hand over nothing more until the client takes what it was sent.
         return Poll::Pending;
     }
     match state.inbox.pop_front() {
         Some(message) => {
-            state.inbox_bytes -= message.len();
+            state.inbox_bytes -= message.len() + INBOX_OVERHEAD;
             drop(state);
             link.space.notify(usize::MAX);
             Poll::Ready(Next::Message(message))
@@ -707,5 +780,177 @@ mod tests {
             Some(SseRequestKind::Open)
         );
         assert_eq!(sse_request_kind(&Method::HEAD, &headers), None);
+    }
+
+    /// Keeps what is spawned, for the test to poll by hand; timers are ready once due.
+    #[derive(Default)]
+    struct Tasks(Mutex<Vec<crate::BoxFuture>>);
+
+    impl fmt::Debug for Tasks {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Tasks")
+        }
+    }
+
+    #[derive(Debug)]
+    struct Deadline(std::time::Instant);
+
+    impl crate::AsyncTimer for Deadline {
+        fn reset(mut self: Pin<&mut Self>, deadline: std::time::Instant) {
+            self.0 = deadline;
+        }
+
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+            if std::time::Instant::now() >= self.0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl crate::Runtime for Tasks {
+        fn spawn(&self, future: crate::BoxFuture) {
+            self.0.lock().unwrap().push(future);
+        }
+
+        fn new_timer(&self, deadline: std::time::Instant) -> Pin<Box<dyn crate::AsyncTimer>> {
+            Box::pin(Deadline(deadline))
+        }
+    }
+
+    impl Tasks {
+        /// Polls every task once; how many are still running.
+        fn run(&self) -> usize {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut tasks = self.0.lock().unwrap();
+            tasks.retain_mut(|task| task.as_mut().poll(&mut cx).is_pending());
+            tasks.len()
+        }
+    }
+
+    /// Records the hooks it sees, and echoes.
+    #[derive(Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    #[async_trait::async_trait]
+    impl Hooks for Recorder {
+        async fn message(&self, peer: &Peer, message: Message) {
+            let text = message.text().unwrap().to_owned();
+            self.0.lock().unwrap().push(format!("message {text}"));
+            let _ = peer.send(text);
+        }
+
+        async fn error(&self, _peer: &Peer, error: Error) {
+            self.0.lock().unwrap().push(format!("error {error:?}"));
+        }
+
+        async fn close(&self, _peer: &Peer, info: CloseInfo) {
+            self.0.lock().unwrap().push(format!("close {}", info.code));
+        }
+    }
+
+    fn request(method: Method, headers: &[(&str, &str)]) -> Request {
+        let mut request = http::Request::builder().method(method).uri("/");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Request::new(request.body(()).unwrap().into_parts().0, None)
+    }
+
+    #[test]
+    fn empty_messages_fill_the_inbox_too() {
+        let link = SseLink::new(None);
+        let now = std::time::Instant::now();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut queued = 0;
+        loop {
+            let message = Message::from_ws(tungstenite::Message::Text("".into())).unwrap();
+            let deliver = link.deliver(message, now);
+            futures_util::pin_mut!(deliver);
+            match deliver.poll(&mut cx) {
+                Poll::Ready(delivery) => assert_eq!(delivery, Delivery::Queued),
+                Poll::Pending => break,
+            }
+            queued += 1;
+            assert!(
+                queued <= INBOX_BYTES,
+                "the inbox took {queued} empty messages"
+            );
+        }
+        assert_eq!(queued, INBOX_BYTES / INBOX_OVERHEAD);
+    }
+
+    #[test]
+    fn over_the_message_rate_closes_with_1008() {
+        let tasks = Arc::new(Tasks::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = crate::ServerBuilder::new(Recorder(seen.clone()))
+            .sse(true)
+            .message_rate(Some(crate::MessageRate::new(1, 2)))
+            .build(tasks.clone());
+        let open = request(Method::GET, &[("accept", "text/event-stream")]);
+        let SseOutcome::Open(response) = futures_executor::block_on(server.sse(open)) else {
+            panic!("not opened");
+        };
+        let id = response.headers()[PEER_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut events = response.into_body();
+        tasks.run();
+
+        // One streaming POST of four messages: the burst of two is taken, the third is refused.
+        let post = request(
+            Method::POST,
+            &[("x-crossws-id", &id), ("transfer-encoding", "chunked")],
+        );
+        let SseOutcome::Post(post) = futures_executor::block_on(server.sse(post)) else {
+            panic!("no POST");
+        };
+        let chunks = ["one", "two", "three", "four"]
+            .map(|text| Ok::<_, std::convert::Infallible>(Bytes::from_static(text.as_bytes())));
+        let response = futures_executor::block_on(post.receive(futures_util::stream::iter(chunks)));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+        // The messages before it are handled, then the peer is closed and its stream ends.
+        let mut output = Vec::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let ended = (0..100).any(|_| {
+            tasks.run();
+            match Pin::new(&mut events).poll_next(&mut cx) {
+                Poll::Ready(Some(bytes)) => {
+                    output.extend_from_slice(&bytes);
+                    false
+                }
+                Poll::Ready(None) => true,
+                Poll::Pending => false,
+            }
+        });
+        assert!(ended, "the stream did not end");
+        let output = String::from_utf8(output).unwrap();
+        assert!(
+            output.ends_with("data: one\n\nevent: message\ndata: two\n\n"),
+            "{output:?}"
+        );
+        drop(events);
+        while tasks.run() > 0 {}
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "message one",
+                "message two",
+                "error RateLimited",
+                "close 1008"
+            ]
+        );
+        assert_eq!(server.peer_count(), 0);
+
+        // Later POSTs for it find nobody.
+        let post = request(Method::POST, &[("x-crossws-id", &id)]);
+        let SseOutcome::Respond(response) = futures_executor::block_on(server.sse(post)) else {
+            panic!("a POST for a closed peer was taken");
+        };
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     }
 }

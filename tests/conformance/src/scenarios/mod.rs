@@ -98,5 +98,8 @@ macro_rules! __for_each_sse_scenario {
         $m!($harness; sse::bad_posts);
         $m!($harness; sse::graceful_shutdown);
         $m!($harness; sse::stalled_reader_is_cut_off);
+        $m!($harness; sse::origin_allow_list_gets_403);
+        $m!($harness; sse::max_connections_gets_503);
+        $m!($harness; sse::message_rate_ends_stream);
     };
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::client::*;
-use crate::sse_client::{Bridge, ClientKind};
+use crate::sse_client::{Bridge, ClientEvent, ClientKind};
 use crate::{Harness, Options};
 
 const TWO_S: Duration = Duration::from_secs(2);
@@ -36,11 +36,26 @@ async fn post(f: &Fixture, path: &str, headers: &[&str], body: &[u8]) -> HttpRes
 
 /// Opens an event stream with a raw GET of `path`; returns the response head and the
 /// connection, whose buffer holds what followed the head.
-async fn raw_stream(f: &Fixture, mut stream: TcpStream, path: &str) -> (HttpResponse, RawWs) {
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+async fn raw_stream(f: &Fixture, stream: TcpStream, path: &str) -> (HttpResponse, RawWs) {
+    raw_stream_with(f, stream, path, &[]).await
+}
+
+/// [`raw_stream`] with `extra` header lines.
+async fn raw_stream_with(
+    f: &Fixture,
+    mut stream: TcpStream,
+    path: &str,
+    extra: &[&str],
+) -> (HttpResponse, RawWs) {
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
         f.addr()
     );
+    for line in extra {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
     stream
         .write_all(head.as_bytes())
         .await
@@ -49,6 +64,28 @@ async fn raw_stream(f: &Fixture, mut stream: TcpStream, path: &str) -> (HttpResp
     let mut buf = Vec::new();
     let response = read_response_head(&mut stream, &mut buf).await;
     (response, RawWs { stream, buf })
+}
+
+/// Reads `raw`'s event stream into its buffer until the buffer holds `needle`; `what` names it
+/// in failures.
+async fn read_until(raw: &mut RawWs, needle: &str, what: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(&raw.buf).contains(needle) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, raw.stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within the timeout"))
+            .expect("read");
+        assert!(n > 0, "the stream ended before the {what}");
+        raw.buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads `raw`'s event stream until its first `event: message`: the welcome line, which the
+/// `open` hook sends once the peer is listed in `/peers` (the response head comes before).
+async fn read_welcome(raw: &mut RawWs) {
+    read_until(raw, "event: message\n", "welcome line").await;
 }
 
 /// Both kinds of client connect; the welcome line comes first and names the peer by the id of
@@ -76,17 +113,7 @@ pub async fn welcome_and_ids(harness: &dyn Harness) {
         .to_owned();
     // The first event names the same id (after the first chunk size line).
     let want = format!("event: crossws-id\ndata: {header_id}\n\n");
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !String::from_utf8_lossy(&raw.buf).contains("\n\n") {
-        use tokio::io::AsyncReadExt;
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, raw.stream.read(&mut chunk))
-            .await
-            .expect("no crossws-id event within the timeout")
-            .expect("read");
-        assert!(n > 0, "the stream ended before the crossws-id event");
-        raw.buf.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut raw, "\n\n", "crossws-id event").await;
     let first = String::from_utf8_lossy(&raw.buf).into_owned();
     let first = first.split_once("\r\n").map_or(&*first, |(_, rest)| rest);
     assert!(
@@ -111,9 +138,10 @@ pub async fn peers_route(harness: &dyn Harness) {
     let (mut c, c_id) = bridge.connect_peer(&f, Crossws, "/room-b").await;
     let (mut ws, ws_id) = f.connect_peer("/").await;
     let stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
-    let (response, raw) = raw_stream(&f, stream, "/raw").await;
+    let (response, mut raw) = raw_stream(&f, stream, "/raw").await;
     assert_eq!(response.status, 200, "{}", response.status_line);
     let raw_id = response.header("x-crossws-id").expect("id").to_owned();
+    read_welcome(&mut raw).await;
     f.assert_peers(&[&a_id, &b_id, &c_id, &ws_id, &raw_id])
         .await;
 
@@ -133,7 +161,6 @@ pub async fn peers_route(harness: &dyn Harness) {
         f.addr()
     );
     post.write_all(head.as_bytes()).await.expect("write");
-    let mut raw = raw;
     let mut pong = Vec::new();
     while !String::from_utf8_lossy(&pong).contains("data: pong") {
         use tokio::io::AsyncReadExt;
@@ -603,4 +630,135 @@ pub async fn stalled_reader_is_cut_off(harness: &dyn Harness) {
     );
     reader.sync().await;
     f.assert_peers(&[&reader_id]).await;
+}
+
+/// An origin allow-list: an SSE open with a forbidden `Origin` gets 403 and no peer appears,
+/// and so does a `POST` for an open peer; an allowed one (in any case) and a client without
+/// `Origin` (the `eventsource` package) get a peer.
+pub async fn origin_allow_list_gets_403(harness: &dyn Harness) {
+    let (f, bridge) = start(
+        harness,
+        Options::new().allowed_origin("https://good.example"),
+    )
+    .await;
+    for origin in ["https://evil.example", "null", "https://good.example.evil"] {
+        let response = f
+            .request(
+                &format!("GET / HTTP/1.1\r\nAccept: text/event-stream\r\nOrigin: {origin}"),
+                b"",
+            )
+            .await;
+        assert_eq!(response.status, 403, "{origin}: {}", response.status_line);
+        assert_eq!(response.header("x-crossws-id"), None, "{origin}");
+    }
+    f.assert_peers(&[]).await;
+
+    let stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
+    let (response, mut raw) =
+        raw_stream_with(&f, stream, "/", &["Origin: https://GOOD.example"]).await;
+    assert_eq!(response.status, 200, "{}", response.status_line);
+    let raw_id = response.header("x-crossws-id").expect("id").to_owned();
+    read_welcome(&mut raw).await;
+    let (mut client, id) = bridge.connect_peer(&f, EventSource, "/").await;
+    f.assert_peers(&[&raw_id, &id]).await;
+
+    // A POST from a forbidden origin reaches nobody, even with a valid peer id.
+    let response = post(
+        &f,
+        "/",
+        &[
+            &format!("x-crossws-id: {id}"),
+            "Origin: https://evil.example",
+        ],
+        b"hijacked",
+    )
+    .await;
+    assert_eq!(response.status, 403, "POST: {}", response.status_line);
+    client.sync().await;
+}
+
+/// `max_connections(2)`: WebSocket and SSE peers share the count. With one of each open, an
+/// SSE open and a WebSocket handshake both get 503 and no peer appears; once the SSE peer's
+/// client goes away, its place is free for a new SSE peer.
+pub async fn max_connections_gets_503(harness: &dyn Harness) {
+    let (f, bridge) = start(harness, Options::new().max_connections(2)).await;
+    // Each in a namespace of its own, so that no peer hears of the others.
+    let (mut ws, ws_id) = f.connect_peer("/1").await;
+    let (mut sse, sse_id) = bridge.connect_peer(&f, Crossws, "/2").await;
+    f.assert_peers(&[&ws_id, &sse_id]).await;
+
+    let response = f
+        .request("GET /3 HTTP/1.1\r\nAccept: text/event-stream", b"")
+        .await;
+    assert_eq!(response.status, 503, "SSE open: {}", response.status_line);
+    assert_eq!(response.header("x-crossws-id"), None);
+    let mut refused = bridge.open(EventSource, &f.http_url("/3")).await;
+    let error = refused.expect_end(TIMEOUT).await;
+    assert!(error.is_some(), "the refused client reported no error");
+    assert_eq!(refused.id(), None, "a refused client got an id");
+    let (response, _raw) = f.raw_upgrade("/3", &[]).await;
+    assert_eq!(response.status, 503, "WebSocket: {}", response.status_line);
+    f.assert_peers(&[&ws_id, &sse_id]).await;
+
+    // The SSE peer's client goes away: its place is given back.
+    sse.abort().await;
+    f.assert_leaves(&sse_id, TWO_S).await;
+    // The stream was dropped before the peer left: its place is free.
+    let (mut again, again_id) = bridge.connect_peer(&f, EventSource, "/4").await;
+    f.assert_peers(&[&ws_id, &again_id]).await;
+    again.sync().await;
+    sync(&mut ws).await;
+}
+
+/// `message_rate(10, 5)`: an SSE client that sends 20 messages back to back (as chunks of
+/// crossws's streaming `POST`, or one `POST` each) gets at most a few echoes (the burst and
+/// what refilled meanwhile), then its stream ends and the peer leaves `/peers`; a WebSocket
+/// peer next to it carries on, and an SSE peer within the rate is never cut off.
+pub async fn message_rate_ends_stream(harness: &dyn Harness) {
+    let (f, bridge) = start(harness, Options::new().message_rate(10, 5)).await;
+    let (mut ws, ws_id) = f.connect_peer("/ws").await;
+    for kind in [Crossws, EventSource] {
+        let (mut client, id) = bridge.connect_peer(&f, kind, &format!("/{kind:?}")).await;
+        for i in 0..20 {
+            client.send_text(format!("m{i}")).await;
+        }
+        let mut echoes = 0;
+        loop {
+            match client.next_event(TWO_S).await {
+                Some(ClientEvent::Message(data)) => {
+                    // crossws's client streams its messages in order; the eventsource bridge
+                    // sends one `POST` each, at once, which may overtake each other.
+                    if kind == Crossws {
+                        assert_eq!(data, format!("m{echoes}"), "{kind:?}");
+                    } else {
+                        assert!(
+                            data.strip_prefix('m')
+                                .and_then(|n| n.parse::<u32>().ok())
+                                .is_some_and(|n| n < 20),
+                            "{kind:?}: {data:?}"
+                        );
+                    }
+                    echoes += 1;
+                }
+                Some(ClientEvent::Ended) => break,
+                Some(ClientEvent::Error(_) | ClientEvent::Open | ClientEvent::Id(_)) => {}
+                None => panic!("{kind:?}: the stream did not end within 2 s ({echoes} echoes)"),
+            }
+        }
+        assert!(
+            (5..20).contains(&echoes),
+            "{kind:?}: {echoes} echoes: the burst of 5 must get through, not all 20"
+        );
+        f.assert_leaves(&id, TWO_S).await;
+    }
+    sync(&mut ws).await;
+
+    // Within the rate: one message every 150 ms with a rate of 10 a second.
+    let (mut client, id) = bridge.connect_peer(&f, Crossws, "/slow").await;
+    for i in 0..8 {
+        client.send_text(format!("slow{i}")).await;
+        assert_eq!(client.recv_text().await, format!("slow{i}"));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    f.assert_peers(&[&ws_id, &id]).await;
 }

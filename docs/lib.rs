@@ -9,3 +9,11 @@ struct Readme;
 #[cfg(doctest)]
 #[doc = include_str!("guide.md")]
 struct Guide;
+
+#[cfg(doctest)]
+#[doc = include_str!("sse.md")]
+struct Sse;
+
+#[cfg(doctest)]
+#[doc = include_str!("scale-out.md")]
+struct ScaleOut;

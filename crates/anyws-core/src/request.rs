@@ -78,6 +78,29 @@ impl Request {
         self.parts.uri.query()
     }
 
+    /// The value of query parameter `name`, percent-decoded (`+` reads as a space), or `None`
+    /// when the query does not have it. When it appears more than once, the first one counts;
+    /// [`Request::query_pairs`] gives them all.
+    ///
+    /// ```
+    /// # let (parts, ()) = http::Request::get("/chat?name=Ada%20L&room=1").body(()).unwrap().into_parts();
+    /// let request = anyws_core::Request::new(parts, None);
+    /// assert_eq!(request.query_param("name").as_deref(), Some("Ada L"));
+    /// assert_eq!(request.query_param("user"), None);
+    /// ```
+    pub fn query_param(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
+    /// Every `name=value` pair of the query, in order, percent-decoded (`+` reads as a space).
+    pub fn query_pairs(
+        &self,
+    ) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+        form_urlencoded::parse(self.query().unwrap_or("").as_bytes())
+    }
+
     /// The full URL: `http://` + `Host` header + path and query.
     pub fn url(&self) -> &str {
         &self.url

@@ -15,6 +15,10 @@ use crate::{App, Harness, Options};
 /// How long the soak churns when `ANYWS_SOAK_SECS` is not set, in seconds.
 pub const SOAK_SECS: u64 = 60;
 
+/// How many shorter rounds of the churn may follow the soak for resident memory to settle back
+/// within 10% of its baseline (see [`soak`]).
+pub const SETTLING_ROUNDS: usize = 2;
+
 /// The soak's duration: `ANYWS_SOAK_SECS` seconds, or [`SOAK_SECS`].
 pub fn soak_duration() -> Duration {
     let secs = std::env::var("ANYWS_SOAK_SECS")
@@ -37,8 +41,12 @@ pub struct SoakReport {
     pub messages: u64,
     /// Resident memory after the warm-up round, once every peer was gone, in KiB.
     pub rss_baseline_kib: u64,
-    /// Resident memory after the churn, once every peer was gone, in KiB.
+    /// Resident memory after the churn, once every peer was gone, in KiB: the last of
+    /// [`SoakReport::rss_rounds_kib`].
     pub rss_after_kib: u64,
+    /// Resident memory after the churn and after each settling round that followed it (see
+    /// [`soak`]), in KiB.
+    pub rss_rounds_kib: Vec<u64>,
     /// Open file descriptors at the baseline and after.
     pub fds: (usize, usize),
     /// Hook counts at the end.
@@ -150,6 +158,13 @@ async fn settled_rss(f: &Fixture) -> u64 {
 /// and resident memory is within 10% of its baseline (taken after a warm-up round of the same
 /// churn, once every peer was gone, so that the allocator's pools are already grown: glibc keeps
 /// freed memory in its arenas rather than returning it).
+///
+/// How much of the freed memory glibc hands back depends on where in its arenas the last
+/// allocations landed, so one reading can be 10–15% above the baseline and the next round's back
+/// on it (seen on tokio: 16,460 KiB, then 16,460, 18,888, 17,284, 16,488, 16,460 after rounds of
+/// 20 s). When the reading is above the bound, up to [`SETTLING_ROUNDS`] more rounds of the
+/// churn, each a third as long, run and memory is read after each: a leak grows with every round
+/// and never comes back, so the test passes only once a reading is within the bound again.
 pub async fn soak(harness: &dyn Harness, peers: usize, duration: Duration) -> SoakReport {
     let f = Fixture::start(harness, Options::new().app(App::Soak)).await;
     // Warm-up: the same churn for as long as the soak itself, so that the allocator's pools and
@@ -162,8 +177,17 @@ pub async fn soak(harness: &dyn Harness, peers: usize, duration: Duration) -> So
     let fds_baseline = f.open_fds().expect("a server process");
 
     let (connections, abrupt, messages) = churn(&f, peers, Instant::now() + duration).await;
-    let counts = all_gone(&f).await;
-    let rss_after_kib = settled_rss(&f).await;
+    let mut counts = all_gone(&f).await;
+    let within = |rss: u64| rss * 10 <= rss_baseline_kib * 11;
+    let mut rss_rounds_kib = vec![settled_rss(&f).await];
+    while !within(*rss_rounds_kib.last().expect("one reading"))
+        && rss_rounds_kib.len() <= SETTLING_ROUNDS
+    {
+        churn(&f, peers, Instant::now() + duration / 3).await;
+        counts = all_gone(&f).await;
+        rss_rounds_kib.push(settled_rss(&f).await);
+    }
+    let rss_after_kib = *rss_rounds_kib.last().expect("one reading");
     let fds_after = f.open_fds().expect("a server process");
     let report = SoakReport {
         peers,
@@ -172,6 +196,7 @@ pub async fn soak(harness: &dyn Harness, peers: usize, duration: Duration) -> So
         messages,
         rss_baseline_kib,
         rss_after_kib,
+        rss_rounds_kib,
         fds: (fds_baseline, fds_after),
         counts,
     };
@@ -180,7 +205,7 @@ pub async fn soak(harness: &dyn Harness, peers: usize, duration: Duration) -> So
         "file descriptors left open: {report:?}"
     );
     assert!(
-        rss_after_kib * 10 <= rss_baseline_kib * 11,
+        within(rss_after_kib),
         "resident memory not back within 10% of its baseline: {report:?}"
     );
     // The server still works.

@@ -5,6 +5,8 @@
 #   bench/run.sh            # the full run (a few minutes)
 #   bench/run.sh --smoke    # the same workloads, tiny: checks that everything runs (seconds)
 #   bench/run.sh --only 'anyws-tokio tt' --workloads 'chat32 idle'   # a subset
+#   ANYWS_FIXTURE=/path/to/anyws-fixture bench/run.sh ...   # another build of the fixture as
+#       the anyws servers, e.g. to compare a change with the build before it, run by run
 #
 # Servers (all on 127.0.0.1, pinned to CPU 0 with `taskset -c 0`; the load client, the
 # `anyws-bench` binary, pinned to CPU 1):
@@ -76,7 +78,7 @@ fi
 
 echo "== building anyws-fixture and anyws-bench (release)"
 timeout 1800 cargo build --release -q -p anyws-fixture -p anyws-bench
-fixture=$target/release/anyws-fixture
+fixture=${ANYWS_FIXTURE:-$target/release/anyws-fixture}
 bench=$target/release/anyws-bench
 
 # Bun: installed with npm into target/bun once; a failure leaves Bun out of the run.

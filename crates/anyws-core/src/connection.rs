@@ -5,15 +5,16 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::CatchUnwind;
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, Sink};
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -159,8 +160,37 @@ where
     run_hook("close", hooks.close(&peer, info)).await;
 }
 
+/// The waker the read side of a connection is polled with: it notes that the read side woke the
+/// task, then wakes the task. A wake-up for anything else (a message queued for the peer, a
+/// timer) then skips polling the read side, which has nothing new: on async-io (smol,
+/// async-std) that poll would cost a `read` system call that finds nothing and another to re-arm
+/// the socket's readiness, for every message a publish delivers.
+#[derive(Default)]
+struct ReadWaker {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ReadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 struct Driver<'p> {
     peer: &'p Peer,
+    /// Notes whether the read side woke the task since it last answered `Pending`.
+    read_waker: Arc<ReadWaker>,
+    /// `read_waker` as a [`Waker`], made once.
+    read_waker_handle: Waker,
+    /// The read side answered `Pending` when last polled, and holds `read_waker`: until that is
+    /// woken, polling the read side again would only find nothing.
+    read_idle: bool,
     /// Messages taken from the peer's queue, not yet encoded or handed to tungstenite.
     batch: VecDeque<WsMessage>,
     /// Data frames encoded by anyws, written to the socket past tungstenite (see `frames`).
@@ -194,8 +224,12 @@ struct Driver<'p> {
 
 impl<'p> Driver<'p> {
     fn new(peer: &'p Peer) -> Self {
+        let read_waker = Arc::new(ReadWaker::default());
         Self {
             peer,
+            read_waker_handle: Waker::from(read_waker.clone()),
+            read_waker,
+            read_idle: false,
             batch: VecDeque::new(),
             frames: Frames::default(),
             unflushed: 0,
@@ -281,7 +315,17 @@ impl<'p> Driver<'p> {
                 break;
             }
             self.read_paused = false;
-            match Pin::new(&mut *ws).poll_next(cx) {
+            // The task's waker first, then the flag: a wake-up of the read side after this
+            // reaches the task through it.
+            self.read_waker.task.register(cx.waker());
+            let woken = self.read_waker.woken.swap(false, Ordering::AcqRel);
+            if self.read_idle && !woken {
+                break;
+            }
+            let polled =
+                Pin::new(&mut *ws).poll_next(&mut Context::from_waker(&self.read_waker_handle));
+            self.read_idle = polled.is_pending();
+            match polled {
                 Poll::Pending => break,
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Ready(Some(Ok(message))) => {
@@ -592,4 +636,181 @@ fn ping_interval(limits: &crate::Limits) -> Option<Duration> {
 enum Written {
     All,
     Terminated,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AsyncTimer, BoxFuture, Request, Runtime, ServerBuilder};
+    use std::io;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    /// A runtime whose timers never fire; the test turns timeouts off anyway.
+    #[derive(Debug)]
+    struct NoTimers;
+
+    #[derive(Debug)]
+    struct Never;
+
+    impl AsyncTimer for Never {
+        fn reset(self: Pin<&mut Self>, _: Instant) {}
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    impl Runtime for NoTimers {
+        fn spawn(&self, _: BoxFuture) {
+            unreachable!("nothing spawns in this test")
+        }
+        fn new_timer(&self, _: Instant) -> Pin<Box<dyn AsyncTimer>> {
+            Box::pin(Never)
+        }
+    }
+
+    /// The client side of a connection in memory: what it has to say, what it was sent, and
+    /// how often the server polled it for input.
+    #[derive(Default)]
+    struct Wire {
+        input: Vec<u8>,
+        output: Vec<u8>,
+        read_polls: usize,
+        reader: Option<Waker>,
+    }
+
+    struct Stream(Arc<Mutex<Wire>>);
+
+    impl AsyncRead for Stream {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let mut wire = self.0.lock().unwrap();
+            wire.read_polls += 1;
+            if wire.input.is_empty() {
+                wire.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let n = buf.len().min(wire.input.len());
+            buf[..n].copy_from_slice(&wire.input[..n]);
+            wire.input.drain(..n);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Stream {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.lock().unwrap().output.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Counts the messages it is handed.
+    struct Counting(Arc<AtomicUsize>);
+
+    #[async_trait::async_trait]
+    impl Hooks for Counting {
+        async fn message(&self, _: &Peer, _: Message) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Counts the times the task is woken.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A peer woken for output only does not poll its socket for input, which has nothing new
+    /// (on async-io that poll is a `read` system call and a re-arm of the socket's readiness,
+    /// per delivered message); input that arrives later is still read at its wake-up.
+    #[test]
+    fn output_wake_ups_do_not_poll_the_socket_for_input() {
+        let received = Arc::new(AtomicUsize::new(0));
+        let server = ServerBuilder::new(Counting(received.clone()))
+            .idle_timeout(None)
+            .ping_interval(None)
+            .build(Arc::new(NoTimers));
+        let (parts, ()) = http::Request::get("/")
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let handshake = futures_executor::block_on(server.handshake(Request::new(parts, None)));
+        let (response, pending) = handshake.into_parts();
+        assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let mut run = Box::pin(pending.expect("a peer").run(Stream(wire.clone())));
+        let wakes = Arc::new(Wakes::default());
+        let task = Waker::from(wakes.clone());
+        let mut poll = || {
+            assert!(run
+                .as_mut()
+                .poll(&mut Context::from_waker(&task))
+                .is_pending())
+        };
+
+        poll();
+        let peer = server.peers().pop().expect("the peer is open");
+        let read_polls = wire.lock().unwrap().read_polls;
+        assert!(read_polls > 0, "the socket was polled for input once");
+
+        for i in 0..100 {
+            let woken = wakes.0.load(Ordering::SeqCst);
+            peer.send(format!("{i:03}")).unwrap();
+            assert_eq!(
+                wakes.0.load(Ordering::SeqCst),
+                woken + 1,
+                "a send wakes the task"
+            );
+            poll();
+        }
+        let wire_now = wire.lock().unwrap();
+        assert_eq!(
+            wire_now.read_polls, read_polls,
+            "output wake-ups polled for input"
+        );
+        // 100 unmasked text frames of 3 bytes, each `81 03` and the payload.
+        assert_eq!(wire_now.output.len(), 100 * 5);
+        assert_eq!(&wire_now.output[495..], b"\x81\x03099");
+        drop(wire_now);
+
+        // A masked text frame "hi" arrives and wakes the read side: it is read and handled.
+        let reader = {
+            let mut wire = wire.lock().unwrap();
+            let mask = [1u8, 2, 3, 4];
+            wire.input
+                .extend_from_slice(&[0x81, 0x82, mask[0], mask[1], mask[2], mask[3]]);
+            wire.input
+                .extend(b"hi".iter().zip(mask).map(|(b, m)| b ^ m));
+            wire.reader.take().expect("the read side waits for input")
+        };
+        reader.wake();
+        poll();
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            1,
+            "the message was handled"
+        );
+        assert!(wire.lock().unwrap().read_polls > read_polls);
+    }
 }

@@ -280,6 +280,9 @@ impl<'p> Driver<'p> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // The task's waker before any look at the read side's flag: a wake-up of the read side
+        // after that look reaches the task through it.
+        self.read_waker.task.register(cx.waker());
         let mut handled = 0;
         let mut heard = false;
         let mut now = None;
@@ -315,9 +318,6 @@ impl<'p> Driver<'p> {
                 break;
             }
             self.read_paused = false;
-            // The task's waker first, then the flag: a wake-up of the read side after this
-            // reaches the task through it.
-            self.read_waker.task.register(cx.waker());
             let woken = self.read_waker.woken.swap(false, Ordering::AcqRel);
             if self.read_idle && !woken {
                 break;

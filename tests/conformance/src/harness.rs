@@ -25,7 +25,8 @@ pub enum App {
     /// One room: every message to its sender and to every other peer.
     Chatroom,
     /// The conformance app with its hooks counted, and the route `GET /soak/hooks` that reports
-    /// the counts (see [`apps::HookCounts`]); for the soak and dead-peer tests.
+    /// the counts (see [`apps::HookCounts`]); for the soak and dead-peer tests. `GET /soak/trim`
+    /// asks the allocator to give its free memory back to the system (see [`apps::trim_heap`]).
     Soak,
 }
 
@@ -368,6 +369,7 @@ impl Routes {
     ) -> http::Response<apps::Body> {
         match &self.counts {
             Some(counts) if uri.path() == "/soak/hooks" => counts.response(&self.server),
+            Some(_) if uri.path() == "/soak/trim" => apps::trim_heap(),
             _ => apps::answer(&self.server, &self.clocks, method, uri, headers),
         }
     }

@@ -142,8 +142,11 @@ async fn all_gone(f: &Fixture) -> HookCounts {
     counts
 }
 
-/// Resident memory once it has settled: the smallest of a few readings 100 ms apart.
+/// Resident memory once it has settled: the allocator's free memory given back to the system
+/// (`GET /soak/trim`), then the smallest of a few readings 100 ms apart.
 async fn settled_rss(f: &Fixture) -> u64 {
+    let trim = f.get("/soak/trim").await;
+    assert_eq!(trim.status, 200, "GET /soak/trim: {}", trim.status_line);
     let mut least = u64::MAX;
     for _ in 0..10 {
         least = least.min(f.rss_kib().expect("a server process"));
@@ -156,13 +159,13 @@ async fn settled_rss(f: &Fixture) -> u64 {
 /// the `soak` app. Asserts that at the end `/peers` is empty, open hooks equal close hooks, no
 /// connection holds a place in the limits, no file descriptor is left open beyond the baseline,
 /// and resident memory is within 10% of its baseline (taken after a warm-up round of the same
-/// churn, once every peer was gone, so that the allocator's pools are already grown: glibc keeps
-/// freed memory in its arenas rather than returning it).
+/// churn, once every peer was gone, so that the server's own pools are already grown).
 ///
-/// How much of the freed memory glibc hands back depends on where in its arenas the last
-/// allocations landed, so one reading can be 10–15% above the baseline and the next round's back
-/// on it (seen on tokio: 16,460 KiB, then 16,460, 18,888, 17,284, 16,488, 16,460 after rounds of
-/// 20 s). When the reading is above the bound, up to [`SETTLING_ROUNDS`] more rounds of the
+/// Each reading follows `GET /soak/trim`, which has glibc give back the free memory it keeps in
+/// its arenas. Without it, how much freed memory stays resident depends on where the last
+/// allocations landed: readings moved 10–16% above the baseline and back between rounds with
+/// no leak (tokio: 16,460 KiB, then 16,460, 18,888, 17,284, 16,488, 16,460 after rounds of
+/// 20 s). When a reading is still above the bound, up to [`SETTLING_ROUNDS`] more rounds of the
 /// churn, each a third as long, run and memory is read after each: a leak grows with every round
 /// and never comes back, so the test passes only once a reading is within the bound again.
 pub async fn soak(harness: &dyn Harness, peers: usize, duration: Duration) -> SoakReport {

@@ -4,6 +4,7 @@ use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
 use http::{Extensions, Method, Uri, Version};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 /// The HTTP request that opened a peer: method, URI, headers, remote address and extensions.
@@ -88,16 +89,14 @@ impl Request {
     /// assert_eq!(request.query_param("name").as_deref(), Some("Ada L"));
     /// assert_eq!(request.query_param("user"), None);
     /// ```
-    pub fn query_param(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
         self.query_pairs()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value)
     }
 
     /// Every `name=value` pair of the query, in order, percent-decoded (`+` reads as a space).
-    pub fn query_pairs(
-        &self,
-    ) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    pub fn query_pairs(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
         form_urlencoded::parse(self.query().unwrap_or("").as_bytes())
     }
 

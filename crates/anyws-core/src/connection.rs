@@ -23,7 +23,7 @@ use tungstenite::Message as WsMessage;
 use crate::error::panic_message;
 use crate::frames::{self, Frames};
 use crate::limits::RateLimiter;
-use crate::peer::lock;
+use crate::peer::{lock, payload_len};
 use crate::read_ahead::ReadAhead;
 use crate::server::Admission;
 use crate::utf8::Utf8Sentry;
@@ -40,12 +40,17 @@ const MESSAGES_PER_TURN: usize = 64;
 
 /// An accepted peer whose connection has not started yet: the second half of
 /// [`Server::handshake`](crate::Server::handshake).
+///
+/// The peer is already listed by [`Server::peers`](crate::Server::peers) and can be sent
+/// messages and publishes (they wait in its queue), since its client may see the `101` before
+/// this runs. Dropped without running, as when the upgrade fails after the response, the peer
+/// leaves every list at once; its `open` and `close` hooks never run.
 pub struct PendingPeer {
     peer: Peer,
     hooks: Arc<dyn Hooks>,
     /// The peer's place in the connection limits, given back when the connection is over (or
     /// when this is dropped without running).
-    admission: Admission,
+    _admission: Admission,
 }
 
 impl fmt::Debug for PendingPeer {
@@ -61,7 +66,7 @@ impl PendingPeer {
         Self {
             peer,
             hooks,
-            admission,
+            _admission: admission,
         }
     }
 
@@ -103,9 +108,20 @@ impl PendingPeer {
         // Every byte from the client, the prefix included, goes through the UTF-8 sentry.
         let io = Utf8Sentry::new(io, prefix);
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        drive(ws, self.peer, &*self.hooks).await;
-        // Only now is the peer's place in the connection limits free again.
-        drop(self.admission);
+        drive(ws, &self.peer, &*self.hooks).await;
+        // Dropping `self` now frees the peer's place in the connection limits.
+    }
+}
+
+impl Drop for PendingPeer {
+    /// A peer that never ran (or whose run was cancelled) leaves every list; one that ran to
+    /// the end has left already.
+    fn drop(&mut self) {
+        if self.peer.ready_state() != ReadyState::Closed {
+            self.peer.set_ready_state(ReadyState::Closed);
+            self.peer.inner.outbox.shut();
+            self.peer.inner.shared.leave(&self.peer);
+        }
     }
 }
 
@@ -132,32 +148,29 @@ async fn run_hook(name: &'static str, future: Pin<Box<dyn Future<Output = ()> + 
     let _ = hook(name, future).future.await;
 }
 
-async fn drive<S>(mut ws: WebSocketStream<S>, peer: Peer, hooks: &dyn Hooks)
+async fn drive<S>(mut ws: WebSocketStream<S>, peer: &Peer, hooks: &dyn Hooks)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let shared = peer.inner.shared.clone();
-    // Open before joining, so that a close from another task after the join is never undone.
-    peer.set_ready_state(ReadyState::Open);
-    if !shared.join(&peer) {
-        peer.close(close_code::GOING_AWAY, "server shutting down");
-    }
-    let mut driver = Driver::new(&peer);
-    let mut running = Some(hook("open", hooks.open(&peer)));
-    std::future::poll_fn(|cx| driver.poll(cx, &mut ws, &mut running, hooks, &peer)).await;
+    // The peer joined the registry in the handshake; a close asked for since then stands.
+    peer.open();
+    let mut driver = Driver::new(peer);
+    let mut running = Some(hook("open", hooks.open(peer)));
+    std::future::poll_fn(|cx| driver.poll(cx, &mut ws, &mut running, hooks, peer)).await;
 
     // The connection is over: stop queueing, leave every list, drop the socket, then tell the
     // hooks.
     drop(running);
     peer.set_ready_state(ReadyState::Closed);
     peer.inner.outbox.shut();
-    shared.leave(&peer);
+    shared.leave(peer);
     drop(ws);
     let info = driver.close_info();
     if let Some(error) = driver.error.take() {
-        run_hook("error", hooks.error(&peer, error)).await;
+        run_hook("error", hooks.error(peer, error)).await;
     }
-    run_hook("close", hooks.close(&peer, info)).await;
+    run_hook("close", hooks.close(peer, info)).await;
 }
 
 /// The waker the read side of a connection is polled with: it notes that the read side woke the
@@ -259,6 +272,30 @@ impl<'p> Driver<'p> {
         }
     }
 
+    /// Looks at a closing peer's queue: true when the connection must end at once
+    /// ([`Peer::terminate`], as after the shutdown deadline). After an overflow, the data still
+    /// waiting in the batch is dropped as the queue's was, so that the close frame is next to go
+    /// out once a frame partly written is done.
+    fn closing_now(&mut self) -> bool {
+        let outbox = &self.peer.inner.outbox;
+        let queue = lock(&outbox.queue);
+        if queue.terminate {
+            return true;
+        }
+        if queue.overflowed && !self.batch.is_empty() {
+            drop(queue);
+            let mut dropped = 0;
+            self.batch.retain(|message| {
+                let len = payload_len(message);
+                let data = matches!(message, WsMessage::Text(_) | WsMessage::Binary(_));
+                dropped += len;
+                !data
+            });
+            outbox.buffered.fetch_sub(dropped, Ordering::AcqRel);
+        }
+        false
+    }
+
     fn close_info(&self) -> CloseInfo {
         match (&self.received_close, &self.sent_close) {
             (Some((code, reason)), _) | (None, Some((code, reason))) => {
@@ -283,6 +320,9 @@ impl<'p> Driver<'p> {
         // The task's waker before any look at the read side's flag: a wake-up of the read side
         // after that look reaches the task through it.
         self.read_waker.task.register(cx.waker());
+        if peer.ready_state() >= ReadyState::Closing && self.closing_now() {
+            return Poll::Ready(());
+        }
         let mut handled = 0;
         let mut heard = false;
         let mut now = None;
@@ -549,7 +589,12 @@ impl<'p> Driver<'p> {
         let peer = self.peer;
         let shared = &peer.inner.shared;
         let limits = &shared.limits;
-        let closing = self.sent_close.is_some() || self.read_failed;
+        // The close timeout runs from the moment the close was decided (asked for, a limit, a
+        // full queue, the client's close frame), not from when the close frame was written: a
+        // client that stops reading may never let it be written.
+        let closing = self.sent_close.is_some()
+            || self.read_failed
+            || peer.ready_state() >= ReadyState::Closing;
         if closing {
             if !self.closing_deadline_set {
                 // From now on the timer is the close timeout.
@@ -735,6 +780,88 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Counts the `open` and `close` hooks it runs.
+    #[derive(Default)]
+    struct Lifecycle {
+        opened: AtomicUsize,
+        closed: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Hooks for Arc<Lifecycle> {
+        async fn open(&self, _: &Peer) {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+        }
+        async fn close(&self, _: &Peer, _: CloseInfo) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn upgrade_request() -> Request {
+        let (parts, ()) = http::Request::get("/")
+            .header("host", "example.com")
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap()
+            .into_parts();
+        Request::new(parts, None)
+    }
+
+    /// A peer is listed, and takes messages, from the moment its handshake is accepted, before
+    /// the adapter has written the `101` or run it; dropped without running (the upgrade failed
+    /// after the response), it leaves every list, gives its place in the limits back, and no
+    /// hook runs.
+    #[test]
+    fn a_peer_is_listed_from_its_handshake_until_dropped() {
+        let hooks = Arc::new(Lifecycle::default());
+        let server = ServerBuilder::new(hooks.clone()).build(Arc::new(NoTimers));
+        let handshake = futures_executor::block_on(server.handshake(upgrade_request()));
+        let (response, pending) = handshake.into_parts();
+        assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+        let pending = pending.expect("a peer");
+        let peer = pending.peer().clone();
+        assert_eq!(server.peers(), vec![peer.clone()]);
+        assert_eq!(server.connection_count(), 1);
+        peer.subscribe("room");
+        server.publish("room", "early");
+        assert_eq!(peer.buffered_amount(), 5, "the publish waits in its queue");
+
+        drop(pending);
+        assert!(server.peers().is_empty());
+        assert_eq!(server.connection_count(), 0);
+        assert_eq!(peer.ready_state(), ReadyState::Closed);
+        assert!(peer.send("late").is_err());
+        assert_eq!(hooks.opened.load(Ordering::SeqCst), 0);
+        assert_eq!(hooks.closed.load(Ordering::SeqCst), 0);
+    }
+
+    /// A close asked for between the handshake and the start of the connection stands: the
+    /// peer does not become open again when it starts.
+    #[test]
+    fn a_close_before_the_start_stands() {
+        let server = ServerBuilder::new(Arc::new(Lifecycle::default()))
+            .idle_timeout(None)
+            .ping_interval(None)
+            .build(Arc::new(NoTimers));
+        let handshake = futures_executor::block_on(server.handshake(upgrade_request()));
+        let pending = handshake.into_parts().1.expect("a peer");
+        let peer = pending.peer().clone();
+        peer.close(close_code::GOING_AWAY, "bye");
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let mut run = Box::pin(pending.run(Stream(wire.clone())));
+        let task = Waker::from(Arc::new(Wakes::default()));
+        assert!(run
+            .as_mut()
+            .poll(&mut Context::from_waker(&task))
+            .is_pending());
+        assert_eq!(peer.ready_state(), ReadyState::Closing);
+        // The close frame went out: 0x88, length 5, code 1001, "bye".
+        assert_eq!(wire.lock().unwrap().output, b"\x88\x05\x03\xe9bye");
     }
 
     /// A peer woken for output only does not poll its socket for input, which has nothing new

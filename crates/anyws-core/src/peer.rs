@@ -210,6 +210,17 @@ impl Peer {
         ReadyState::from_u8(self.inner.outbox.state.load(Ordering::Acquire))
     }
 
+    /// Moves a connecting peer to [`ReadyState::Open`]; a peer whose close was asked for in the
+    /// meantime stays closing.
+    pub(crate) fn open(&self) {
+        let _ = self.inner.outbox.state.compare_exchange(
+            ReadyState::Connecting as u8,
+            ReadyState::Open as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     pub(crate) fn set_ready_state(&self, state: ReadyState) {
         self.inner
             .outbox

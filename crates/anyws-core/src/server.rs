@@ -388,6 +388,11 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Bytes> {
         .into_response()
 }
 
+/// The `503` for a handshake that arrives while the server shuts down.
+pub(crate) fn shutting_down() -> Response<Bytes> {
+    plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down")
+}
+
 impl Server {
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         Self { shared }
@@ -451,6 +456,11 @@ impl Server {
             headers.append(name, value.clone());
         }
         let peer = self.new_peer(request, accept, Transport::WebSocket);
+        // Listed before the client can see the `101`: a client that asks who is there as soon as
+        // it is open finds itself, and a publish sent after its open reaches it.
+        if !self.shared.join(&peer) {
+            return Handshake::respond(shutting_down());
+        }
         Handshake {
             response,
             peer: Some(PendingPeer::new(peer, hooks, admission)),
@@ -577,10 +587,7 @@ impl Server {
     /// origin allow-list.
     fn screen(&self, request: &Request) -> Result<(), Box<Response<Bytes>>> {
         if self.is_shutting_down() {
-            return Err(Box::new(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server is shutting down",
-            )));
+            return Err(Box::new(shutting_down()));
         }
         if let Some(allowed) = &self.shared.allowed_origins {
             if let Some(origin) = request.headers().get(http::header::ORIGIN) {
@@ -599,7 +606,8 @@ impl Server {
         self.shared.connections.load(Ordering::Acquire)
     }
 
-    /// Every open peer, in no particular order.
+    /// Every peer, in no particular order: from the moment its handshake is accepted (before
+    /// its client can see the `101` or the SSE stream's headers) until its connection is over.
     pub fn peers(&self) -> Vec<Peer> {
         let registry = self.shared.read();
         let mut all = Vec::with_capacity(registry.count);
@@ -609,12 +617,12 @@ impl Server {
         all
     }
 
-    /// The open peers of `namespace`.
+    /// The peers of `namespace`, listed as by [`Server::peers`].
     pub fn peers_in(&self, namespace: &str) -> Vec<Peer> {
         self.shared.peers_in(namespace)
     }
 
-    /// The number of open peers.
+    /// The number of peers, counted as by [`Server::peers`].
     pub fn peer_count(&self) -> usize {
         self.shared.read().count
     }
@@ -784,7 +792,8 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds an opening peer to the registry; false when the server is shutting down.
+    /// Adds a peer to the registry when its handshake is accepted; false when the server is
+    /// shutting down.
     pub(crate) fn join(&self, peer: &Peer) -> bool {
         let mut registry = self.write();
         if self.shutting_down.load(Ordering::Acquire) {

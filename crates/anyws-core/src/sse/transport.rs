@@ -21,9 +21,9 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::panic_message;
 use crate::limits::RateLimiter;
@@ -554,6 +554,11 @@ impl crate::Server {
         if let Ok(value) = HeaderValue::try_from(id.as_str()) {
             response.headers_mut().insert(PEER_ID_HEADER, value);
         }
+        // Listed before the client can see the stream's headers, as a WebSocket peer is before
+        // its `101`.
+        if !self.shared.join(&peer) {
+            return SseOutcome::Respond(crate::server::shutting_down());
+        }
         let link = Arc::new(SseLink::new(self.limits().message_rate));
         lock(&self.shared.sse_peers).insert(peer.id(), (peer.clone(), link.clone()));
         let mut hello = BytesMut::new();
@@ -582,12 +587,14 @@ impl crate::Server {
 /// once its stream is gone.
 async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
     let shared = peer.inner.shared.clone();
-    peer.set_ready_state(ReadyState::Open);
-    if !shared.join(&peer) {
-        peer.close(close_code::GOING_AWAY, "server shutting down");
-    }
+    // The peer joined the registry in `sse_open`; a close asked for since then stands.
+    peer.open();
+    let deadline = CloseDeadline {
+        peer: &peer,
+        at: OnceLock::new(),
+    };
     let mut error = None;
-    if let Some(e) = guarded("open", hooks.open(&peer)).await {
+    if let Some(e) = deadline.bound("open", hooks.open(&peer)).await {
         peer.close(close_code::INTERNAL_ERROR, "");
         error.get_or_insert(e);
     }
@@ -614,8 +621,12 @@ async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
                 error.get_or_insert(Error::RateLimited);
                 None
             }
-            Next::Drain => guarded("drain", hooks.drain(&peer)).await,
-            Next::Message(message) => guarded("message", hooks.message(&peer, message)).await,
+            Next::Drain => deadline.bound("drain", hooks.drain(&peer)).await,
+            Next::Message(message) => {
+                deadline
+                    .bound("message", hooks.message(&peer, message))
+                    .await
+            }
         };
         if let Some(e) = failed {
             peer.close(close_code::INTERNAL_ERROR, "");
@@ -624,9 +635,7 @@ async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
     }
     if !gone {
         // Closing: the stream ends once what is queued has been sent. A client that stopped
-        // reading gets the close timeout, then the peer ends without it.
-        let runtime = shared.runtime.clone();
-        let deadline = runtime.now() + shared.limits.close_timeout;
+        // reading gets what is left of the close timeout, then the peer ends without it.
         let ended = std::future::poll_fn(|cx| {
             link.runner.register(cx.waker());
             if lock(&link.state).stream_gone {
@@ -635,7 +644,7 @@ async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
                 Poll::Pending
             }
         });
-        let timeout = crate::runtime::sleep_until(&*runtime, deadline);
+        let timeout = deadline.passed();
         futures_util::pin_mut!(ended, timeout);
         futures_util::future::select(ended, timeout).await;
     }
@@ -665,6 +674,48 @@ async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
         None => CloseInfo::new(close_code::NO_STATUS, ""),
     };
     let _ = guarded("close", hooks.close(&peer, info)).await;
+}
+
+/// The close timeout of one SSE peer, which runs from the moment the peer starts closing.
+struct CloseDeadline<'a> {
+    peer: &'a Peer,
+    at: OnceLock<Instant>,
+}
+
+impl CloseDeadline<'_> {
+    /// Resolves once the peer is closing and the close timeout has passed since it started to.
+    async fn passed(&self) {
+        let peer = self.peer;
+        loop {
+            let listener = peer.inner.outbox.closing.listen();
+            if peer.ready_state() >= ReadyState::Closing {
+                break;
+            }
+            listener.await;
+        }
+        let shared = &peer.inner.shared;
+        let at = *self
+            .at
+            .get_or_init(|| shared.runtime.now() + shared.limits.close_timeout);
+        crate::runtime::sleep_until(&*shared.runtime, at).await;
+    }
+
+    /// Runs a hook like [`guarded`]; once the peer is closing, the hook has until the close
+    /// timeout to finish and is then dropped, so that a hook waiting on a client that stopped
+    /// reading (for a drain, say) cannot keep the peer alive.
+    async fn bound(
+        &self,
+        name: &'static str,
+        future: Pin<Box<dyn Future<Output = ()> + Send + '_>>,
+    ) -> Option<Error> {
+        let hook = guarded(name, future);
+        let cut_off = self.passed();
+        futures_util::pin_mut!(hook, cut_off);
+        match futures_util::future::select(hook, cut_off).await {
+            futures_util::future::Either::Left((failed, _)) => failed,
+            futures_util::future::Either::Right(_) => None,
+        }
+    }
 }
 
 /// Runs a hook to the end; a panic comes back as the error to report.

@@ -17,6 +17,7 @@ macro_rules! on_a_default_server {
 
 pub mod clock;
 pub mod hardening;
+pub mod lifecycle;
 pub mod limits;
 mod shared;
 pub mod sse;
@@ -73,6 +74,10 @@ macro_rules! __for_each_scenario {
         $m!($harness; hardening::message_rate_closes_1008);
         $m!($harness; hardening::origin_allow_list_gets_403);
         $m!($harness; hardening::invalid_utf8_fails_fast);
+        $m!($harness; lifecycle::stalled_peer_leaves_after_its_close);
+        $m!($harness; lifecycle::unanswered_close_leaves);
+        $m!($harness; lifecycle::shutdown_with_a_stalled_peer);
+        $m!($harness; lifecycle::peers_listed_from_open);
     };
 }
 
@@ -101,5 +106,6 @@ macro_rules! __for_each_sse_scenario {
         $m!($harness; sse::origin_allow_list_gets_403);
         $m!($harness; sse::max_connections_gets_503);
         $m!($harness; sse::message_rate_ends_stream);
+        $m!($harness; sse::peers_listed_from_open);
     };
 }

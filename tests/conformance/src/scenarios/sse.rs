@@ -632,6 +632,44 @@ pub async fn stalled_reader_is_cut_off(harness: &dyn Harness) {
     f.assert_peers(&[&reader_id]).await;
 }
 
+/// Many clients, each asking `GET /peers` as soon as its stream's headers arrive (on a
+/// connection opened beforehand), all at once and in several rounds: every one finds its peer
+/// (the id of its `x-crossws-id` header) listed.
+pub async fn peers_listed_from_open(harness: &dyn Harness) {
+    const ROUNDS: usize = 5;
+    const CLIENTS: usize = 30;
+    let (f, _bridge) = start(harness, Options::new()).await;
+    for round in 0..ROUNDS {
+        let clients = (0..CLIENTS).map(|_| async {
+            use tokio::io::AsyncWriteExt;
+            let mut probe = TcpStream::connect(f.socket_addr()).await.expect("connect");
+            let stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
+            let (response, raw) = raw_stream(&f, stream, "/").await;
+            assert_eq!(response.status, 200, "{}", response.status_line);
+            let get = format!(
+                "GET /peers HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                f.addr()
+            );
+            probe.write_all(get.as_bytes()).await.expect("write");
+            let listed = read_response(&mut probe, &mut Vec::new()).await;
+            assert_eq!(listed.status, 200, "GET /peers: {}", listed.status_line);
+            let listed = peer_list(&serde_json::from_slice(&listed.body).expect("JSON"));
+            let id = response.header("x-crossws-id").expect("id").to_owned();
+            (raw, id, listed)
+        });
+        let opened = futures_util::future::join_all(clients).await;
+        for (_, id, listed) in &opened {
+            assert!(
+                listed.iter().any(|p| is_id(p, id)),
+                "round {round}: SSE peer {id} was not listed by a GET /peers sent after its \
+                 stream's headers: {listed:?}"
+            );
+        }
+        drop(opened);
+        f.poll_peers(TIMEOUT, |peers| peers.is_empty()).await;
+    }
+}
+
 /// An origin allow-list: an SSE open with a forbidden `Origin` gets 403 and no peer appears,
 /// and so does a `POST` for an open peer; an allowed one (in any case) and a client without
 /// `Origin` (the `eventsource` package) get a peer.

@@ -404,6 +404,19 @@ impl<'p> Driver<'p> {
                                 *running = Some(hook("message", hooks.message(peer, message)));
                             }
                         }
+                        // tungstenite has queued the pong that answers a ping already.
+                        WsMessage::Ping(payload) => {
+                            handled += 1;
+                            if self.peer.ready_state() == ReadyState::Open {
+                                *running = Some(hook("ping", hooks.ping(peer, payload)));
+                            }
+                        }
+                        WsMessage::Pong(payload) => {
+                            handled += 1;
+                            if self.peer.ready_state() == ReadyState::Open {
+                                *running = Some(hook("pong", hooks.pong(peer, payload)));
+                            }
+                        }
                         _ => {}
                     }
                 }

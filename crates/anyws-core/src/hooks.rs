@@ -1,6 +1,7 @@
 //! The `Hooks` trait: a WebSocket handler written once, run by every adapter and transport.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use std::sync::Arc;
 
 use crate::{Accept, Error, Message, Peer, Rejection, Request};
@@ -27,7 +28,8 @@ impl CloseInfo {
     }
 }
 
-/// A WebSocket handler: what happens on upgrade, open, message, close, error and drain.
+/// A WebSocket handler: what happens on upgrade, open, message, close, error, drain, ping and
+/// pong.
 ///
 /// Every method has a default body, so an implementation writes only what it needs. The trait is
 /// object-safe; servers hold handlers as `Arc<dyn Hooks>`.
@@ -91,6 +93,20 @@ pub trait Hooks: Send + Sync + 'static {
     async fn drain(&self, peer: &Peer) {
         let _ = peer;
     }
+
+    /// The peer sent a ping frame with `payload` (at most 125 bytes). The server answers every
+    /// ping with a pong of the same payload by itself, whatever this hook does. WebSocket only:
+    /// SSE has no ping frames.
+    async fn ping(&self, peer: &Peer, payload: Bytes) {
+        let _ = (peer, payload);
+    }
+
+    /// The peer sent a pong frame with `payload`: the answer to a [`Peer::ping`] or to one of
+    /// the server's automatic pings (see [`Limits::ping_interval`](crate::Limits::ping_interval)),
+    /// or a heartbeat of the client's own. WebSocket only.
+    async fn pong(&self, peer: &Peer, payload: Bytes) {
+        let _ = (peer, payload);
+    }
 }
 
 #[async_trait]
@@ -112,6 +128,12 @@ impl<H: Hooks + ?Sized> Hooks for Arc<H> {
     }
     async fn drain(&self, peer: &Peer) {
         (**self).drain(peer).await
+    }
+    async fn ping(&self, peer: &Peer, payload: Bytes) {
+        (**self).ping(peer, payload).await
+    }
+    async fn pong(&self, peer: &Peer, payload: Bytes) {
+        (**self).pong(peer, payload).await
     }
 }
 

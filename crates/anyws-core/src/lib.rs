@@ -26,9 +26,10 @@
 //!
 //! # What is here
 //!
-//! - [`Hooks`]: `upgrade`, `open`, `message`, `close`, `error` and `drain`, each with a default.
+//! - [`Hooks`]: `upgrade`, `open`, `message`, `close`, `error`, `drain`, `ping` and `pong`,
+//!   each with a default.
 //! - [`Peer`]: a cheap handle on one client: id, request, context, namespace, topics, send,
-//!   publish, close, buffered amount and drain.
+//!   publish, ping, close, buffered amount and drain.
 //! - [`Message`]: text or binary, with shared bytes.
 //! - [`Server`] and [`ServerBuilder`]: peers, server-wide publish, graceful shutdown, limits.
 //! - [`Resolver`] and [`Router`]: pick the hooks per request (by path, with parameters such as

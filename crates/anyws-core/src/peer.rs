@@ -1,5 +1,6 @@
 //! Peers: one connected client, as a cheap handle.
 
+use bytes::Bytes;
 use event_listener::Event;
 use futures_util::task::AtomicWaker;
 use serde::Serialize;
@@ -277,6 +278,20 @@ impl Peer {
     /// `reason`. The connection ends when the client answers, or after the close timeout.
     pub fn close(&self, code: u16, reason: &str) {
         self.inner.outbox.close(code, reason);
+    }
+
+    /// Sends a ping frame with `payload`, cut to the 125 bytes a control frame can carry, after
+    /// what is already queued; the client's pong reaches [`Hooks::pong`](crate::Hooks::pong).
+    ///
+    /// Over SSE, which has no ping frames, this does nothing and returns `Ok`. Fails when the
+    /// peer is closing.
+    pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        if self.inner.transport == Transport::Sse {
+            return Ok(());
+        }
+        let mut payload = payload.into();
+        payload.truncate(125);
+        self.inner.outbox.push(tungstenite::Message::Ping(payload))
     }
 
     /// Drops the connection at once, without a close frame or flushing what is queued.

@@ -48,6 +48,7 @@ macro_rules! __for_each_scenario {
         $m!($harness; ws::ordering);
         $m!($harness; ws::fragmentation);
         $m!($harness; ws::ping_frame);
+        $m!($harness; ws::ping_pong_hooks);
         $m!($harness; ws::close_handshake);
         $m!($harness; ws::unmasked);
         $m!($harness; ws::broken_handshakes);

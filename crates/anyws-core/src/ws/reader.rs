@@ -337,7 +337,9 @@ impl Reader {
             CLOSE => {
                 let payload = std::mem::take(&mut self.control);
                 let close = parse_close(&payload)?;
+                // Nothing more is read: a message cut short by the close is let go.
                 self.state = State::Closed;
+                self.message = None;
                 Ok(Some(Event::Close(close)))
             }
             _ if frame.fin => match self.message.take() {

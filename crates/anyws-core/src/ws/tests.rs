@@ -238,6 +238,15 @@ fn close_frames_with_and_without_code_and_reason() {
         (&[0x03, 0xE8], Some((1000, ""))),
         (b"\x0F\xA0bye \xC3\xA9", Some((4000, "bye é"))),
     ];
+    // A close inside a fragmented message ends it; the message is let go.
+    let mut cut_short = reader();
+    let mut input = frame(false, TEXT, b"never finished");
+    input.extend(frame(true, CLOSE, b""));
+    assert_eq!(
+        feed(&mut cut_short, &input),
+        (vec![Event::Close(None)], None)
+    );
+    assert_eq!(cut_short.buffered(), 0);
     for (payload, expected) in cases {
         let mut input = frame(true, CLOSE, payload);
         // Whatever follows the close frame is not read.

@@ -33,7 +33,7 @@
 pub(crate) mod fuzz;
 mod reader;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use reader::Reader;
 

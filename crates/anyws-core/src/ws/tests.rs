@@ -9,7 +9,7 @@ const CONTINUATION: u8 = 0x0;
 const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 
 /// A client frame: `first` is the first header byte (FIN, RSV and opcode), masked with `mask`.
-fn raw_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+pub(crate) fn raw_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![first];
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
@@ -30,6 +30,13 @@ fn raw_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
 /// A masked client frame.
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     raw_frame((u8::from(fin) << 7) | opcode, payload, MASK)
+}
+
+/// Masked client frames, one after the other: FIN, opcode and payload of each.
+fn frames(list: &[(bool, u8, &[u8])]) -> Vec<u8> {
+    list.iter()
+        .flat_map(|&(fin, opcode, payload)| frame(fin, opcode, payload))
+        .collect()
 }
 
 fn reader() -> Reader {
@@ -76,6 +83,13 @@ fn binary(b: &[u8]) -> Event {
     Event::Binary(Bytes::copy_from_slice(b))
 }
 
+/// The events in `input`, read in one piece by a new reader, which must not fail.
+fn events_of(input: &[u8]) -> Vec<Event> {
+    let (events, error) = feed(&mut reader(), input);
+    assert_eq!(error, None, "after {events:?}");
+    events
+}
+
 /// The error reading `input` ends with, after no events.
 fn error_of(input: &[u8]) -> ReadError {
     match feed(&mut reader(), input) {
@@ -91,9 +105,7 @@ fn error_of(input: &[u8]) -> ReadError {
 fn reads_single_frame_messages() {
     let mut input = frame(true, TEXT, "héllo".as_bytes());
     input.extend(frame(true, BINARY, &[0, 1, 2, 255]));
-    let (events, error) = feed(&mut reader(), &input);
-    assert_eq!(error, None);
-    assert_eq!(events, [text("héllo"), binary(&[0, 1, 2, 255])]);
+    assert_eq!(events_of(&input), [text("héllo"), binary(&[0, 1, 2, 255])]);
 }
 
 #[test]
@@ -264,20 +276,20 @@ fn close_frames_with_and_without_code_and_reason() {
 
 #[test]
 fn fragments_and_control_frames_between_them() {
-    let mut input = frame(false, TEXT, b"Hel");
-    input.extend(frame(true, PING, b"p1"));
-    input.extend(frame(false, CONTINUATION, b""));
-    input.extend(frame(true, PONG, b""));
-    input.extend(frame(false, CONTINUATION, b"lo, "));
-    input.extend(frame(true, PING, b""));
-    input.extend(frame(true, CONTINUATION, b"world"));
-    input.extend(frame(false, BINARY, &[1, 2]));
-    input.extend(frame(true, CONTINUATION, &[3]));
-    input.extend(frame(true, CLOSE, &[0x03, 0xE9]));
-    let (events, error) = feed(&mut reader(), &input);
-    assert_eq!(error, None);
+    let input = frames(&[
+        (false, TEXT, b"Hel"),
+        (true, PING, b"p1"),
+        (false, CONTINUATION, b""),
+        (true, PONG, b""),
+        (false, CONTINUATION, b"lo, "),
+        (true, PING, b""),
+        (true, CONTINUATION, b"world"),
+        (false, BINARY, &[1, 2]),
+        (true, CONTINUATION, &[3]),
+        (true, CLOSE, &[0x03, 0xE9]),
+    ]);
     assert_eq!(
-        events,
+        events_of(&input),
         [
             Event::Ping(Bytes::from_static(b"p1")),
             Event::Pong(Bytes::new()),
@@ -291,17 +303,17 @@ fn fragments_and_control_frames_between_them() {
 
 #[test]
 fn zero_length_frames() {
-    let mut input = frame(true, TEXT, b"");
-    input.extend(frame(true, BINARY, b""));
-    input.extend(frame(false, TEXT, b""));
-    input.extend(frame(false, CONTINUATION, b""));
-    input.extend(frame(true, CONTINUATION, b""));
-    input.extend(frame(true, PING, b""));
-    input.extend(frame(true, CLOSE, b""));
-    let (events, error) = feed(&mut reader(), &input);
-    assert_eq!(error, None);
+    let input = frames(&[
+        (true, TEXT, b""),
+        (true, BINARY, b""),
+        (false, TEXT, b""),
+        (false, CONTINUATION, b""),
+        (true, CONTINUATION, b""),
+        (true, PING, b""),
+        (true, CLOSE, b""),
+    ]);
     assert_eq!(
-        events,
+        events_of(&input),
         [
             text(""),
             binary(b""),
@@ -323,15 +335,13 @@ fn sixteen_and_sixty_four_bit_lengths() {
             _ => 14,
         };
         assert_eq!(input.len(), header + len);
-        let (events, error) = feed(&mut reader(), &input);
-        assert_eq!(error, None);
-        assert_eq!(events, [binary(&payload)], "{len}");
+        assert_eq!(events_of(&input), [binary(&payload)], "{len}");
     }
     // A longer length encoding than needed is accepted.
     let mut input = vec![0x81, 0xFF, 0, 0, 0, 0, 0, 0, 0, 2];
     input.extend_from_slice(&MASK);
     input.extend(b"ok".iter().zip(MASK).map(|(b, m)| b ^ m));
-    assert_eq!(feed(&mut reader(), &input).0, [text("ok")]);
+    assert_eq!(events_of(&input), [text("ok")]);
 }
 
 #[test]

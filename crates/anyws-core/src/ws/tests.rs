@@ -548,6 +548,30 @@ fn a_message_never_reserves_past_its_end_or_the_limit() {
     assert_eq!((events, error), (vec![binary(&[2; 1000])], None));
 }
 
+/// The capacity behind a message's bytes.
+fn capacity(event: Event) -> usize {
+    let (Event::Text(bytes) | Event::Binary(bytes)) = event else {
+        panic!("not a message: {event:?}");
+    };
+    bytes.try_into_mut().expect("the only handle").capacity()
+}
+
+#[test]
+fn a_frame_in_one_read_is_one_allocation_of_its_size() {
+    for len in [1, 125, 126, 1000, 70_000] {
+        let payload = vec![b'z'; len];
+        let mut events = events_of(&frame(true, TEXT, &payload));
+        assert_eq!(capacity(events.remove(0)), len);
+    }
+    // Read in pieces, the final frame still ends at its size.
+    let input = frame(true, BINARY, &[3; 1000]);
+    let (events, _) = feed_cut(&input, &mut || 100);
+    assert_eq!(
+        capacity(events.into_iter().next().expect("the message")),
+        1000
+    );
+}
+
 #[test]
 fn errors_are_final() {
     let mut reader = reader();

@@ -195,3 +195,99 @@ impl Hooks for EchoApp {
         peer.publish("room", message);
     }
 }
+
+/// The `ws_reader` target's check, also run on the seeds by `cargo test` (no nightly needed):
+/// `data` is one byte `n` (mod 16), `n` bytes that steer the read sizes, then a client's bytes,
+/// read by the sans-IO frame reader whole, in those pieces, and one byte at a time. None of the
+/// three may panic or ask for more input while input is left; the reader never holds more than
+/// a message and a control frame under the limits; and all three give the same events and the
+/// same close code.
+pub fn check_ws_reader(data: &[u8]) {
+    let split = usize::from(data.first().copied().unwrap_or(0) % 16).min(data.len());
+    let (chunks, input) = data.split_at(split);
+    let whole = read_ws(input, &[]);
+    assert_eq!(read_ws(input, chunks), whole, "read in pieces {chunks:?}");
+    if input.len() <= 4096 {
+        assert_eq!(read_ws(input, &[1]), whole, "read a byte at a time");
+    }
+}
+
+/// The limits of the `ws_reader` target, small enough for the fuzzer to pass them.
+const WS_MAX_MESSAGE: usize = 4096;
+const WS_MAX_FRAME: usize = 2048;
+
+/// Reads `input` in pieces whose sizes `chunks` gives in turn (0: an empty read; none: all at
+/// once): the events, and the close code if reading failed.
+fn read_ws(input: &[u8], chunks: &[u8]) -> (Vec<anyws_core::__fuzz::WsEvent>, Option<u16>) {
+    let mut reader = anyws_core::__fuzz::WsReader::new(WS_MAX_MESSAGE, WS_MAX_FRAME);
+    let mut events = Vec::new();
+    let mut rest = input;
+    let mut turn = 0;
+    loop {
+        let n = match chunks {
+            [] => rest.len(),
+            _ => usize::from(chunks[turn % chunks.len()]).min(rest.len()),
+        };
+        turn += 1;
+        let (mut piece, tail) = rest.split_at(n);
+        rest = tail;
+        loop {
+            let result = reader.read(&mut piece);
+            assert!(
+                reader.buffered() <= WS_MAX_MESSAGE + 125,
+                "the reader holds {} bytes",
+                reader.buffered()
+            );
+            match result {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {
+                    assert!(piece.is_empty(), "the reader stopped with input left");
+                    break;
+                }
+                Err(code) => {
+                    assert!(matches!(code, 1002 | 1007 | 1009), "close code {code}");
+                    return (events, Some(code));
+                }
+            }
+        }
+        if rest.is_empty() {
+            return (events, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every seed of `ws_reader` (and of `frames`, which has the same layout) passes the check,
+    /// and so do pseudo-random mutations of them.
+    #[test]
+    fn ws_reader_seeds() {
+        let mut seeds = Vec::new();
+        for target in ["ws_reader", "frames"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("corpus")
+                .join(target);
+            for entry in std::fs::read_dir(dir).expect("the corpus") {
+                seeds.push(std::fs::read(entry.expect("a seed").path()).expect("a seed"));
+            }
+        }
+        assert!(seeds.len() > 5);
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        for seed in &seeds {
+            super::check_ws_reader(seed);
+            for _ in 0..200 {
+                let mut mutated = seed.clone();
+                for _ in 0..4 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if !mutated.is_empty() {
+                        let at = (state >> 8) as usize % mutated.len();
+                        mutated[at] = state as u8;
+                    }
+                }
+                super::check_ws_reader(&mutated);
+            }
+        }
+    }
+}

@@ -1,11 +1,13 @@
-//! Outgoing data frames, encoded and written by anyws itself rather than by tungstenite.
+//! Outgoing frames, encoded and written by anyws itself rather than by tungstenite.
 //!
 //! A server sends every data message as one unmasked, unfragmented frame: a header of 2 to 10
 //! bytes and the payload. tungstenite's general write path (message checks, a `Frame` value,
 //! its own buffer bookkeeping) cost about half of the server's instructions per delivered
 //! message in the chat-room benchmark; encoding the header here and copying the payload once
-//! into a per-connection buffer does the same job for a fraction. Control frames (close, ping)
-//! and tungstenite's automatic replies (pong, the close answer) still go through tungstenite.
+//! into a per-connection buffer does the same job for a fraction. Control frames (close, ping,
+//! pong) are encoded here too ([`Frames::encode_close`], [`Frames::encode_control`]), for the
+//! driver that reads with [`ws::Reader`](crate::ws::Reader); the driver that reads through
+//! tungstenite still sends them, and tungstenite's automatic replies, through tungstenite.
 //!
 //! The two writers share one socket, so a frame of one must never be cut by bytes of the other.
 //! The connection driver keeps to two rules: tungstenite is flushed before these frames are
@@ -21,12 +23,20 @@ use std::task::{Context, Poll};
 pub(crate) const TEXT: u8 = 0x1;
 /// The opcode of a binary frame.
 pub(crate) const BINARY: u8 = 0x2;
+/// The opcode of a close frame.
+pub(crate) const CLOSE: u8 = 0x8;
+/// The opcode of a ping frame.
+pub(crate) const PING: u8 = 0x9;
+/// The opcode of a pong frame.
+pub(crate) const PONG: u8 = 0xA;
+/// The most payload a control frame may carry.
+pub(crate) const MAX_CONTROL: usize = 125;
 
 /// A buffer of encoded frames bigger than this is given back once written, so a burst does not
 /// leave a large buffer behind on an idle connection.
 const KEEP_CAPACITY: usize = 4 * 1024;
 
-/// Encoded data frames waiting to be written to the socket.
+/// Encoded frames waiting to be written to the socket.
 #[derive(Debug, Default)]
 pub(crate) struct Frames {
     buf: Vec<u8>,
@@ -89,6 +99,29 @@ impl Frames {
     }
 }
 
+// Used by the driver that reads with `ws::Reader`, which is wired in next.
+#[cfg_attr(not(test), allow(dead_code))]
+impl Frames {
+    /// Appends a control frame (ping or pong) with `payload`, cut to the 125 bytes a control
+    /// frame may carry. A pong answers a ping with the ping's payload, which is never longer.
+    pub(crate) fn encode_control(&mut self, opcode: u8, payload: &[u8]) {
+        self.encode(opcode, &payload[..payload.len().min(MAX_CONTROL)]);
+    }
+
+    /// Appends a close frame with `code` and `reason`, the reason cut at a character boundary
+    /// to the 123 bytes that fit beside the code.
+    pub(crate) fn encode_close(&mut self, code: u16, reason: &str) {
+        let mut end = reason.len().min(MAX_CONTROL - 2);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut payload = [0; MAX_CONTROL];
+        payload[..2].copy_from_slice(&code.to_be_bytes());
+        payload[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
+        self.encode(CLOSE, &payload[..2 + end]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +157,36 @@ mod tests {
                 )
             );
         }
+    }
+
+    /// Close, ping and pong frames: final, unmasked, with the payload RFC 6455 gives them.
+    #[test]
+    fn control_frames() {
+        let mut frames = Frames::default();
+        frames.encode_close(1000, "bye");
+        frames.encode_control(PING, b"");
+        frames.encode_control(PONG, b"abc");
+        assert_eq!(
+            frames.buf,
+            b"\x88\x05\x03\xE8bye\x89\x00\x8A\x03abc".as_slice()
+        );
+
+        // A long reason is cut at a character boundary to fit 125 bytes with the code.
+        let mut frames = Frames::default();
+        let reason = "é".repeat(100);
+        frames.encode_close(4000, &reason);
+        assert_eq!(frames.buf[..2], [0x88, 2 + 122]);
+        assert_eq!(frames.buf[2..4], 4000_u16.to_be_bytes());
+        assert_eq!(&frames.buf[4..], "é".repeat(61).as_bytes());
+        let mut frames = Frames::default();
+        frames.encode_close(1001, &"a".repeat(200));
+        assert_eq!(frames.buf.len(), 2 + 125);
+
+        // A control payload never passes 125 bytes.
+        let mut frames = Frames::default();
+        frames.encode_control(PING, &[1; 300]);
+        assert_eq!(frames.buf[..2], [0x89, 125]);
+        assert_eq!(frames.buf.len(), 2 + 125);
     }
 
     /// A writer that takes at most 3 bytes a call and is not ready every other call.

@@ -101,6 +101,13 @@ mod server;
 pub mod sse;
 mod upgrade;
 mod utf8;
+mod ws;
+
+/// Internals for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::ws::fuzz::{Event as WsEvent, Reader as WsReader};
+}
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

@@ -393,22 +393,8 @@ mod tests {
     use super::*;
 
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        let mut out = vec![(u8::from(fin) << 7) | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n < 65536 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
+        let first = (u8::from(fin) << 7) | opcode;
+        crate::ws::tests::raw_frame(first, payload, [0x12, 0x34, 0x56, 0x78])
     }
 
     /// Scans `stream` one byte at a time; the index of the byte that failed it, if any.

@@ -1,38 +1,31 @@
 //! The connection driver: runs one peer's WebSocket over any `futures-io` byte stream.
 
-use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
-use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::CatchUnwind;
 use futures_util::task::AtomicWaker;
-use futures_util::{FutureExt, Sink};
+use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message as WsMessage;
 
 use crate::error::panic_message;
 use crate::frames::{self, Frames};
 use crate::limits::RateLimiter;
 use crate::peer::{lock, payload_len};
-use crate::read_ahead::ReadAhead;
+use crate::read_ahead::poll_read_shared;
 use crate::server::Admission;
-use crate::utf8::Utf8Sentry;
+use crate::ws::{Event, ReadError, Reader};
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
 
-/// The size of tungstenite's read buffer, which it allocates up front for every connection. It
-/// reads from a [`ReadAhead`], which reads the socket in steps of up to 64 KiB through a buffer
-/// shared by the thread's connections, so a small buffer here costs no extra system calls.
-const READ_BUFFER_SIZE: usize = 1024;
 /// Outgoing frames are gathered up to this many bytes before they are written out.
 const WRITE_BUFFER_SIZE: usize = 64 * 1024;
 /// Messages handled in one turn before the connection yields to other tasks.
@@ -96,19 +89,15 @@ impl PendingPeer {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let limits = &self.peer.inner.shared.limits;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_SIZE)
-            .write_buffer_size(WRITE_BUFFER_SIZE)
-            .max_message_size(Some(limits.max_message_size))
-            .max_frame_size(Some(limits.max_frame_size));
-        // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds and
-        // let go of it, or it would pin that buffer for the life of the connection.
-        let prefix = std::mem::take(&mut prefix).to_vec();
-        let io = ReadAhead::new(io);
-        // Every byte from the client, the prefix included, goes through the UTF-8 sentry.
-        let io = Utf8Sentry::new(io, prefix);
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        drive(ws, &self.peer, &*self.hooks).await;
+        let socket = Socket {
+            io,
+            reader: Reader::new(limits.max_message_size, limits.max_frame_size),
+            // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds
+            // and let go of it, or it would pin that buffer for the life of the connection.
+            pending: std::mem::take(&mut prefix).to_vec(),
+            pending_at: 0,
+        };
+        drive(socket, &self.peer, &*self.hooks).await;
         // Dropping `self` now frees the peer's place in the connection limits.
     }
 }
@@ -148,7 +137,62 @@ async fn run_hook(name: &'static str, future: Pin<Box<dyn Future<Output = ()> + 
     let _ = hook(name, future).future.await;
 }
 
-async fn drive<S>(mut ws: WebSocketStream<S>, peer: &Peer, hooks: &dyn Hooks)
+/// The upgraded byte stream, read through the thread's shared buffer into the frame reader.
+struct Socket<S> {
+    io: S,
+    reader: Reader,
+    /// Bytes read (or handed over by the HTTP layer) that the reader has not taken yet, from
+    /// `pending_at` on: the rest of a read that held more than the event handled next. Empty,
+    /// with no memory, on an idle connection.
+    pending: Vec<u8>,
+    pending_at: usize,
+}
+
+/// What the client's bytes gave.
+enum Input {
+    Event(Event),
+    /// The client broke the protocol: nothing more is read.
+    Failed(ReadError),
+    /// The stream ended.
+    End,
+}
+
+impl<S: AsyncRead + Unpin> Socket<S> {
+    /// The next event from the client: from what is pending, else from the socket.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Input>> {
+        loop {
+            let read = if self.pending_at < self.pending.len() {
+                let mut input = &self.pending[self.pending_at..];
+                let read = self.reader.read(&mut input);
+                self.pending_at = self.pending.len() - input.len();
+                if input.is_empty() {
+                    self.pending = Vec::new();
+                    self.pending_at = 0;
+                }
+                read
+            } else {
+                let (reader, pending) = (&mut self.reader, &mut self.pending);
+                let read = ready!(poll_read_shared(&mut self.io, cx, |mut input| {
+                    let read = reader.read(&mut input);
+                    // Kept for the next call; an idle connection keeps nothing.
+                    pending.extend_from_slice(input);
+                    read
+                }))?;
+                match read {
+                    Some(read) => read,
+                    None => return Poll::Ready(Ok(Input::End)),
+                }
+            };
+            match read {
+                Ok(Some(event)) => return Poll::Ready(Ok(Input::Event(event))),
+                Ok(None) => {}
+                Err(error) => return Poll::Ready(Ok(Input::Failed(error))),
+            }
+        }
+    }
+}
+
+async fn drive<S>(mut socket: Socket<S>, peer: &Peer, hooks: &dyn Hooks)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -157,7 +201,7 @@ where
     peer.open();
     let mut driver = Driver::new(peer);
     let mut running = Some(hook("open", hooks.open(peer)));
-    std::future::poll_fn(|cx| driver.poll(cx, &mut ws, &mut running, hooks, peer)).await;
+    std::future::poll_fn(|cx| driver.poll(cx, &mut socket, &mut running, hooks, peer)).await;
 
     // The connection is over: stop queueing, leave every list, drop the socket, then tell the
     // hooks.
@@ -165,7 +209,7 @@ where
     peer.set_ready_state(ReadyState::Closed);
     peer.inner.outbox.shut();
     shared.leave(peer);
-    drop(ws);
+    drop(socket);
     let info = driver.close_info();
     if let Some(error) = driver.error.take() {
         run_hook("error", hooks.error(peer, error)).await;
@@ -204,11 +248,13 @@ struct Driver<'p> {
     /// The read side answered `Pending` when last polled, and holds `read_waker`: until that is
     /// woken, polling the read side again would only find nothing.
     read_idle: bool,
-    /// Messages taken from the peer's queue, not yet encoded or handed to tungstenite.
+    /// Messages taken from the peer's queue, not yet encoded.
     batch: VecDeque<WsMessage>,
-    /// Data frames encoded by anyws, written to the socket past tungstenite (see `frames`).
+    /// Frames encoded and not yet written to the socket.
     frames: Frames,
-    /// Payload bytes handed to tungstenite since the last completed flush.
+    /// The client's close frame is to be answered.
+    close_reply_due: bool,
+    /// Payload bytes encoded since the last completed flush.
     unflushed: usize,
     needs_flush: bool,
     /// A flush had to wait for the socket since the queue was last empty.
@@ -245,6 +291,7 @@ impl<'p> Driver<'p> {
             read_idle: false,
             batch: VecDeque::new(),
             frames: Frames::default(),
+            close_reply_due: false,
             unflushed: 0,
             needs_flush: false,
             backpressure: false,
@@ -309,7 +356,7 @@ impl<'p> Driver<'p> {
     fn poll<'a, S>(
         &mut self,
         cx: &mut Context<'_>,
-        ws: &mut WebSocketStream<S>,
+        socket: &mut Socket<S>,
         running: &mut Option<RunningHook<'a>>,
         hooks: &'a dyn Hooks,
         peer: &'a Peer,
@@ -348,12 +395,12 @@ impl<'p> Driver<'p> {
                 *running = Some(hook("drain", hooks.drain(peer)));
                 continue;
             }
-            if self.read_failed || handled == MESSAGES_PER_TURN {
+            if self.read_failed || self.received_close.is_some() || handled == MESSAGES_PER_TURN {
                 break;
             }
             if peer.buffered_amount() >= peer.inner.outbox.read_pause || !self.frames.is_empty() {
-                // Backpressure: read nothing more until the peer takes what it was sent. Frames
-                // partly written also keep tungstenite (whose reads may write a pong) waiting.
+                // Backpressure: read nothing more until the peer takes what it was sent, so that
+                // neither its queue nor the pongs and replies its input asks for can grow.
                 self.read_paused = true;
                 break;
             }
@@ -362,78 +409,81 @@ impl<'p> Driver<'p> {
             if self.read_idle && !woken {
                 break;
             }
-            let polled =
-                Pin::new(&mut *ws).poll_next(&mut Context::from_waker(&self.read_waker_handle));
+            let polled = socket.poll_input(&mut Context::from_waker(&self.read_waker_handle));
             self.read_idle = polled.is_pending();
-            match polled {
+            let event = match polled {
                 Poll::Pending => break,
-                Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Ready(Some(Ok(message))) => {
-                    let now = *now.get_or_insert_with(|| peer.inner.shared.runtime.now());
-                    heard = true;
-                    let counted = matches!(
-                        message,
-                        WsMessage::Text(_) | WsMessage::Binary(_) | WsMessage::Ping(_)
-                    );
-                    if counted
-                        && peer.ready_state() == ReadyState::Open
-                        && self.rate.as_mut().is_some_and(|rate| !rate.take(now))
-                    {
-                        // Over the rate: the close handshake starts, and what the peer sends
-                        // until it answers (at most the close timeout) is read and dropped, so
-                        // that it gets the close frame cleanly.
-                        self.fail(Error::RateLimited);
-                        handled += 1;
-                        continue;
-                    }
-                    match message {
-                        WsMessage::Close(frame) => {
-                            self.received_close = Some(match frame {
-                                Some(f) => (f.code.into(), f.reason.to_string()),
-                                None => (close_code::NO_STATUS, String::new()),
-                            });
-                            self.peer.set_ready_state(ReadyState::Closing);
-                        }
-                        WsMessage::Text(_) | WsMessage::Binary(_) => {
-                            // Data after a close frame is not handed to the hooks.
-                            // Dropped or not, it counts towards the turn, so a flood of data
-                            // after a close cannot keep the task from yielding.
-                            handled += 1;
-                            let closing = self.peer.ready_state() != ReadyState::Open;
-                            if let (false, Some(message)) = (closing, Message::from_ws(message)) {
-                                *running = Some(hook("message", hooks.message(peer, message)));
-                            }
-                        }
-                        // tungstenite has queued the pong that answers a ping already.
-                        WsMessage::Ping(payload) => {
-                            handled += 1;
-                            if self.peer.ready_state() == ReadyState::Open {
-                                *running = Some(hook("ping", hooks.ping(peer, payload)));
-                            }
-                        }
-                        WsMessage::Pong(payload) => {
-                            handled += 1;
-                            if self.peer.ready_state() == ReadyState::Open {
-                                *running = Some(hook("pong", hooks.pong(peer, payload)));
-                            }
-                        }
-                        _ => {}
+                Poll::Ready(Ok(Input::Event(event))) => event,
+                Poll::Ready(Ok(Input::End)) => return Poll::Ready(()),
+                Poll::Ready(Ok(Input::Failed(error))) => {
+                    // The connection ends once our close frame is out.
+                    self.read_failed = true;
+                    self.fail(error.into());
+                    continue;
+                }
+                Poll::Ready(Err(error)) => {
+                    self.fail(Error::Io(error));
+                    return Poll::Ready(());
+                }
+            };
+            let now = *now.get_or_insert_with(|| peer.inner.shared.runtime.now());
+            heard = true;
+            let counted = matches!(event, Event::Text(_) | Event::Binary(_) | Event::Ping(_));
+            if counted
+                && peer.ready_state() == ReadyState::Open
+                && self.rate.as_mut().is_some_and(|rate| !rate.take(now))
+            {
+                // Over the rate: the close handshake starts, and what the peer sends until it
+                // answers (at most the close timeout) is read and dropped, so that it gets the
+                // close frame cleanly.
+                self.fail(Error::RateLimited);
+                handled += 1;
+                continue;
+            }
+            // Data after a close frame is not handed to the hooks. Dropped or not, every event
+            // counts towards the turn, so a flood after a close cannot keep the task from
+            // yielding.
+            let open = self.peer.ready_state() == ReadyState::Open;
+            match event {
+                Event::Close(frame) => {
+                    self.received_close =
+                        Some(frame.unwrap_or((close_code::NO_STATUS, String::new())));
+                    self.peer.set_ready_state(ReadyState::Closing);
+                    // Our own close, if already sent, is the answer.
+                    self.close_reply_due = self.sent_close.is_none();
+                }
+                Event::Text(text) => {
+                    handled += 1;
+                    // The reader checked the text; this cannot fail.
+                    if let (true, Ok(message)) = (open, Message::from_utf8(text)) {
+                        *running = Some(hook("message", hooks.message(peer, message)));
                     }
                 }
-                Poll::Ready(Some(Err(error))) => match error {
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-                        return Poll::Ready(())
+                Event::Binary(bytes) => {
+                    handled += 1;
+                    if open {
+                        let message = Message::from_binary(bytes);
+                        *running = Some(hook("message", hooks.message(peer, message)));
                     }
-                    error => {
-                        self.read_failed = true;
-                        let error = Error::from_ws(error);
-                        let fatal = error.close_code().is_none();
-                        self.fail(error);
-                        if fatal {
-                            return Poll::Ready(());
-                        }
+                }
+                Event::Ping(payload) => {
+                    handled += 1;
+                    // Every ping is answered, ahead of queued data. Reading pauses while frames
+                    // wait to be written, so a client that sends pings and reads nothing makes
+                    // at most a turn's worth of pongs wait.
+                    if self.sent_close.is_none() {
+                        self.frames.encode_control(frames::PONG, &payload);
                     }
-                },
+                    if open {
+                        *running = Some(hook("ping", hooks.ping(peer, payload)));
+                    }
+                }
+                Event::Pong(payload) => {
+                    handled += 1;
+                    if open {
+                        *running = Some(hook("pong", hooks.pong(peer, payload)));
+                    }
+                }
             }
         }
 
@@ -441,20 +491,19 @@ impl<'p> Driver<'p> {
             self.last_heard = now.unwrap_or_else(|| peer.inner.shared.runtime.now());
         }
 
-        match self.poll_write(cx, ws) {
+        match self.poll_write(cx, &mut socket.io) {
             Poll::Ready(Err(error)) => {
-                if !matches!(
-                    error,
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed
-                ) && self.received_close.is_none()
-                {
-                    self.fail(Error::from_ws(error));
+                if self.received_close.is_none() {
+                    self.fail(Error::Io(error));
                 }
                 return Poll::Ready(());
             }
             Poll::Ready(Ok(Written::Terminated)) => return Poll::Ready(()),
             Poll::Ready(Ok(Written::All)) => {
-                if self.read_failed && self.sent_close.is_some() {
+                // Our close frame is out: after a read failure, or as the answer to the
+                // client's (or answered by it), the connection is over.
+                if self.sent_close.is_some() && (self.read_failed || self.received_close.is_some())
+                {
                     return Poll::Ready(());
                 }
             }
@@ -471,16 +520,11 @@ impl<'p> Driver<'p> {
         self.poll_timer(cx)
     }
 
-    /// Writes out queued messages and flushes once. Data messages are encoded here into
-    /// `frames`; close and ping frames go through tungstenite, after the data queued before them.
+    /// Writes out queued messages and the control frames the connection owes, and flushes once.
     /// `Ready(Ok(All))` when everything queued has been written out.
-    fn poll_write<S>(
-        &mut self,
-        cx: &mut Context<'_>,
-        ws: &mut WebSocketStream<S>,
-    ) -> Poll<Result<Written, tungstenite::Error>>
+    fn poll_write<S>(&mut self, cx: &mut Context<'_>, io: &mut S) -> Poll<io::Result<Written>>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncWrite + Unpin,
     {
         let outbox = &self.peer.inner.outbox;
         outbox.waker.register(cx.waker());
@@ -500,79 +544,67 @@ impl<'p> Driver<'p> {
                 } else if let Some((code, reason)) = queue.close.take() {
                     drop(queue);
                     if self.sent_close.is_none() && self.received_close.is_none() {
-                        self.batch.push_back(WsMessage::Close(Some(CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.as_str().into(),
-                        })));
+                        self.frames.encode_close(code, &reason);
                         self.sent_close = Some((code, reason));
                     }
                 } else if std::mem::take(&mut self.ping_due) {
-                    self.batch.push_back(WsMessage::Ping(Default::default()));
+                    self.frames.encode_control(frames::PING, &[]);
                 }
             }
-            // Encode the data messages at the front of the batch, up to a write buffer's worth.
-            // Data after the close handshake began is dropped, as tungstenite would.
+            // The answer to the client's close frame: the same code and reason, or none when it
+            // had none.
+            if std::mem::take(&mut self.close_reply_due) {
+                if let Some((code, reason)) = self.received_close.clone() {
+                    if code == close_code::NO_STATUS {
+                        self.frames.encode(frames::CLOSE, &[]);
+                    } else {
+                        self.frames.encode_close(code, &reason);
+                    }
+                    self.sent_close = Some((code, reason));
+                }
+            }
+            // Encode the messages at the front of the batch, up to a write buffer's worth. Data
+            // after the close handshake began is dropped.
             let open = self.sent_close.is_none() && self.received_close.is_none();
             while self.frames.len() < WRITE_BUFFER_SIZE {
                 let (opcode, payload): (u8, &[u8]) = match self.batch.front() {
                     Some(WsMessage::Text(text)) => (frames::TEXT, text.as_bytes()),
                     Some(WsMessage::Binary(bytes)) => (frames::BINARY, bytes),
-                    _ => break,
+                    Some(WsMessage::Ping(payload)) => (frames::PING, payload),
+                    // Nothing else is ever queued.
+                    Some(_) => (frames::PONG, &[]),
+                    None => break,
                 };
-                if open {
-                    self.unflushed += payload.len();
-                    self.frames.encode(opcode, payload);
-                } else {
-                    outbox.buffered.fetch_sub(payload.len(), Ordering::AcqRel);
+                match opcode {
+                    frames::TEXT | frames::BINARY if open => {
+                        self.unflushed += payload.len();
+                        self.frames.encode(opcode, payload);
+                    }
+                    frames::TEXT | frames::BINARY => {
+                        outbox.buffered.fetch_sub(payload.len(), Ordering::AcqRel);
+                    }
+                    frames::PING if open => self.frames.encode_control(opcode, payload),
+                    _ => {}
                 }
                 self.batch.pop_front();
             }
-            if !self.frames.is_empty() {
-                // Whatever tungstenite holds (a pong, say) goes out first, then the frames.
-                match Pin::new(&mut *ws).poll_flush(cx) {
-                    Poll::Pending => {
-                        self.backpressure = true;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {}
-                }
-                match self.frames.poll_write_to(cx, ws.get_mut()) {
-                    Poll::Pending => {
-                        self.backpressure = true;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(tungstenite::Error::Io(e))),
-                    Poll::Ready(Ok(())) => self.needs_flush = true,
+            if self.frames.is_empty() {
+                if self.batch.is_empty() {
+                    break;
                 }
                 continue;
             }
-            // A control frame, through tungstenite.
-            if self.batch.is_empty() {
-                break;
-            }
-            match Pin::new(&mut *ws).poll_ready(cx) {
+            match self.frames.poll_write_to(cx, io) {
                 Poll::Pending => {
                     self.backpressure = true;
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let Some(message) = self.batch.pop_front() else {
-                break;
-            };
-            match Pin::new(&mut *ws).start_send(message) {
-                Ok(()) => self.needs_flush = true,
-                // Data queued after the close handshake began is dropped.
-                Err(tungstenite::Error::Protocol(
-                    tungstenite::error::ProtocolError::SendAfterClosing,
-                )) => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => self.needs_flush = true,
             }
         }
         if self.needs_flush {
-            match Pin::new(&mut *ws).poll_flush(cx) {
+            match Pin::new(&mut *io).poll_flush(cx) {
                 Poll::Pending => {
                     self.backpressure = true;
                     return Poll::Pending;

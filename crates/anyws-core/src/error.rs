@@ -66,19 +66,6 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn from_ws(error: tungstenite::Error) -> Self {
-        use tungstenite::Error as E;
-        match error {
-            E::Io(e) if crate::utf8::is_invalid_utf8(&e) => Self::InvalidUtf8,
-            E::Io(e) => Self::Io(e),
-            E::Capacity(e) => Self::MessageTooBig(e.to_string()),
-            E::Utf8(_) => Self::InvalidUtf8,
-            E::Protocol(e) => Self::Protocol(e.to_string()),
-            E::WriteBufferFull(_) => Self::SendQueueFull { limit: 0 },
-            other => Self::Protocol(other.to_string()),
-        }
-    }
-
     /// The close code the server sends for this error, if any.
     pub fn close_code(&self) -> Option<u16> {
         match self {

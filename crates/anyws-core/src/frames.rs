@@ -1,18 +1,10 @@
-//! Outgoing frames, encoded and written by anyws itself rather than by tungstenite.
+//! Outgoing frames: every frame the server sends, encoded into one buffer per connection.
 //!
 //! A server sends every data message as one unmasked, unfragmented frame: a header of 2 to 10
-//! bytes and the payload. tungstenite's general write path (message checks, a `Frame` value,
-//! its own buffer bookkeeping) cost about half of the server's instructions per delivered
-//! message in the chat-room benchmark; encoding the header here and copying the payload once
-//! into a per-connection buffer does the same job for a fraction. Control frames (close, ping,
-//! pong) are encoded here too ([`Frames::encode_close`], [`Frames::encode_control`]), for the
-//! driver that reads with [`ws::Reader`](crate::ws::Reader); the driver that reads through
-//! tungstenite still sends them, and tungstenite's automatic replies, through tungstenite.
-//!
-//! The two writers share one socket, so a frame of one must never be cut by bytes of the other.
-//! The connection driver keeps to two rules: tungstenite is flushed before these frames are
-//! written, and nothing calls into tungstenite (whose reads may write a pong) while these frames
-//! are only partly written.
+//! bytes and the payload, copied once into the connection's buffer; a publish shares the
+//! payload's bytes and each recipient copies them here. Control frames (close, ping, and the
+//! pong that answers a ping) go into the same buffer, in the order the driver encodes them, so
+//! one frame is never cut by another. The reading side is [`crate::ws`].
 
 use futures_io::AsyncWrite;
 use std::io;
@@ -99,8 +91,6 @@ impl Frames {
     }
 }
 
-// Used by the driver that reads with `ws::Reader`, which is wired in next.
-#[cfg_attr(not(test), allow(dead_code))]
 impl Frames {
     /// Appends a control frame (ping or pong) with `payload`, cut to the 125 bytes a control
     /// frame may carry. A pong answers a ping with the ping's payload, which is never longer.

@@ -100,7 +100,6 @@ mod runtime;
 mod server;
 pub mod sse;
 mod upgrade;
-mod utf8;
 mod ws;
 
 /// Internals for the fuzz targets in `fuzz/`; not part of the API.

@@ -28,7 +28,6 @@
 //! for UTF-8 as it arrives (it is compressed); it is handed whole to
 //! [`Extension::decode`] at the one place where a complete message's payload passes through,
 //! `Reader::complete`, and the decoded text is checked there.
-#![cfg_attr(not(test), allow(dead_code))] // Wired in by the connection driver next.
 
 pub(crate) mod fuzz;
 mod reader;

@@ -141,6 +141,7 @@ where
     let mut http = http1::Builder::new();
     http.timer(RuntimeTimer(runtime.clone()))
         .header_read_timeout(server.limits().handshake_timeout);
+    limit_head(&mut http, server.limits().max_request_head_bytes);
     let for_service = server.clone();
     let service = service_fn(move |request| {
         let server = for_service.clone();
@@ -156,6 +157,21 @@ where
     connection.as_mut().graceful_shutdown();
     let deadline = runtime.now() + server.limits().close_timeout;
     let _ = select(connection, pin!(sleep_until(&*runtime, deadline))).await;
+}
+
+/// hyper's default read buffer limit (8 KiB + 400 KiB), which also caps the request head.
+const HYPER_MAX_BUF_SIZE: usize = 8192 + 4096 * 100;
+
+/// Makes hyper refuse a request head larger than `max_bytes` (request line and headers, as
+/// received) with `431`, as soon as that many bytes are buffered without the head's end.
+///
+/// hyper counts the head exactly with `max_header_size`, but its read buffer (`max_buf_size`)
+/// still caps the head, so it grows with a limit above hyper's default buffer size.
+fn limit_head(http: &mut http1::Builder, max_bytes: usize) {
+    http.max_header_size(max_bytes);
+    if max_bytes > HYPER_MAX_BUF_SIZE {
+        http.max_buf_size(max_bytes);
+    }
 }
 
 fn is_per_connection(error: &io::Error) -> bool {

@@ -49,6 +49,10 @@
 //!
 //! The server's [`Limits`](anyws_core::Limits) apply; set actix's own
 //! `HttpServer::client_request_timeout` to the handshake timeout you want.
+//! [`max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes) is checked on the head
+//! actix parsed, before any hook runs (`431`); actix-http itself reads heads of up to 128 KiB
+//! and 96 headers, a fixed limit no setting changes, and answers `431` past it, so a larger
+//! limit has no effect here.
 //!
 //! Three actix-web settings matter for WebSockets and SSE:
 //! - `HttpServer::client_disconnect_timeout(Duration::ZERO)`: after a peer's close handshake,
@@ -234,11 +238,23 @@ fn parts(request: &HttpRequest) -> Option<http::request::Parts> {
     let mut builder = http::Request::builder()
         .method(request.method().as_str())
         .uri(request.uri().to_string())
-        .version(http::Version::HTTP_11);
+        .version(version(request.version()));
     for (name, value) in request.headers() {
         builder = builder.header(name.as_str(), value.as_bytes());
     }
     builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+/// An actix (`http` 0.2) version as an `http` 1.x one.
+fn version(version: actix_web::http::Version) -> http::Version {
+    use actix_web::http::Version as Actix;
+    match version {
+        Actix::HTTP_09 => http::Version::HTTP_09,
+        Actix::HTTP_10 => http::Version::HTTP_10,
+        Actix::HTTP_2 => http::Version::HTTP_2,
+        Actix::HTTP_3 => http::Version::HTTP_3,
+        _ => http::Version::HTTP_11,
+    }
 }
 
 /// The upgraded connection as a byte stream: actix's payload in, the response body out.

@@ -17,6 +17,7 @@ macro_rules! on_a_default_server {
 
 pub mod clock;
 pub mod hardening;
+pub mod heads;
 pub mod limits;
 mod shared;
 pub mod sse;
@@ -73,6 +74,9 @@ macro_rules! __for_each_scenario {
         $m!($harness; hardening::message_rate_closes_1008);
         $m!($harness; hardening::origin_allow_list_gets_403);
         $m!($harness; hardening::invalid_utf8_fails_fast);
+        $m!($harness; heads::request_head_over_the_limit_gets_431);
+        $m!($harness; heads::request_head_limit_follows_the_option);
+        $m!($harness; heads::handshake_needs_http_1_1_and_host);
     };
 }
 
@@ -101,5 +105,6 @@ macro_rules! __for_each_sse_scenario {
         $m!($harness; sse::origin_allow_list_gets_403);
         $m!($harness; sse::max_connections_gets_503);
         $m!($harness; sse::message_rate_ends_stream);
+        $m!($harness; heads::sse_request_heads);
     };
 }

@@ -218,11 +218,20 @@ async fn sse(server: &Server, request: Request, payload: web::Payload) -> HttpRe
 }
 
 /// An actix response builder with the status and headers of `head`; `upgrade` and
-/// `connection` are left to actix when `managed`.
+/// `connection` are left to actix when `managed`. actix writes no `connection` header of a
+/// response itself, so `Connection: close` (on a `431`) closes the connection after it instead.
 fn response_builder(head: &http::response::Parts, managed: bool) -> actix_web::HttpResponseBuilder {
     let status =
         StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = HttpResponse::build(status);
+    if !managed
+        && head
+            .headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v == "close")
+    {
+        builder.force_close();
+    }
     for (name, value) in &head.headers {
         let name = name.as_str();
         if managed && (name == "upgrade" || name == "connection") {

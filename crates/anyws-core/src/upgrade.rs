@@ -204,14 +204,25 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// A refusal of a request the server cannot take: `status`, and `why` as a plain-text body.
+///
+/// A `431` also asks the HTTP layer to close the connection (`Connection: close`), as hyper does
+/// when it refuses a head itself, so that the buffer that held the head is not kept for the
+/// next request.
 fn refusal(status: StatusCode, why: &'static str) -> Box<Response<Bytes>> {
     let mut r = Rejection::new(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(why)
         .into_response();
-    if status == StatusCode::UPGRADE_REQUIRED {
-        r.headers_mut()
-            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    match status {
+        StatusCode::UPGRADE_REQUIRED => {
+            r.headers_mut()
+                .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     Box::new(r)
 }
@@ -435,10 +446,12 @@ mod tests {
         assert_eq!(head_size(&r), wire.len());
         let limit = |bytes| check_request(&r, bytes).err().map(|r| r.status());
         assert_eq!(limit(wire.len()), None);
+        let refused = check_request(&r, wire.len() - 1).unwrap_err();
         assert_eq!(
-            limit(wire.len() - 1),
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            refused.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
+        assert_eq!(refused.headers()[CONNECTION], "close");
         // An absolute-form target counts in full.
         let (parts, ()) = http::Request::get("http://h:1/a")
             .body(())

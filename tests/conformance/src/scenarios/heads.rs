@@ -3,7 +3,8 @@
 //! header), for WebSocket upgrades and for the SSE transport. Every refusal comes before any
 //! hook runs (the `soak` app counts them) and creates no peer, and the server carries on.
 
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::*;
@@ -16,14 +17,29 @@ fn big_header(len: usize) -> String {
 }
 
 /// Sends `request` as is on a connection of its own and reads the response head (only the
-/// head: an event stream opened by mistake never ends).
-async fn send(f: &Fixture, request: &str) -> HttpResponse {
+/// head: an event stream opened by mistake never ends); returns it and the connection.
+async fn send(f: &Fixture, request: &str) -> (HttpResponse, TcpStream) {
     let mut stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
     stream
         .write_all(request.as_bytes())
         .await
         .expect("write request");
-    read_response_head(&mut stream, &mut Vec::new()).await
+    let response = read_response_head(&mut stream, &mut Vec::new()).await;
+    (response, stream)
+}
+
+/// Asserts that the server closes `stream` within 2 s, having sent at most a short body: a
+/// `431` does not leave the connection (and the buffer that held the head) open.
+async fn assert_closed(mut stream: TcpStream, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("{what}: the connection is still open 2 s after the 431"),
+        }
+    }
 }
 
 /// `GET /` still answers, a new WebSocket peer still works, and it is the only one listed next
@@ -42,9 +58,10 @@ async fn carries_on(f: &Fixture, others: &[&str]) {
 /// `431` and no peer; one with a 12,000-byte header still gets `101` and a working peer.
 pub async fn request_head_over_the_limit_gets_431(harness: &dyn Harness) {
     let f = Fixture::start(harness, Options::new().app(App::Soak)).await;
-    let (response, _raw) = f.raw_upgrade("/", &[&big_header(20_000)]).await;
+    let (response, raw) = f.raw_upgrade("/", &[&big_header(20_000)]).await;
     assert_eq!(response.status, 431, "20 KB head: {}", response.status_line);
     assert_eq!(response.header("sec-websocket-accept"), None);
+    assert_closed(raw.stream, "20 KB head").await;
     assert_eq!(hook_counts(&f).await.upgrades, 0, "a hook saw the request");
     f.assert_peers(&[]).await;
 
@@ -66,8 +83,9 @@ pub async fn request_head_limit_follows_the_option(harness: &dyn Harness) {
     assert_eq!(response.status, 101, "20 KB head: {}", response.status_line);
     let welcome = raw.read_data().await;
     let (id, _) = parse_welcome(&String::from_utf8_lossy(&welcome.payload));
-    let (response, _raw) = f.raw_upgrade("/", &[&big_header(70_000)]).await;
+    let (response, raw) = f.raw_upgrade("/", &[&big_header(70_000)]).await;
     assert_eq!(response.status, 431, "70 KB head: {}", response.status_line);
+    assert_closed(raw.stream, "70 KB head").await;
     carries_on(&f, &[&id]).await;
 }
 
@@ -77,7 +95,7 @@ pub async fn handshake_needs_http_1_1_and_host(harness: &dyn Harness) {
     let f = Fixture::start(harness, Options::new().app(App::Soak)).await;
     let upgrade = f.upgrade_request("/", &[]);
     let http_1_0 = upgrade.replacen("HTTP/1.1", "HTTP/1.0", 1);
-    let response = send(&f, &http_1_0).await;
+    let (response, _) = send(&f, &http_1_0).await;
     assert!(
         (400..500).contains(&response.status),
         "HTTP/1.0: expected a 4xx, got {}",
@@ -87,14 +105,14 @@ pub async fn handshake_needs_http_1_1_and_host(harness: &dyn Harness) {
 
     let host = format!("Host: {}\r\n", f.addr());
     assert!(upgrade.contains(&host));
-    let response = send(&f, &upgrade.replacen(&host, "", 1)).await;
+    let (response, _) = send(&f, &upgrade.replacen(&host, "", 1)).await;
     assert_eq!(response.status, 400, "no Host: {}", response.status_line);
     assert_eq!(response.header("sec-websocket-accept"), None, "no Host");
 
     assert_eq!(hook_counts(&f).await.upgrades, 0, "a hook saw the request");
     f.assert_peers(&[]).await;
     // The same request with `Host` over HTTP/1.1 is fine.
-    let response = send(&f, &upgrade).await;
+    let (response, _) = send(&f, &upgrade).await;
     assert_eq!(response.status, 101, "{}", response.status_line);
     carries_on(&f, &[]).await;
 }
@@ -107,10 +125,11 @@ pub async fn sse_request_heads(harness: &dyn Harness) {
     let open = |extra: &str| format!("GET / HTTP/1.1\r\n{extra}Accept: text/event-stream\r\n\r\n");
     let host = format!("Host: {}\r\n", f.addr());
     let too_big = format!("{host}{}\r\n", big_header(20_000));
-    let response = send(&f, &open(&too_big)).await;
+    let (response, stream) = send(&f, &open(&too_big)).await;
     assert_eq!(response.status, 431, "20 KB head: {}", response.status_line);
     assert_eq!(response.header("x-crossws-id"), None);
-    let response = send(&f, &open("")).await;
+    assert_closed(stream, "20 KB head").await;
+    let (response, _) = send(&f, &open("")).await;
     assert_eq!(response.status, 400, "no Host: {}", response.status_line);
     assert_eq!(response.header("x-crossws-id"), None);
     assert_eq!(hook_counts(&f).await.upgrades, 0, "a hook saw the request");
@@ -136,10 +155,10 @@ pub async fn sse_request_heads(harness: &dyn Harness) {
         )
     };
     let big = format!("{}\r\n", big_header(20_000));
-    let response = send(&f, &post(&big, "lost")).await;
+    let (response, _) = send(&f, &post(&big, "lost")).await;
     assert_eq!(response.status, 431, "20 KB POST: {}", response.status_line);
     // The same POST within the limit is delivered; the refused one, before it, was not.
-    let response = send(&f, &post("", "ping")).await;
+    let (response, _) = send(&f, &post("", "ping")).await;
     assert!(
         (200..300).contains(&response.status),
         "POST: {}",
@@ -156,7 +175,6 @@ pub async fn sse_request_heads(harness: &dyn Harness) {
 
 /// Reads the event stream on `raw` into its buffer until it holds an event with `data`.
 async fn read_until_data(raw: &mut RawWs, data: &str) {
-    use tokio::io::AsyncReadExt;
     let needle = format!("data: {data}\n");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !String::from_utf8_lossy(&raw.buf).contains(&needle) {

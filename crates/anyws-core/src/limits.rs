@@ -38,7 +38,8 @@ pub struct Limits {
     /// - The `serve` functions of the runtime adapters (`anyws-tokio`, `anyws-smol`,
     ///   `anyws-async-std`) and of `anyws-hyper` read it themselves: they count the bytes as
     ///   received, exactly, and answer `431` as soon as a head passes the limit, without reading
-    ///   the rest. On those connections the limit holds for every request, the fallback's too.
+    ///   the rest. On those connections the limit holds for every request, the fallback's too;
+    ///   hyper also answers `431` to a head of more than 100 header fields.
     /// - Where another HTTP layer reads the head (`anyws-actix`, the axum extractor and layer,
     ///   `anyws_hyper::upgrade` in a hyper service of the application's own,
     ///   [`Server::handshake`](crate::Server::handshake) and

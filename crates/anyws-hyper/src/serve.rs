@@ -32,7 +32,9 @@ pub trait Listener: Send + 'static {
 /// [`Serve::with_graceful_shutdown`]'s signal fires or [`Server::shutdown`] is called, then
 /// stops accepting, closes every peer with 1001 and returns once they are gone. Connections and
 /// peers run as tasks of the server's runtime; the handshake timeout is
-/// [`Limits::handshake_timeout`](anyws_core::Limits::handshake_timeout).
+/// [`Limits::handshake_timeout`](anyws_core::Limits::handshake_timeout), and a request head
+/// larger than [`Limits::max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes)
+/// gets `431` (see [`serve_connection`]).
 pub fn serve<L: Listener>(listener: L, server: Server) -> Serve<L, NotFound> {
     Serve {
         listener,
@@ -130,7 +132,9 @@ impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
 
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
 /// every other request to `fallback`, with the server's handshake timeout on the request head.
-/// Resolves when the connection is done (an upgraded peer runs on in a task of its own), or
+/// hyper answers `431` to a head (request line and headers, counted as received) larger than
+/// [`Limits::max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes), as soon as
+/// that many bytes arrived without its end, for every request of the connection. Resolves when the connection is done (an upgraded peer runs on in a task of its own), or
 /// soon after [`Server::shutdown`] begins.
 pub async fn serve_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F)
 where

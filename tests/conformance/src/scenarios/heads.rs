@@ -4,11 +4,13 @@
 //! hook runs (the `soak` app counts them) and creates no peer, and the server carries on.
 
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::client::*;
 use crate::scenarios::hardening::hook_counts;
+use crate::scenarios::limits::read_until_closed;
+use crate::scenarios::sse::read_until;
 use crate::{App, Harness, Options};
 
 /// A header line whose value is `len` bytes long.
@@ -28,18 +30,10 @@ async fn send(f: &Fixture, request: &str) -> (HttpResponse, TcpStream) {
     (response, stream)
 }
 
-/// Asserts that the server closes `stream` within 2 s, having sent at most a short body: a
-/// `431` does not leave the connection (and the buffer that held the head) open.
+/// Asserts that the server closes `stream` within 2 s of a `431`, so that the connection (and
+/// the buffer that held the head) is not left open.
 async fn assert_closed(mut stream: TcpStream, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut chunk = [0u8; 1024];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(0) | Err(_)) => return,
-            Ok(Ok(_)) => {}
-            Err(_) => panic!("{what}: the connection is still open 2 s after the 431"),
-        }
-    }
+    read_until_closed(&mut stream, Duration::from_secs(2), what).await;
 }
 
 /// `GET /` still answers, a new WebSocket peer still works, and it is the only one listed next
@@ -164,26 +158,11 @@ pub async fn sse_request_heads(harness: &dyn Harness) {
         "POST: {}",
         response.status_line
     );
-    read_until_data(&mut events, "pong").await;
+    read_until(&mut events, "data: pong\n", "pong").await;
     let stream = String::from_utf8_lossy(&events.buf);
     assert!(
         !stream.contains("data: lost"),
         "a refused POST was delivered: {stream}"
     );
     carries_on(&f, &[&id]).await;
-}
-
-/// Reads the event stream on `raw` into its buffer until it holds an event with `data`.
-async fn read_until_data(raw: &mut RawWs, data: &str) {
-    let needle = format!("data: {data}\n");
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !String::from_utf8_lossy(&raw.buf).contains(&needle) {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, raw.stream.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| panic!("no {data:?} within the timeout"))
-            .expect("read");
-        assert!(n > 0, "the stream ended before {data:?}");
-        raw.buf.extend_from_slice(&chunk[..n]);
-    }
 }

@@ -68,7 +68,7 @@ async fn raw_stream_with(
 
 /// Reads `raw`'s event stream into its buffer until the buffer holds `needle`; `what` names it
 /// in failures.
-async fn read_until(raw: &mut RawWs, needle: &str, what: &str) {
+pub(crate) async fn read_until(raw: &mut RawWs, needle: &str, what: &str) {
     use tokio::io::AsyncReadExt;
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while !String::from_utf8_lossy(&raw.buf).contains(needle) {

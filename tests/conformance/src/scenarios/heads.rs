@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::client::*;
 use crate::scenarios::hardening::hook_counts;
 use crate::scenarios::limits::read_until_closed;
-use crate::scenarios::sse::read_until;
+use crate::scenarios::sse::{raw_stream_with, read_until};
 use crate::{App, Harness, Options};
 
 /// A header line whose value is `len` bytes long.
@@ -129,17 +129,10 @@ pub async fn sse_request_heads(harness: &dyn Harness) {
     assert_eq!(hook_counts(&f).await.upgrades, 0, "a hook saw the request");
     f.assert_peers(&[]).await;
 
-    let mut stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
-    let request = open(&format!("{host}{}\r\n", big_header(12_000)));
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
-    let mut buf = Vec::new();
-    let response = read_response_head(&mut stream, &mut buf).await;
+    let stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
+    let (response, mut events) = raw_stream_with(&f, stream, "/", &[&big_header(12_000)]).await;
     assert_eq!(response.status, 200, "12 KB head: {}", response.status_line);
     let id = response.header("x-crossws-id").expect("an id").to_owned();
-    let mut events = RawWs { stream, buf };
 
     let post = |extra: &str, message: &str| {
         format!(

@@ -41,7 +41,7 @@ async fn raw_stream(f: &Fixture, stream: TcpStream, path: &str) -> (HttpResponse
 }
 
 /// [`raw_stream`] with `extra` header lines.
-async fn raw_stream_with(
+pub(crate) async fn raw_stream_with(
     f: &Fixture,
     mut stream: TcpStream,
     path: &str,

@@ -49,6 +49,10 @@
 //!
 //! The server's [`Limits`](anyws_core::Limits) apply; set actix's own
 //! `HttpServer::client_request_timeout` to the handshake timeout you want.
+//! [`max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes) is checked on the head
+//! actix parsed, before any hook runs (`431`); actix-http itself reads heads of up to 128 KiB
+//! and 96 headers, a fixed limit no setting changes, and answers `431` past it, so a larger
+//! limit has no effect here.
 //!
 //! Three actix-web settings matter for WebSockets and SSE:
 //! - `HttpServer::client_disconnect_timeout(Duration::ZERO)`: after a peer's close handshake,
@@ -214,11 +218,20 @@ async fn sse(server: &Server, request: Request, payload: web::Payload) -> HttpRe
 }
 
 /// An actix response builder with the status and headers of `head`; `upgrade` and
-/// `connection` are left to actix when `managed`.
+/// `connection` are left to actix when `managed`. actix writes no `connection` header of a
+/// response itself, so `Connection: close` (on a `431`) closes the connection after it instead.
 fn response_builder(head: &http::response::Parts, managed: bool) -> actix_web::HttpResponseBuilder {
     let status =
         StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = HttpResponse::build(status);
+    if !managed
+        && head
+            .headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v == "close")
+    {
+        builder.force_close();
+    }
     for (name, value) in &head.headers {
         let name = name.as_str();
         if managed && (name == "upgrade" || name == "connection") {
@@ -234,11 +247,23 @@ fn parts(request: &HttpRequest) -> Option<http::request::Parts> {
     let mut builder = http::Request::builder()
         .method(request.method().as_str())
         .uri(request.uri().to_string())
-        .version(http::Version::HTTP_11);
+        .version(version(request.version()));
     for (name, value) in request.headers() {
         builder = builder.header(name.as_str(), value.as_bytes());
     }
     builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+/// An actix (`http` 0.2) version as an `http` 1.x one.
+fn version(version: actix_web::http::Version) -> http::Version {
+    use actix_web::http::Version as Actix;
+    match version {
+        Actix::HTTP_09 => http::Version::HTTP_09,
+        Actix::HTTP_10 => http::Version::HTTP_10,
+        Actix::HTTP_2 => http::Version::HTTP_2,
+        Actix::HTTP_3 => http::Version::HTTP_3,
+        _ => http::Version::HTTP_11,
+    }
 }
 
 /// The upgraded connection as a byte stream: actix's payload in, the response body out.

@@ -52,7 +52,9 @@
 //! # Limits
 //!
 //! The server's [`Limits`](anyws_core::Limits) apply; `handshake_timeout` (default 10 s) is the
-//! time a connection has to send its complete request head.
+//! time a connection has to send its complete request head, and `max_request_head_bytes`
+//! (default 16 KiB) its largest size, counted as received: a larger head gets `431`, on every
+//! request of the connection.
 #![deny(missing_docs)]
 
 mod runtime;

@@ -359,3 +359,53 @@ async fn router_passes_path_parameters_and_keeps_routes_apart() {
         .unwrap()
         .unwrap();
 }
+
+/// An upgrade request whose head (request line, headers, final empty line) is exactly `len`
+/// bytes, padded with an `x-pad` header written `name: value`.
+fn upgrade_head(addr: &str, len: usize) -> String {
+    let start = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nx-pad: "
+    );
+    let pad = len - start.len() - "\r\n\r\n".len();
+    let head = format!("{start}{}\r\n\r\n", "a".repeat(pad));
+    assert_eq!(head.len(), len);
+    head
+}
+
+/// The status code of the answer to `head` on a connection of its own.
+async fn status_of(addr: &str, head: &str) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut status_line = String::new();
+    let mut reader = BufReader::new(stream);
+    tokio::time::timeout(LIMIT, reader.read_line(&mut status_line))
+        .await
+        .expect("timed out")
+        .unwrap();
+    status_line.get(9..12).unwrap_or_default().parse().unwrap()
+}
+
+#[tokio::test]
+async fn serve_holds_request_heads_to_the_limit_to_the_byte() {
+    struct App;
+    impl Hooks for App {}
+    // Below and above hyper's minimum read buffer (8 KiB) and its default (408 KiB).
+    for limit in [1000, 20_000, 500_000] {
+        let server = ServerBuilder::new(App)
+            .max_request_head_bytes(limit)
+            .build(anyws_tokio::runtime());
+        let (listener, addr) = listener().await;
+        tokio::spawn(anyws_tokio::serve(listener, server.clone()).into_future());
+        assert_eq!(status_of(&addr, &upgrade_head(&addr, limit)).await, 101);
+        assert_eq!(status_of(&addr, &upgrade_head(&addr, limit + 1)).await, 431);
+        // Ordinary requests on the connection are held to it too.
+        let get = format!(
+            "GET /{} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+            "a".repeat(limit)
+        );
+        assert_eq!(status_of(&addr, &get).await, 431);
+        server.shutdown().await;
+    }
+}

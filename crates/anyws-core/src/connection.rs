@@ -920,6 +920,7 @@ mod tests {
             .ping_interval(None)
             .build(Arc::new(NoTimers));
         let (parts, ()) = http::Request::get("/")
+            .header("host", "example.com")
             .header("upgrade", "websocket")
             .header("connection", "Upgrade")
             .header("sec-websocket-version", "13")

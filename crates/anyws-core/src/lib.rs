@@ -71,6 +71,7 @@
 //!
 //! See [`Limits`]: `max_message_size` 16 MiB (1009 when passed), `max_frame_size` 16 MiB,
 //! `max_buffered_bytes` 16 MiB per peer (1013 when passed), `handshake_timeout` 10 s,
+//! `max_request_head_bytes` 16 KiB (`431` before any hook, for upgrades and SSE requests),
 //! `idle_timeout` 120 s (a silent peer is dropped and its `close` hook runs), `ping_interval` 30 s,
 //! `close_timeout` 2 s; off by default: `max_connections` (`503` past it),
 //! `max_connections_per_ip` (`429`), `message_rate` (1008) and

@@ -27,6 +27,30 @@ pub struct Limits {
     /// Time a new connection has to deliver its complete HTTP upgrade request before it is
     /// closed. Default: 10 seconds.
     pub handshake_timeout: Duration,
+    /// Largest request head accepted, in bytes: the request line and the header lines with
+    /// their line endings, up to and including the empty line that ends the head. A larger one
+    /// gets `431 Request Header Fields Too Large` before any hook sees the request, and no peer
+    /// is created. It applies to WebSocket upgrades and to every request of the
+    /// [SSE transport](crate::sse), and it bounds what a peer keeps of its upgrade request
+    /// ([`Peer::request`](crate::Peer::request)). Default: 16 KiB (16,384 bytes).
+    ///
+    /// How exact it is depends on who reads the head:
+    /// - The `serve` functions of the runtime adapters (`anyws-tokio`, `anyws-smol`,
+    ///   `anyws-async-std`) and of `anyws-hyper` read it themselves: they count the bytes as
+    ///   received, exactly, and answer `431` as soon as a head passes the limit, without reading
+    ///   the rest. On those connections the limit holds for every request, the fallback's too;
+    ///   hyper also answers `431` to a head of more than 100 header fields.
+    /// - Where another HTTP layer reads the head (`anyws-actix`, the axum extractor and layer,
+    ///   `anyws_hyper::upgrade` in a hyper service of the application's own,
+    ///   [`Server::handshake`](crate::Server::handshake) and
+    ///   [`Server::sse`](crate::Server::sse)), the server measures the parsed head: the request
+    ///   line as `METHOD target HTTP/1.1`, each header as `name:value`, and the line endings.
+    ///   Whitespace around header values is not counted, so a head within the limit is never
+    ///   refused, and one over it passes only by its optional whitespace (one byte for each
+    ///   header written `name: value`). That layer's own head limit comes first: actix-web
+    ///   answers `431` past 128 KiB or 96 headers, whatever this says; hyper past about
+    ///   400 KiB unless its `max_header_size` or `max_buf_size` says otherwise.
+    pub max_request_head_bytes: usize,
     /// Time a peer may stay silent: when it passes with nothing received from the peer, not even
     /// a pong, the peer is dropped (dead-peer detection) and its `close` hook runs with 1006.
     /// `None` turns it off. Default: 120 seconds.
@@ -71,6 +95,7 @@ impl Default for Limits {
             max_frame_size: 16 << 20,
             max_buffered_bytes: 16 << 20,
             handshake_timeout: Duration::from_secs(10),
+            max_request_head_bytes: 16 << 10,
             idle_timeout: Some(Duration::from_secs(120)),
             ping_interval: Some(Duration::from_secs(30)),
             max_connections: None,

@@ -20,7 +20,7 @@ use crate::hooks::Single;
 use crate::peer::lock;
 use crate::peer::Transport;
 use crate::sse::SseLink;
-use crate::upgrade::check_handshake;
+use crate::upgrade::{check_handshake, check_request};
 use crate::{
     close_code, Accept, Backplane, BackplaneError, BackplaneLink, Hooks, InstanceId, Limits,
     Message, MessageRate, Peer, PeerId, PendingPeer, ReadyState, Rejection, Relay, Request,
@@ -95,6 +95,13 @@ impl ServerBuilder {
     /// See [`Limits::handshake_timeout`]. Default: 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.limits.handshake_timeout = timeout;
+        self
+    }
+
+    /// See [`Limits::max_request_head_bytes`]: a larger request head gets `431`. Default:
+    /// 16 KiB (16,384 bytes).
+    pub fn max_request_head_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_request_head_bytes = bytes;
         self
     }
 
@@ -413,11 +420,15 @@ impl Server {
     ///
     /// This is the entry point for adapters. Call it for requests where
     /// [`is_websocket_upgrade`](crate::is_websocket_upgrade) is true, send the response, and if it
-    /// carries a [`PendingPeer`], run it on the upgraded connection. A broken handshake gets a
-    /// 4xx response, an unresolved path `404`; the checks of [`Server::admit`] (shutting down,
-    /// origin, connection limits) come before the hooks.
+    /// carries a [`PendingPeer`], run it on the upgraded connection. A head larger than
+    /// [`Limits::max_request_head_bytes`] gets `431`; a broken handshake (HTTP/1.0, an HTTP/1.1
+    /// request without `Host`, a missing or wrong WebSocket header) a 4xx response, an unresolved
+    /// path `404`; the checks of [`Server::admit`] (shutting down, origin, connection limits)
+    /// come before the hooks.
     pub async fn handshake(&self, request: Request) -> Handshake {
-        let accept_key = match check_handshake(request.method(), request.headers()) {
+        let checked = check_request(&request, self.shared.limits.max_request_head_bytes)
+            .and_then(|()| check_handshake(request.method(), request.version(), request.headers()));
+        let accept_key = match checked {
             Ok(key) => key,
             Err(response) => return Handshake::respond(*response),
         };

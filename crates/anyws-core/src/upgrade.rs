@@ -2,15 +2,17 @@
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_KEY,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_VERSION, UPGRADE,
 };
-use http::{Method, Response, StatusCode};
+use http::uri::Authority;
+use http::{Method, Response, StatusCode, Version};
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::request::header_tokens;
+use crate::Request;
 
 pub(crate) type Context = Arc<dyn Any + Send + Sync>;
 
@@ -201,43 +203,117 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     header_tokens(headers, UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket"))
 }
 
-/// Checks a WebSocket upgrade request as RFC 6455 section 4.2.1 asks, returning the
-/// `Sec-WebSocket-Accept` value, or the 4xx response a broken handshake gets.
-pub(crate) fn check_handshake(
-    method: &Method,
-    headers: &HeaderMap,
-) -> Result<String, Box<Response<Bytes>>> {
-    let fail = |status: StatusCode, why: &'static str| {
-        let mut r = Rejection::new(status)
-            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(why)
-            .into_response();
-        if status == StatusCode::UPGRADE_REQUIRED {
+/// A refusal of a request the server cannot take: `status`, and `why` as a plain-text body.
+///
+/// A `431` also asks the HTTP layer to close the connection (`Connection: close`), as hyper does
+/// when it refuses a head itself, so that the buffer that held the head is not kept for the
+/// next request.
+fn refusal(status: StatusCode, why: &'static str) -> Box<Response<Bytes>> {
+    let mut r = Rejection::new(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(why)
+        .into_response();
+    match status {
+        StatusCode::UPGRADE_REQUIRED => {
             r.headers_mut()
                 .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         }
-        Box::new(r)
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    Box::new(r)
+}
+
+/// The checks every request that reaches the server goes through (WebSocket upgrades and the
+/// SSE transport's requests), before any resolver or hook sees it: a head larger than
+/// `max_head_bytes` gets `431`, and a `Host` header that is missing from an HTTP/1.1 request,
+/// repeated or not a valid authority gets `400` (RFC 9112 section 3.2, RFC 6455 section
+/// 4.2.1). HTTP/2 and later carry the authority in the URI (`:authority`) instead, and HTTP/1.0
+/// did not require it, so only HTTP/1.1 must have one.
+pub(crate) fn check_request(
+    request: &Request,
+    max_head_bytes: usize,
+) -> Result<(), Box<Response<Bytes>>> {
+    if head_size(request) > max_head_bytes {
+        return Err(refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        ));
+    }
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => Authority::try_from(host.as_bytes()).is_ok(),
+        (None, _) => request.version() != Version::HTTP_11,
+        (Some(_), Some(_)) => false,
     };
+    if !host_ok {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "missing, repeated or invalid Host header",
+        ));
+    }
+    Ok(())
+}
+
+/// The size of `request`'s head written as HTTP/1.1 with no optional whitespace: the request
+/// line `METHOD target HTTP/1.1`, each header as `name:value`, a CRLF after each and the final
+/// CRLF. No head that arrived in HTTP/1.x is smaller than this.
+pub(crate) fn head_size(request: &Request) -> usize {
+    const CRLF: usize = 2;
+    const VERSION: usize = "HTTP/1.1".len();
+    let uri = request.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let line = request.method().as_str().len() + 1 + target + 1 + VERSION + CRLF;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 1 + value.len() + CRLF)
+        .sum();
+    line + headers + CRLF
+}
+
+/// Checks a WebSocket upgrade request as RFC 6455 section 4.2.1 asks, returning the
+/// `Sec-WebSocket-Accept` value, or the 4xx response a broken handshake gets.
+///
+/// An upgrade over HTTP/1.0 gets `400`: `505` would say the major version is not supported,
+/// and `426` would need an `Upgrade` the client could follow on this connection, while an
+/// HTTP/1.0 server must ignore `Upgrade` altogether (RFC 9110 section 7.8).
+pub(crate) fn check_handshake(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<String, Box<Response<Bytes>>> {
+    if version < Version::HTTP_11 {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "WebSocket upgrades need HTTP/1.1 or later",
+        ));
+    }
     if method != Method::GET {
-        return Err(fail(
+        return Err(refusal(
             StatusCode::METHOD_NOT_ALLOWED,
             "WebSocket upgrades must use GET",
         ));
     }
     if !is_websocket_upgrade(headers) {
-        return Err(fail(
+        return Err(refusal(
             StatusCode::BAD_REQUEST,
             "missing `Upgrade: websocket` header",
         ));
     }
     if !header_tokens(headers, CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
-        return Err(fail(
+        return Err(refusal(
             StatusCode::BAD_REQUEST,
             "missing `Connection: Upgrade` header",
         ));
     }
     if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(fail(
+        return Err(refusal(
             StatusCode::UPGRADE_REQUIRED,
             "unsupported Sec-WebSocket-Version; this server speaks 13",
         ));
@@ -246,7 +322,7 @@ pub(crate) fn check_handshake(
     let key = match (keys.next(), keys.next()) {
         (Some(key), None) if is_valid_key(key.as_bytes()) => key,
         _ => {
-            return Err(fail(
+            return Err(refusal(
                 StatusCode::BAD_REQUEST,
                 "missing or invalid Sec-WebSocket-Key header",
             ))
@@ -285,7 +361,7 @@ mod tests {
 
     #[test]
     fn accepts_rfc_example() {
-        let accept = check_handshake(&Method::GET, &headers(GOOD)).unwrap();
+        let accept = check_handshake(&Method::GET, Version::HTTP_11, &headers(GOOD)).unwrap();
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(is_websocket_upgrade(&headers(GOOD)));
         assert!(!is_websocket_upgrade(&headers(&[("upgrade", "h2c")])));
@@ -295,7 +371,7 @@ mod tests {
     fn rejects_broken_handshakes() {
         let without = |name: &str| {
             let list: Vec<_> = GOOD.iter().copied().filter(|(k, _)| *k != name).collect();
-            check_handshake(&Method::GET, &headers(&list))
+            check_handshake(&Method::GET, Version::HTTP_11, &headers(&list))
                 .unwrap_err()
                 .status()
         };
@@ -306,11 +382,86 @@ mod tests {
         );
         assert_eq!(without("connection"), StatusCode::BAD_REQUEST);
         assert_eq!(without("upgrade"), StatusCode::BAD_REQUEST);
-        let post = check_handshake(&Method::POST, &headers(GOOD)).unwrap_err();
+        let post = check_handshake(&Method::POST, Version::HTTP_11, &headers(GOOD)).unwrap_err();
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
         let mut bad_key = headers(GOOD);
         bad_key.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static("short"));
-        assert!(check_handshake(&Method::GET, &bad_key).is_err());
+        assert!(check_handshake(&Method::GET, Version::HTTP_11, &bad_key).is_err());
+    }
+
+    #[test]
+    fn upgrades_need_http_1_1_or_later() {
+        let status = |version| {
+            check_handshake(&Method::GET, version, &headers(GOOD))
+                .err()
+                .map(|r| r.status())
+        };
+        assert_eq!(status(Version::HTTP_09), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(Version::HTTP_10), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(status(Version::HTTP_11), None);
+        assert_eq!(status(Version::HTTP_2), None);
+    }
+
+    fn request(version: Version, list: &[(&'static str, &'static str)]) -> Request {
+        let mut builder = http::Request::get("/chat?room=1").version(version);
+        for (name, value) in list {
+            builder = builder.header(*name, *value);
+        }
+        Request::new(builder.body(()).unwrap().into_parts().0, None)
+    }
+
+    #[test]
+    fn host_is_required_in_http_1_1_only() {
+        let status = |version, list| {
+            check_request(&request(version, list), usize::MAX)
+                .err()
+                .map(|r| r.status())
+        };
+        let bad = Some(StatusCode::BAD_REQUEST);
+        assert_eq!(status(Version::HTTP_11, &[]), bad);
+        assert_eq!(
+            status(Version::HTTP_11, &[("host", "example.com:80")]),
+            None
+        );
+        assert_eq!(status(Version::HTTP_11, &[("host", "[::1]:3000")]), None);
+        assert_eq!(status(Version::HTTP_11, &[("host", "")]), bad);
+        assert_eq!(status(Version::HTTP_11, &[("host", "a b")]), bad);
+        assert_eq!(
+            status(Version::HTTP_11, &[("host", "a"), ("host", "a")]),
+            bad
+        );
+        // HTTP/1.0 did not require it; HTTP/2 carries `:authority` in the URI instead.
+        assert_eq!(status(Version::HTTP_10, &[]), None);
+        assert_eq!(status(Version::HTTP_2, &[]), None);
+        assert_eq!(
+            status(Version::HTTP_2, &[("host", "a"), ("host", "b")]),
+            bad
+        );
+    }
+
+    #[test]
+    fn head_size_counts_the_head_without_optional_whitespace() {
+        let r = request(Version::HTTP_11, &[("host", "h:1"), ("x-a", "12345")]);
+        let wire = "GET /chat?room=1 HTTP/1.1\r\nhost:h:1\r\nx-a:12345\r\n\r\n";
+        assert_eq!(head_size(&r), wire.len());
+        let limit = |bytes| check_request(&r, bytes).err().map(|r| r.status());
+        assert_eq!(limit(wire.len()), None);
+        let refused = check_request(&r, wire.len() - 1).unwrap_err();
+        assert_eq!(
+            refused.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        assert_eq!(refused.headers()[CONNECTION], "close");
+        // An absolute-form target counts in full.
+        let (parts, ()) = http::Request::get("http://h:1/a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let absolute = Request::new(parts, None);
+        assert_eq!(
+            head_size(&absolute),
+            "GET http://h:1/a HTTP/1.1\r\n\r\n".len()
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub trait Listener: Send + 'static {
 /// [`Serve::with_graceful_shutdown`]'s signal fires or [`Server::shutdown`] is called, then
 /// stops accepting, closes every peer with 1001 and returns once they are gone. Connections and
 /// peers run as tasks of the server's runtime; the handshake timeout is
-/// [`Limits::handshake_timeout`](anyws_core::Limits::handshake_timeout).
+/// [`Limits::handshake_timeout`](anyws_core::Limits::handshake_timeout), and a request head
+/// larger than [`Limits::max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes)
+/// gets `431` (see [`serve_connection`]).
 pub fn serve<L: Listener>(listener: L, server: Server) -> Serve<L, NotFound> {
     Serve {
         listener,
@@ -130,7 +132,9 @@ impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
 
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
 /// every other request to `fallback`, with the server's handshake timeout on the request head.
-/// Resolves when the connection is done (an upgraded peer runs on in a task of its own), or
+/// hyper answers `431` to a head (request line and headers, counted as received) larger than
+/// [`Limits::max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes), as soon as
+/// that many bytes arrived without its end, for every request of the connection. Resolves when the connection is done (an upgraded peer runs on in a task of its own), or
 /// soon after [`Server::shutdown`] begins.
 pub async fn serve_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F)
 where
@@ -141,6 +145,7 @@ where
     let mut http = http1::Builder::new();
     http.timer(RuntimeTimer(runtime.clone()))
         .header_read_timeout(server.limits().handshake_timeout);
+    limit_head(&mut http, server.limits().max_request_head_bytes);
     let for_service = server.clone();
     let service = service_fn(move |request| {
         let server = for_service.clone();
@@ -156,6 +161,21 @@ where
     connection.as_mut().graceful_shutdown();
     let deadline = runtime.now() + server.limits().close_timeout;
     let _ = select(connection, pin!(sleep_until(&*runtime, deadline))).await;
+}
+
+/// hyper's default read buffer limit (8 KiB + 400 KiB), which also caps the request head.
+const HYPER_MAX_BUF_SIZE: usize = 8192 + 4096 * 100;
+
+/// Makes hyper refuse a request head larger than `max_bytes` (request line and headers, as
+/// received) with `431`, as soon as that many bytes are buffered without the head's end.
+///
+/// hyper counts the head exactly with `max_header_size`, but its read buffer (`max_buf_size`)
+/// still caps the head, so it grows with a limit above hyper's default buffer size.
+fn limit_head(http: &mut http1::Builder, max_bytes: usize) {
+    http.max_header_size(max_bytes);
+    if max_bytes > HYPER_MAX_BUF_SIZE {
+        http.max_buf_size(max_bytes);
+    }
 }
 
 fn is_per_connection(error: &io::Error) -> bool {

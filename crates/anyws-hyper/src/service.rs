@@ -103,7 +103,11 @@ pub fn is_anyws_request(server: &Server, method: &http::Method, headers: &http::
 /// request that the server's resolver does not resolve, so the application's own event streams
 /// keep working.
 ///
-/// The connection must be served with hyper's `with_upgrades()`.
+/// The connection must be served with hyper's `with_upgrades()`. hyper's own head limit (about
+/// 400 KiB by default; `http1::Builder::max_header_size` sets it) comes first; below it, the
+/// server measures the parsed head against
+/// [`Limits::max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes) and answers
+/// `431` past it.
 ///
 /// ```no_run
 /// # use hyper::{body::Incoming, Request, Response};

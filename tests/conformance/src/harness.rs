@@ -68,6 +68,8 @@ pub struct Options {
     pub message_rate: Option<(u32, u32)>,
     /// `--allowed-origin ORIGIN`, once per origin; empty: every origin.
     pub allowed_origins: Vec<String>,
+    /// `--max-request-head-bytes`, in bytes.
+    pub max_request_head_bytes: Option<usize>,
 }
 
 impl Options {
@@ -142,6 +144,12 @@ impl Options {
         self
     }
 
+    /// Sets `--max-request-head-bytes`.
+    pub fn max_request_head_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_head_bytes = Some(bytes);
+        self
+    }
+
     /// The server's limits: the library's defaults with these options applied, and a close
     /// timeout of 1 s so that a graceful shutdown ends within 2 s.
     pub fn limits(&self) -> Limits {
@@ -155,6 +163,9 @@ impl Options {
         }
         if let Some(timeout) = self.handshake_timeout {
             limits.handshake_timeout = timeout;
+        }
+        if let Some(bytes) = self.max_request_head_bytes {
+            limits.max_request_head_bytes = bytes;
         }
         if let Some(timeout) = self.idle_timeout {
             limits.idle_timeout = (!timeout.is_zero()).then_some(timeout);
@@ -263,6 +274,9 @@ impl Options {
         }
         for origin in &self.allowed_origins {
             flag("--allowed-origin", origin.clone());
+        }
+        if let Some(bytes) = self.max_request_head_bytes {
+            flag("--max-request-head-bytes", bytes.to_string());
         }
         args
     }

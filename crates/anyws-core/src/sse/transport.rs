@@ -29,6 +29,7 @@ use crate::error::panic_message;
 use crate::limits::RateLimiter;
 use crate::peer::{lock, payload_len};
 use crate::server::{Admission, Entry};
+use crate::upgrade::check_request;
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, PeerId, ReadyState, Request};
 
 /// The header that names the peer a `POST` is for.
@@ -463,13 +464,18 @@ impl crate::Server {
     /// Both run the resolver and the `upgrade` hook, so the application checks a `POST` as it
     /// checked the request that opened the peer; a `POST` must resolve to the peer's namespace.
     /// The peer id acts as a capability: only the client that opened the peer learns it from
-    /// its stream, unless the application shares it.
+    /// its stream, unless the application shares it. Before any of that, a head larger than
+    /// [`Limits::max_request_head_bytes`](crate::Limits::max_request_head_bytes) gets `431`, and
+    /// an HTTP/1.1 request without a valid `Host` header `400`.
     pub async fn sse(&self, request: Request) -> SseOutcome {
         let Some(kind) = sse_request_kind(request.method(), request.headers()) else {
             return SseOutcome::Respond(plain(StatusCode::BAD_REQUEST, "not an SSE request"));
         };
         if !self.sse_enabled() {
             return SseOutcome::Unresolved(request);
+        }
+        if let Err(response) = check_request(&request, self.limits().max_request_head_bytes) {
+            return SseOutcome::Respond(*response);
         }
         let open = kind == SseRequestKind::Open;
         let (request, hooks, accept, admission) = match self.enter(request, open).await {
@@ -902,7 +908,10 @@ mod tests {
     }
 
     fn request(method: Method, headers: &[(&str, &str)]) -> Request {
-        let mut request = http::Request::builder().method(method).uri("/");
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "example.com");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

@@ -18,6 +18,7 @@ macro_rules! on_a_default_server {
 pub mod clock;
 pub mod hardening;
 pub mod lifecycle;
+pub mod heads;
 pub mod limits;
 mod shared;
 pub mod sse;
@@ -79,6 +80,9 @@ macro_rules! __for_each_scenario {
         $m!($harness; lifecycle::unanswered_close_leaves);
         $m!($harness; lifecycle::shutdown_with_a_stalled_peer);
         $m!($harness; lifecycle::peers_listed_from_open);
+        $m!($harness; heads::request_head_over_the_limit_gets_431);
+        $m!($harness; heads::request_head_limit_follows_the_option);
+        $m!($harness; heads::handshake_needs_http_1_1_and_host);
     };
 }
 
@@ -108,5 +112,6 @@ macro_rules! __for_each_sse_scenario {
         $m!($harness; sse::max_connections_gets_503);
         $m!($harness; sse::message_rate_ends_stream);
         $m!($harness; sse::peers_listed_from_open);
+        $m!($harness; heads::sse_request_heads);
     };
 }

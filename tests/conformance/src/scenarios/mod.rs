@@ -17,8 +17,8 @@ macro_rules! on_a_default_server {
 
 pub mod clock;
 pub mod hardening;
-pub mod lifecycle;
 pub mod heads;
+pub mod lifecycle;
 pub mod limits;
 mod shared;
 pub mod sse;

@@ -786,7 +786,6 @@ async fn fault_all_gone(f: &Fixture, roles: &Roles) -> HookCounts {
 /// header and part of its payload, then drop the TCP connection; peers that send 500 messages
 /// back to back and must get the burst's echoes in order, then a close with 1008 (or be
 /// dropped). Every client fails the soak when the server does not answer it in time.
-/// does not answer it in time.
 ///
 /// Asserts at the end what [`soak`] does: `/peers` empty (a peer still listed is named with its
 /// role), open hooks equal close hooks, no connection holds a place in the limits, no file

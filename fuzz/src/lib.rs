@@ -96,12 +96,14 @@ impl<'a> MemoryStream<'a> {
 impl futures_io::AsyncRead for MemoryStream<'_> {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let choice = self.next_choice();
         if self.wait(choice == 0) {
-            // Nothing has arrived yet.
+            // Nothing has arrived yet; it will at once, and wakes the reader as a real stream
+            // would (the connection does not poll a read side that was not woken).
+            cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         let n = buf
@@ -117,11 +119,12 @@ impl futures_io::AsyncRead for MemoryStream<'_> {
 impl futures_io::AsyncWrite for MemoryStream<'_> {
     fn poll_write(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let choice = self.next_choice();
         if self.wait(choice == 1) {
+            cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         self.written += buf.len();

@@ -409,3 +409,78 @@ async fn serve_holds_request_heads_to_the_limit_to_the_byte() {
         server.shutdown().await;
     }
 }
+
+/// Joins `room` on open.
+struct Joins;
+
+#[async_trait]
+impl Hooks for Joins {
+    async fn open(&self, peer: &Peer) {
+        peer.subscribe("room");
+    }
+}
+
+/// An SSE client that stops reading its stream is cut off (its send queue passes
+/// `max_buffered_bytes`), and `serve` then drops its connection too: the response could never
+/// finish, and keeping the connection would keep its socket and buffers until the client went
+/// away. Reading again, the client finds the connection closed (not a finished response on a
+/// connection kept open).
+#[tokio::test]
+async fn serve_drops_the_connection_of_a_stalled_sse_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (listener, addr) = listener().await;
+    let server = ServerBuilder::new(Joins)
+        .sse(true)
+        .max_buffered_bytes(64 * 1024)
+        .close_timeout(Duration::from_millis(200))
+        .build(anyws_tokio::runtime());
+    let serving = tokio::spawn(anyws_tokio::serve(listener, server.clone()).into_future());
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr.parse().unwrap()).await.unwrap();
+    stalled
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Wait for the peer to join the room, without reading anything.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while server.peers().iter().all(|peer| peer.topics().is_empty()) {
+        assert!(tokio::time::Instant::now() < deadline, "no peer opened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let peer = server.peers().pop().expect("the peer");
+    let message = "x".repeat(16 * 1024);
+    let mut published = 0;
+    while peer.ready_state() == anyws_core::ReadyState::Open {
+        assert!(
+            published < 4096,
+            "the stalled peer was not cut off after {published} messages"
+        );
+        server.publish("room", message.as_str());
+        published += 1;
+        tokio::task::yield_now().await;
+    }
+    while server.peer_count() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the peer stayed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The peer is gone; so is the connection, whatever the client had not read yet.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0;
+    loop {
+        match tokio::time::timeout(LIMIT, stalled.read(&mut buf)).await {
+            Err(_) => panic!(
+                "the connection stayed open ({read} bytes read, ending {:?})",
+                String::from_utf8_lossy(&buf[..16])
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => read += n,
+        }
+    }
+    server.shutdown().await;
+    serving.await.unwrap().unwrap();
+}

@@ -10,9 +10,10 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::service::{handle, Fallback, NotFound};
+use crate::service::{handle, ConnectionCut, Fallback, NotFound};
 use crate::timer::sleep_until;
 use crate::RuntimeTimer;
 
@@ -134,7 +135,9 @@ impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
 /// every other request to `fallback`, with the server's handshake timeout on the request head.
 /// hyper answers `431` to a head (request line and headers, counted as received) larger than
 /// [`Limits::max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes), as soon as
-/// that many bytes arrived without its end, for every request of the connection. Resolves when the connection is done (an upgraded peer runs on in a task of its own), or
+/// that many bytes arrived without its end, for every request of the connection. Resolves when
+/// the connection is done (an upgraded peer runs on in a task of its own), when an SSE peer on
+/// it ended while its client had stopped reading the stream (the connection is dropped), or
 /// soon after [`Server::shutdown`] begins.
 pub async fn serve_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F)
 where
@@ -147,15 +150,22 @@ where
         .header_read_timeout(server.limits().handshake_timeout);
     limit_head(&mut http, server.limits().max_request_head_bytes);
     let for_service = server.clone();
+    let cut = Arc::new(ConnectionCut::default());
+    let for_requests = cut.clone();
     let service = service_fn(move |request| {
         let server = for_service.clone();
         let fallback = fallback.clone();
-        async move { Ok::<_, Infallible>(handle(server, fallback, remote, request).await) }
+        let cut = for_requests.clone();
+        async move { Ok::<_, Infallible>(handle(server, fallback, remote, request, &cut).await) }
     });
     let mut connection = pin!(http.serve_connection(io, service).with_upgrades());
     let shutdown = pin!(server.shutdown_started());
-    if let Either::Left(_) = select(connection.as_mut(), shutdown).await {
-        return;
+    // An SSE peer whose client stopped reading has ended: its response can never finish, so the
+    // connection goes too.
+    let cut_off = pin!(cut.fired());
+    match select(connection.as_mut(), select(shutdown, cut_off)).await {
+        Either::Left(_) | Either::Right((Either::Right(_), _)) => return,
+        Either::Right((Either::Left(_), _)) => {}
     }
     // Finish the request in flight, then close; idle connections close at once.
     connection.as_mut().graceful_shutdown();

@@ -3,6 +3,7 @@
 use anyws_core::sse::{sse_request_kind, SseOutcome};
 use anyws_core::{is_websocket_upgrade, ReasonPhrase, Request, Server};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::StreamExt;
 use http::{Response, StatusCode};
 use http_body::Frame;
@@ -12,6 +13,9 @@ use hyper::body::Incoming;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
 
 use crate::HyperIo;
 
@@ -82,10 +86,39 @@ pub(crate) async fn handle<F: Fallback>(
     fallback: F,
     remote: SocketAddr,
     request: hyper::Request<Incoming>,
+    cut: &Arc<ConnectionCut>,
 ) -> Response<Body> {
-    match upgrade(&server, request, Some(remote)).await {
+    match serve_request(&server, request, Some(remote), Some(cut)).await {
         Ok(response) => response,
         Err(request) => fallback.call(request).await,
+    }
+}
+
+/// Tells the code serving a connection to drop it: an SSE peer on it ended while the client
+/// had stopped reading its stream, so that the response can never finish.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCut {
+    fired: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl ConnectionCut {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves once the connection is to be dropped.
+    pub(crate) async fn fired(&self) {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.fired.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
@@ -127,15 +160,29 @@ pub fn is_anyws_request(server: &Server, method: &http::Method, headers: &http::
 /// ```
 pub async fn upgrade<B>(
     server: &Server,
+    request: hyper::Request<B>,
+    remote_addr: Option<SocketAddr>,
+) -> Result<Response<Body>, hyper::Request<B>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    serve_request(server, request, remote_addr, None).await
+}
+
+/// [`upgrade`], for a connection served by this crate when `cut` is given: an SSE peer whose
+/// client stops reading its stream then costs the client its connection when the peer ends.
+async fn serve_request<B>(
+    server: &Server,
     mut request: hyper::Request<B>,
     remote_addr: Option<SocketAddr>,
+    cut: Option<&Arc<ConnectionCut>>,
 ) -> Result<Response<Body>, hyper::Request<B>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
 {
     if !is_websocket_upgrade(request.headers()) {
         if server.sse_enabled() && sse_request_kind(request.method(), request.headers()).is_some() {
-            return sse(server, request, remote_addr).await;
+            return sse(server, request, remote_addr, cut).await;
         }
         return Err(request);
     }
@@ -160,6 +207,7 @@ async fn sse<B>(
     server: &Server,
     request: hyper::Request<B>,
     remote_addr: Option<SocketAddr>,
+    cut: Option<&Arc<ConnectionCut>>,
 ) -> Result<Response<Body>, hyper::Request<B>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -170,10 +218,21 @@ where
             Err(hyper::Request::from_parts(request.into_parts(), body))
         }
         SseOutcome::Respond(response) => Ok(full(response)),
-        SseOutcome::Open(response) => Ok(response.map(|events| {
-            StreamBody::new(events.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))))
-                .boxed_unsync()
-        })),
+        SseOutcome::Open(response) => {
+            if let Some(cut) = cut {
+                let abandoned = response.body().abandoned();
+                let cut = cut.clone();
+                server.runtime().spawn(Box::pin(async move {
+                    if abandoned.await {
+                        cut.fire();
+                    }
+                }));
+            }
+            Ok(response.map(|events| {
+                StreamBody::new(events.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))))
+                    .boxed_unsync()
+            }))
+        }
         SseOutcome::Post(post) => {
             let chunks = BodyStream::new(body).filter_map(|frame| {
                 std::future::ready(match frame {

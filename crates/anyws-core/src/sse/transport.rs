@@ -104,6 +104,8 @@ struct LinkState {
     stream_gone: bool,
     /// The peer's hooks are done; `POST`s find nobody.
     finished: bool,
+    /// The peer ended while its event stream was still open: the client stopped reading it.
+    abandoned: bool,
     /// The stream ended because the server closed the peer with this code and reason.
     sent_close: Option<(u16, String)>,
     /// Output had to wait for the client since the outbox was last empty.
@@ -300,6 +302,27 @@ impl Stream for PeerEvents {
 }
 
 impl PeerEvents {
+    /// Resolves once the peer has ended: `true` when its stream was still open then, because
+    /// the client stopped reading it, so that the response can never finish and the connection
+    /// carrying it is best dropped; `false` when the stream ended as it should. An adapter that
+    /// owns the connection awaits it (`anyws-hyper`'s `serve` does), so that a client that
+    /// stops reading loses its connection too, not only its peer.
+    pub fn abandoned(&self) -> impl Future<Output = bool> + Send + 'static {
+        let link = self.link.clone();
+        async move {
+            loop {
+                let listener = link.space.listen();
+                {
+                    let state = lock(&link.state);
+                    if state.finished {
+                        return state.abandoned;
+                    }
+                }
+                listener.await;
+            }
+        }
+    }
+
     fn reset_timer(&mut self) {
         if let Some(timer) = self.timer.as_mut() {
             let runtime = &self.peer.inner.shared.runtime;
@@ -661,6 +684,7 @@ async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
     let sent_close = {
         let mut state = lock(&link.state);
         state.finished = true;
+        state.abandoned = !state.stream_gone;
         state.inbox.clear();
         state.inbox_bytes = 0;
         state.sent_close.take()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tungstenite::Message as WsMessage;
 
 use crate::error::panic_message;
-use crate::frames::{self, Frames};
+use crate::ws::frames::{self, Frames};
 use crate::limits::RateLimiter;
 use crate::peer::{lock, payload_len};
 use crate::read_ahead::poll_read_shared;

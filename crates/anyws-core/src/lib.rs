@@ -89,7 +89,6 @@
 pub mod backplane;
 mod connection;
 mod error;
-mod frames;
 mod hooks;
 mod limits;
 mod message;

@@ -17,7 +17,7 @@
 //! byte, even inside a fragment or a frame still arriving), 1009 for a frame or message over the
 //! limits (judged from the declared length, before anything is buffered).
 //!
-//! The writing side is [`crate::frames::Frames`]: data frames, and the control frames the
+//! The writing side is [`frames::Frames`]: data frames, and the control frames the
 //! driver sends (close, ping, and the pong that answers each ping).
 //!
 //! # Extensions
@@ -29,6 +29,7 @@
 //! [`Extension::decode`] at the one place where a complete message's payload passes through,
 //! `Reader::complete`, and the decoded text is checked there.
 
+pub(crate) mod frames;
 pub(crate) mod fuzz;
 mod reader;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{is_valid_close_code, Event, Extension, ReadError};
-use crate::frames::{BINARY, CLOSE, MAX_CONTROL, PING, PONG, TEXT};
+use crate::ws::frames::{BINARY, CLOSE, MAX_CONTROL, PING, PONG, TEXT};
 
 /// The opcode of a continuation frame.
 const CONTINUATION: u8 = 0x0;

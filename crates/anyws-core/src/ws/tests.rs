@@ -3,7 +3,7 @@
 
 use super::reader::unmask;
 use super::*;
-use crate::frames::{BINARY, CLOSE, PING, PONG, TEXT};
+use crate::ws::frames::{BINARY, CLOSE, PING, PONG, TEXT};
 
 const CONTINUATION: u8 = 0x0;
 const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];

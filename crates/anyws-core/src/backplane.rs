@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use crate::server::Shared;
 use crate::{Message, Runtime};
 
 /// Relays publishes between server instances; see the [module docs](self) for the semantics.
@@ -173,6 +172,14 @@ pub(crate) type ErrorCallback = Arc<dyn Fn(&BackplaneError) + Send + Sync>;
 /// The default error callback: one line on standard error.
 pub(crate) fn print_error(error: &BackplaneError) {
     eprintln!("anyws: {error}");
+}
+
+/// What a backplane delivers relays to: the local subscribers of a server. The server
+/// implements it; the backplane sees nothing else of it.
+pub(crate) trait Subscribers: Send + Sync {
+    /// Delivers `message` to the local subscribers of `topic` in `namespace`, or in every
+    /// namespace when it is `None`.
+    fn deliver(&self, namespace: Option<&str>, topic: &str, message: Message);
 }
 
 /// The server's side of a backplane: the queue of outgoing relays, the instance id, the error
@@ -323,7 +330,7 @@ async fn wait_for(flag: &AtomicBool, event: &Event) {
 /// [`next_relay`](Self::next_relay) returns `None`.
 pub struct BackplaneLink {
     pub(crate) outgoing: Arc<Outgoing>,
-    pub(crate) server: Weak<Shared>,
+    pub(crate) server: Weak<dyn Subscribers>,
     pub(crate) runtime: Arc<dyn Runtime>,
 }
 
@@ -350,13 +357,8 @@ impl BackplaneLink {
         if relay.origin == self.outgoing.instance {
             return;
         }
-        if let Some(shared) = self.server.upgrade() {
-            shared.deliver(
-                relay.namespace.as_deref(),
-                &relay.topic,
-                relay.message,
-                None,
-            );
+        if let Some(server) = self.server.upgrade() {
+            server.deliver(relay.namespace.as_deref(), &relay.topic, relay.message);
         }
     }
 

@@ -12,10 +12,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
-use crate::backplane::{print_error, ErrorCallback, Outgoing};
+use crate::backplane::{print_error, ErrorCallback, Outgoing, Subscribers};
 use crate::hooks::Single;
 use crate::peer::lock;
 use crate::peer::Transport;
@@ -239,7 +239,7 @@ impl ServerBuilder {
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {
                 outgoing: outgoing.clone(),
-                server: Arc::downgrade(&shared),
+                server: Arc::downgrade(&shared) as Weak<dyn Subscribers>,
                 runtime: runtime.clone(),
             };
             let grace = shared.limits.close_timeout;
@@ -946,5 +946,11 @@ impl Shared {
             }
             None => registry.namespaces.values().for_each(deliver),
         }
+    }
+}
+
+impl Subscribers for Shared {
+    fn deliver(&self, namespace: Option<&str>, topic: &str, message: Message) {
+        Shared::deliver(self, namespace, topic, message, None);
     }
 }

@@ -54,6 +54,7 @@
 //! [`Hooks`]: crate::Hooks
 
 mod event;
+mod runner;
 mod stream;
 mod transport;
 

@@ -121,6 +121,8 @@ impl Peer {
         shared: Arc<Shared>,
     ) -> Self {
         let limit = shared.limits.max_buffered_bytes;
+        let mut request = request;
+        request.pack();
         Self {
             inner: Arc::new(PeerInner {
                 key,

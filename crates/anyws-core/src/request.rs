@@ -1,11 +1,13 @@
 //! The upgrade request as the hooks see it.
 
+use bytes::Bytes;
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
 use http::{Extensions, Method, Uri, Version};
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 /// The HTTP request that opened a peer: method, URI, headers, remote address and extensions.
 ///
@@ -13,9 +15,17 @@ use std::net::SocketAddr;
 /// the `Host` header, path and query, as a browser would see it.
 #[derive(Debug)]
 pub struct Request {
+    /// The request; once [packed](Request::pack), without its headers.
     parts: Parts,
     remote_addr: Option<SocketAddr>,
     url: String,
+    /// The headers of a packed request: names and values in one buffer of their size, which
+    /// [`Request::headers`] unpacks on its first call. A peer's request lives as long as the
+    /// peer, and a header map costs about a hundred bytes per header.
+    packed: Option<Bytes>,
+    /// The whole request of a packed one, made on demand: for [`Request::headers`] and
+    /// [`Request::parts`].
+    unpacked: OnceLock<Box<Parts>>,
 }
 
 impl Request {
@@ -26,12 +36,59 @@ impl Request {
     /// keep alive.
     pub fn new(mut parts: Parts, remote_addr: Option<SocketAddr>) -> Self {
         compact(&mut parts);
+        if parts.extensions.is_empty() {
+            // An HTTP layer may have stored and taken back values (hyper's upgrade handle): an
+            // empty map can still hold its table, for as long as the peer lives.
+            parts.extensions = Extensions::new();
+        }
         let url = build_url(&parts);
         Self {
             parts,
             remote_addr,
             url,
+            packed: None,
+            unpacked: OnceLock::new(),
         }
+    }
+
+    /// Packs the headers and the URI into one buffer of their size and lets the header map go,
+    /// for a request kept as long as its peer lives; [`Request::headers`] unpacks them again
+    /// when it is called.
+    pub(crate) fn pack(&mut self) {
+        if self.packed.is_some() {
+            return;
+        }
+        let headers = &self.parts.headers;
+        let uri = self.parts.uri.to_string();
+        // Each header: a sensitivity flag, then the name and the value, each after its length.
+        let total = uri.len()
+            + headers
+                .iter()
+                .map(|(name, value)| 9 + name.as_str().len() + value.len())
+                .sum::<usize>();
+        let mut buffer = BytesMut::with_capacity(total);
+        buffer.extend_from_slice(uri.as_bytes());
+        for (name, value) in headers {
+            buffer.extend_from_slice(&[u8::from(value.is_sensitive())]);
+            put_field(&mut buffer, name.as_str().as_bytes());
+            put_field(&mut buffer, value.as_bytes());
+        }
+        let buffer = buffer.freeze();
+        if let Ok(packed_uri) = Uri::from_maybe_shared(buffer.slice(..uri.len())) {
+            self.parts.uri = packed_uri;
+        }
+        self.packed = Some(buffer.slice(uri.len()..));
+        self.parts.headers = HeaderMap::new();
+        self.unpacked = OnceLock::new();
+    }
+
+    /// The whole request of a packed one.
+    fn unpacked(&self, packed: &Bytes) -> &Parts {
+        self.unpacked.get_or_init(|| {
+            let mut parts = self.parts.clone();
+            parts.headers = unpack(packed);
+            Box::new(parts)
+        })
     }
 
     /// The HTTP method (`GET` for a WebSocket upgrade).
@@ -51,7 +108,10 @@ impl Request {
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.parts.headers
+        match &self.packed {
+            Some(packed) => &self.unpacked(packed).headers,
+            None => &self.parts.headers,
+        }
     }
 
     /// Typed values an adapter, router or middleware attached to the request.
@@ -61,6 +121,8 @@ impl Request {
 
     /// Mutable access to the extensions, for routers and middleware.
     pub fn extensions_mut(&mut self) -> &mut Extensions {
+        // The unpacked copy would no longer match.
+        self.unpacked = OnceLock::new();
         &mut self.parts.extensions
     }
 
@@ -113,19 +175,64 @@ impl Request {
 
     /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, in its order.
     pub fn protocols(&self) -> impl Iterator<Item = &str> {
-        header_tokens(&self.parts.headers, SEC_WEBSOCKET_PROTOCOL)
+        header_tokens(self.headers(), SEC_WEBSOCKET_PROTOCOL)
     }
 
     /// The request parts, for adapters that need to hand them on.
     pub fn parts(&self) -> &Parts {
-        &self.parts
+        match &self.packed {
+            Some(packed) => self.unpacked(packed),
+            None => &self.parts,
+        }
     }
 
     /// The request parts, for an adapter that hands a request its transport did not take back
     /// to the application.
-    pub fn into_parts(self) -> Parts {
+    pub fn into_parts(mut self) -> Parts {
+        if let Some(packed) = self.packed.take() {
+            self.parts.headers = unpack(&packed);
+        }
         self.parts
     }
+}
+
+/// Appends `field` with its length in front, as [`unpack`] reads it.
+fn put_field(buffer: &mut BytesMut, field: &[u8]) {
+    let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+    buffer.extend_from_slice(&len.to_le_bytes());
+    buffer.extend_from_slice(&field[..len as usize]);
+}
+
+/// Takes a field written by [`put_field`] off the front of `packed`.
+fn take_field(packed: &mut Bytes) -> Option<Bytes> {
+    let len = u32::from_le_bytes(packed.get(..4)?.try_into().ok()?) as usize;
+    if packed.len() < 4 + len {
+        return None;
+    }
+    let field = packed.slice(4..4 + len);
+    *packed = packed.slice(4 + len..);
+    Some(field)
+}
+
+/// The header map of headers packed by [`Request::pack`]; the values stay views into the buffer.
+fn unpack(packed: &Bytes) -> HeaderMap {
+    let mut rest = packed.clone();
+    let mut headers = HeaderMap::new();
+    while let Some((&sensitive, tail)) = rest.split_first() {
+        rest = rest.slice(rest.len() - tail.len()..);
+        let (Some(name), Some(value)) = (take_field(&mut rest), take_field(&mut rest)) else {
+            break;
+        };
+        let (Ok(name), Ok(mut value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
+            continue;
+        };
+        value.set_sensitive(sensitive != 0);
+        headers.append(name, value);
+    }
+    headers
 }
 
 /// The comma-separated tokens of every value of header `name`, trimmed, empty ones skipped.
@@ -237,6 +344,29 @@ mod tests {
         assert_eq!(r.headers().len(), 3);
         assert_eq!(r.uri(), "/a?b=c");
         assert_eq!(r.headers()[HOST], "h:1");
+    }
+
+    #[test]
+    fn packing_keeps_the_request() {
+        let mut r = request("/a?b=c", Some("h:1"));
+        r.extensions_mut().insert(7u8);
+        let mut sensitive = HeaderValue::from_static("secret");
+        sensitive.set_sensitive(true);
+        r.parts.headers.append("x-token", sensitive);
+        let before = r.headers().clone();
+        r.pack();
+        assert!(r.parts.headers.is_empty(), "the map is gone");
+        assert_eq!(r.headers(), &before);
+        assert!(r.headers()["x-token"].is_sensitive());
+        assert_eq!(r.parts().headers, before);
+        assert_eq!(r.parts().extensions.get::<u8>(), Some(&7));
+        assert_eq!(r.uri(), "/a?b=c");
+        assert_eq!(r.query(), Some("b=c"));
+        assert_eq!(r.url(), "http://h:1/a?b=c");
+        assert_eq!(r.protocols().collect::<Vec<_>>(), ["a", "b", "c"]);
+        r.extensions_mut().insert(8u8);
+        assert_eq!(r.parts().extensions.get::<u8>(), Some(&8));
+        assert_eq!(r.into_parts().headers, before);
     }
 
     #[test]

@@ -614,7 +614,7 @@ impl<'p> Driver<'p> {
                     self.needs_flush = false;
                     let flushed = std::mem::take(&mut self.unflushed);
                     let before = outbox.buffered.fetch_sub(flushed, Ordering::AcqRel);
-                    outbox.drained.notify(usize::MAX);
+                    outbox.notify_drained();
                     if before == flushed && std::mem::take(&mut self.backpressure) {
                         self.drain_pending = true;
                         cx.waker().wake_by_ref();

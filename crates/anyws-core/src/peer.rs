@@ -314,6 +314,9 @@ impl Peer {
                 return;
             }
             let listener = outbox.drained.listen();
+            // Pairs with the fence in `Outbox::notify_drained`: either the writer sees this
+            // listener or the check below sees what it flushed.
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.buffered_amount() <= threshold || self.ready_state() == ReadyState::Closed {
                 return;
             }
@@ -426,6 +429,15 @@ impl Outbox {
             self.waker.wake();
         }
         Ok(())
+    }
+
+    /// Wakes whoever waits in [`Peer::wait_for_drain`] after a flush. The event's memory is
+    /// made on its first use, so a peer nobody ever waited for does not get any.
+    pub(crate) fn notify_drained(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.drained.total_listeners() != 0 {
+            self.drained.notify(usize::MAX);
+        }
     }
 
     /// Moves an open (or opening) peer to [`ReadyState::Closing`].

@@ -75,30 +75,37 @@ impl PendingPeer {
     /// past the request put back in front. Adapters call this from a task of their runtime; the
     /// future is `Send` when `io` is, and runs on a thread-local executor when it is not (as
     /// with actix-web's payload streams).
-    pub async fn run<S>(self, io: S)
+    pub fn run<S>(self, io: S) -> impl Future<Output = ()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.run_with_prefix(io, Bytes::new()).await
+        // Not an `async fn` of its own: that would keep a second copy of `self` and `io` in the
+        // peer's task for as long as the connection lives.
+        self.run_with_prefix(io, Bytes::new())
     }
 
     /// Like [`PendingPeer::run`], for an HTTP layer that hands back the bytes it read past the
     /// request separately: `prefix` is read before `io`.
-    pub async fn run_with_prefix<S>(self, io: S, mut prefix: Bytes)
+    pub fn run_with_prefix<S>(self, io: S, prefix: Bytes) -> impl Future<Output = ()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let limits = &self.peer.inner.shared.limits;
-        let socket = Socket {
+        let mut socket = Some(Socket {
             io,
             reader: Reader::new(limits.max_message_size, limits.max_frame_size),
             // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds
             // and let go of it, or it would pin that buffer for the life of the connection.
-            pending: std::mem::take(&mut prefix).to_vec(),
+            pending: prefix.to_vec(),
             pending_at: 0,
-        };
-        drive(socket, &self.peer, &*self.hooks).await;
-        // Dropping `self` now frees the peer's place in the connection limits.
+        });
+        // The socket and `self` are made out here and only borrowed inside: this future is
+        // the peer's task for as long as the connection lives, and an `async fn` keeps a copy
+        // of every argument it moves on to another future.
+        async move {
+            drive(&mut socket, &self.peer, &*self.hooks).await;
+            // Dropping `self` now frees the peer's place in the connection limits.
+        }
     }
 }
 
@@ -192,27 +199,29 @@ impl<S: AsyncRead + Unpin> Socket<S> {
     }
 }
 
-async fn drive<S>(mut socket: Socket<S>, peer: &Peer, hooks: &dyn Hooks)
+/// Runs the connection on `socket`, which it drops once the connection is over.
+async fn drive<S>(socket: &mut Option<Socket<S>>, peer: &Peer, hooks: &dyn Hooks)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let shared = peer.inner.shared.clone();
     // The peer joined the registry in the handshake; a close asked for since then stands.
     peer.open();
     let mut driver = Driver::new(peer);
     let mut running = Some(hook("open", hooks.open(peer)));
-    std::future::poll_fn(|cx| driver.poll(cx, &mut socket, &mut running, hooks, peer)).await;
+    if let Some(io) = socket.as_mut() {
+        std::future::poll_fn(|cx| driver.poll(cx, io, &mut running, hooks, peer)).await;
+    }
 
     // The connection is over: stop queueing, leave every list, drop the socket, then tell the
     // hooks.
     drop(running);
     peer.set_ready_state(ReadyState::Closed);
     peer.inner.outbox.shut();
-    shared.leave(peer);
-    drop(socket);
+    peer.inner.shared.leave(peer);
+    *socket = None;
     let info = driver.close_info();
     if let Some(error) = driver.error.take() {
-        run_hook("error", hooks.error(peer, error)).await;
+        run_hook("error", hooks.error(peer, *error)).await;
     }
     run_hook("close", hooks.close(peer, info)).await;
 }
@@ -260,15 +269,16 @@ struct Driver<'p> {
     /// A flush had to wait for the socket since the queue was last empty.
     backpressure: bool,
     drain_pending: bool,
-    /// The close frame we sent, once sent.
-    sent_close: Option<(u16, String)>,
+    /// The close frame we sent, once sent. Boxed, as the other rare states below: the driver
+    /// lives in every idle peer's task.
+    sent_close: Option<Box<(u16, String)>>,
     /// The close frame the client sent.
-    received_close: Option<(u16, String)>,
+    received_close: Option<Box<(u16, String)>>,
     /// Reading failed; the connection ends once our close frame is out.
     read_failed: bool,
     /// Reading stopped because too much output was waiting for the peer.
     read_paused: bool,
-    error: Option<Error>,
+    error: Option<Box<Error>>,
     timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
     /// When something was last received from the peer (or when it opened).
     last_heard: Instant,
@@ -278,7 +288,7 @@ struct Driver<'p> {
     ping_due: bool,
     closing_deadline_set: bool,
     /// The peer's token bucket, with [`Limits::message_rate`](crate::Limits::message_rate).
-    rate: Option<RateLimiter>,
+    rate: Option<Box<RateLimiter>>,
 }
 
 impl<'p> Driver<'p> {
@@ -306,7 +316,12 @@ impl<'p> Driver<'p> {
             last_ping: None,
             ping_due: false,
             closing_deadline_set: false,
-            rate: peer.inner.shared.limits.message_rate.map(RateLimiter::new),
+            rate: peer
+                .inner
+                .shared
+                .limits
+                .message_rate
+                .map(|rate| Box::new(RateLimiter::new(rate))),
         }
     }
 
@@ -315,7 +330,7 @@ impl<'p> Driver<'p> {
             self.peer.close(code, "");
         }
         if self.error.is_none() {
-            self.error = Some(error);
+            self.error = Some(Box::new(error));
         }
     }
 
@@ -344,11 +359,13 @@ impl<'p> Driver<'p> {
     }
 
     fn close_info(&self) -> CloseInfo {
-        match (&self.received_close, &self.sent_close) {
-            (Some((code, reason)), _) | (None, Some((code, reason))) => {
-                CloseInfo::new(*code, reason.clone())
-            }
-            (None, None) => CloseInfo::new(close_code::ABNORMAL, ""),
+        match self
+            .received_close
+            .as_deref()
+            .or(self.sent_close.as_deref())
+        {
+            Some((code, reason)) => CloseInfo::new(*code, reason.clone()),
+            None => CloseInfo::new(close_code::ABNORMAL, ""),
         }
     }
 
@@ -446,8 +463,9 @@ impl<'p> Driver<'p> {
             let open = self.peer.ready_state() == ReadyState::Open;
             match event {
                 Event::Close(frame) => {
-                    self.received_close =
-                        Some(frame.unwrap_or((close_code::NO_STATUS, String::new())));
+                    self.received_close = Some(Box::new(
+                        frame.unwrap_or((close_code::NO_STATUS, String::new())),
+                    ));
                     self.peer.set_ready_state(ReadyState::Closing);
                     // Our own close, if already sent, is the answer.
                     self.close_reply_due = self.sent_close.is_none();
@@ -535,9 +553,9 @@ impl<'p> Driver<'p> {
                     return Poll::Ready(Ok(Written::Terminated));
                 }
                 if queue.overflowed && self.error.is_none() {
-                    self.error = Some(Error::SendQueueFull {
+                    self.error = Some(Box::new(Error::SendQueueFull {
                         limit: self.peer.inner.shared.limits.max_buffered_bytes,
-                    });
+                    }));
                 }
                 if !queue.items.is_empty() {
                     std::mem::swap(&mut queue.items, &mut self.batch);
@@ -545,7 +563,7 @@ impl<'p> Driver<'p> {
                     drop(queue);
                     if self.sent_close.is_none() && self.received_close.is_none() {
                         self.frames.encode_close(code, &reason);
-                        self.sent_close = Some((code, reason));
+                        self.sent_close = Some(Box::new((code, reason)));
                     }
                 } else if std::mem::take(&mut self.ping_due) {
                     self.frames.encode_control(frames::PING, &[]);
@@ -554,13 +572,13 @@ impl<'p> Driver<'p> {
             // The answer to the client's close frame: the same code and reason, or none when it
             // had none.
             if std::mem::take(&mut self.close_reply_due) {
-                if let Some((code, reason)) = self.received_close.clone() {
+                if let Some((code, reason)) = self.received_close.as_deref().cloned() {
                     if code == close_code::NO_STATUS {
                         self.frames.encode(frames::CLOSE, &[]);
                     } else {
                         self.frames.encode_close(code, &reason);
                     }
-                    self.sent_close = Some((code, reason));
+                    self.sent_close = Some(Box::new((code, reason)));
                 }
             }
             // Encode the messages at the front of the batch, up to a write buffer's worth. Data
@@ -675,7 +693,7 @@ impl<'p> Driver<'p> {
                 .is_some_and(|idle| now >= self.last_heard + idle)
             {
                 if self.error.is_none() {
-                    self.error = Some(Error::IdleTimeout);
+                    self.error = Some(Box::new(Error::IdleTimeout));
                 }
                 break Poll::Ready(());
             }

@@ -15,16 +15,32 @@ use std::sync::OnceLock;
 /// the `Host` header, path and query, as a browser would see it.
 #[derive(Debug)]
 pub struct Request {
-    /// The request; once [packed](Request::pack), without its headers.
-    parts: Parts,
+    head: Head,
     remote_addr: Option<SocketAddr>,
     url: String,
-    /// The headers of a packed request: names and values in one buffer of their size, which
-    /// [`Request::headers`] unpacks on its first call. A peer's request lives as long as the
-    /// peer, and a header map costs about a hundred bytes per header.
-    packed: Option<Bytes>,
-    /// The whole request of a packed one, made on demand: for [`Request::headers`] and
-    /// [`Request::parts`].
+}
+
+/// The request line, headers and extensions of a [`Request`].
+#[derive(Debug)]
+enum Head {
+    /// As the HTTP layer gave them (compacted).
+    Parts(Box<Parts>),
+    /// Packed by [`Request::pack`], for a request kept as long as its peer lives: a header map
+    /// costs about a hundred bytes per header, and an empty one still a hundred inline.
+    Packed(Packed),
+}
+
+/// A request without its header map.
+#[derive(Debug)]
+struct Packed {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    extensions: Extensions,
+    /// The header names and values in one buffer of their size (each header: a sensitivity
+    /// flag, then the name and the value, each after its length), unpacked on demand.
+    headers: Bytes,
+    /// The whole request, made on demand: for [`Request::headers`] and [`Request::parts`].
     unpacked: OnceLock<Box<Parts>>,
 }
 
@@ -43,87 +59,99 @@ impl Request {
         }
         let url = build_url(&parts);
         Self {
-            parts,
+            head: Head::Parts(Box::new(parts)),
             remote_addr,
             url,
-            packed: None,
-            unpacked: OnceLock::new(),
         }
     }
 
-    /// Packs the headers and the URI into one buffer of their size and lets the header map go,
-    /// for a request kept as long as its peer lives; [`Request::headers`] unpacks them again
-    /// when it is called.
+    /// Packs the headers into one buffer of their size and lets the header map go, for a
+    /// request kept as long as its peer lives; [`Request::headers`] unpacks them again when it
+    /// is called.
     pub(crate) fn pack(&mut self) {
-        if self.packed.is_some() {
+        let Head::Parts(parts) = &mut self.head else {
             return;
+        };
+        let parts = std::mem::replace(&mut **parts, http::Request::new(()).into_parts().0);
+        let total = parts
+            .headers
+            .iter()
+            .map(|(name, value)| 9 + name.as_str().len() + value.len())
+            .sum::<usize>();
+        let mut headers = Vec::with_capacity(total);
+        for (name, value) in &parts.headers {
+            headers.push(u8::from(value.is_sensitive()));
+            put_field(&mut headers, name.as_str().as_bytes());
+            put_field(&mut headers, value.as_bytes());
         }
-        let headers = &self.parts.headers;
-        let uri = self.parts.uri.to_string();
-        // Each header: a sensitivity flag, then the name and the value, each after its length.
-        let total = uri.len()
-            + headers
-                .iter()
-                .map(|(name, value)| 9 + name.as_str().len() + value.len())
-                .sum::<usize>();
-        let mut buffer = BytesMut::with_capacity(total);
-        buffer.extend_from_slice(uri.as_bytes());
-        for (name, value) in headers {
-            buffer.extend_from_slice(&[u8::from(value.is_sensitive())]);
-            put_field(&mut buffer, name.as_str().as_bytes());
-            put_field(&mut buffer, value.as_bytes());
-        }
-        let buffer = buffer.freeze();
-        if let Ok(packed_uri) = Uri::from_maybe_shared(buffer.slice(..uri.len())) {
-            self.parts.uri = packed_uri;
-        }
-        self.packed = Some(buffer.slice(uri.len()..));
-        self.parts.headers = HeaderMap::new();
-        self.unpacked = OnceLock::new();
+        // The URI gets a buffer of its own: it pointed into the compacted header values.
+        let uri = Bytes::from(parts.uri.to_string().into_bytes().into_boxed_slice());
+        self.head = Head::Packed(Packed {
+            method: parts.method,
+            uri: Uri::from_maybe_shared(uri).unwrap_or(parts.uri),
+            version: parts.version,
+            extensions: parts.extensions,
+            // Exactly the size it holds, so the buffer is not copied again.
+            headers: Bytes::from(headers.into_boxed_slice()),
+            unpacked: OnceLock::new(),
+        });
     }
 
-    /// The whole request of a packed one.
-    fn unpacked(&self, packed: &Bytes) -> &Parts {
-        self.unpacked.get_or_init(|| {
-            let mut parts = self.parts.clone();
-            parts.headers = unpack(packed);
-            Box::new(parts)
-        })
+    /// The whole request: as given, or unpacked on the first call.
+    fn whole(&self) -> &Parts {
+        match &self.head {
+            Head::Parts(parts) => parts,
+            Head::Packed(packed) => packed.unpacked.get_or_init(|| Box::new(packed.unpack())),
+        }
     }
 
     /// The HTTP method (`GET` for a WebSocket upgrade).
     pub fn method(&self) -> &Method {
-        &self.parts.method
+        match &self.head {
+            Head::Parts(parts) => &parts.method,
+            Head::Packed(packed) => &packed.method,
+        }
     }
 
     /// The request target as sent, usually a path and query.
     pub fn uri(&self) -> &Uri {
-        &self.parts.uri
+        match &self.head {
+            Head::Parts(parts) => &parts.uri,
+            Head::Packed(packed) => &packed.uri,
+        }
     }
 
     /// The HTTP version.
     pub fn version(&self) -> Version {
-        self.parts.version
+        match &self.head {
+            Head::Parts(parts) => parts.version,
+            Head::Packed(packed) => packed.version,
+        }
     }
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
-        match &self.packed {
-            Some(packed) => &self.unpacked(packed).headers,
-            None => &self.parts.headers,
-        }
+        &self.whole().headers
     }
 
     /// Typed values an adapter, router or middleware attached to the request.
     pub fn extensions(&self) -> &Extensions {
-        &self.parts.extensions
+        match &self.head {
+            Head::Parts(parts) => &parts.extensions,
+            Head::Packed(packed) => &packed.extensions,
+        }
     }
 
     /// Mutable access to the extensions, for routers and middleware.
     pub fn extensions_mut(&mut self) -> &mut Extensions {
-        // The unpacked copy would no longer match.
-        self.unpacked = OnceLock::new();
-        &mut self.parts.extensions
+        match &mut self.head {
+            Head::Parts(parts) => &mut parts.extensions,
+            Head::Packed(packed) => {
+                // The unpacked copy would no longer match.
+                packed.unpacked = OnceLock::new();
+                &mut packed.extensions
+            }
+        }
     }
 
     /// The client's address, when the adapter knows it.
@@ -133,12 +161,12 @@ impl Request {
 
     /// The path of the URL, without the query.
     pub fn path(&self) -> &str {
-        self.parts.uri.path()
+        self.uri().path()
     }
 
     /// The query string, without the `?`.
     pub fn query(&self) -> Option<&str> {
-        self.parts.uri.query()
+        self.uri().query()
     }
 
     /// The value of query parameter `name`, percent-decoded (`+` reads as a space), or `None`
@@ -170,7 +198,7 @@ impl Request {
     /// Path parameter `name`, as matched by a [`Router`](crate::Router) pattern such as
     /// `/rooms/:id`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.parts.extensions.get::<crate::PathParams>()?.get(name)
+        self.extensions().get::<crate::PathParams>()?.get(name)
     }
 
     /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, in its order.
@@ -180,24 +208,52 @@ impl Request {
 
     /// The request parts, for adapters that need to hand them on.
     pub fn parts(&self) -> &Parts {
-        match &self.packed {
-            Some(packed) => self.unpacked(packed),
-            None => &self.parts,
-        }
+        self.whole()
     }
 
     /// The request parts, for an adapter that hands a request its transport did not take back
     /// to the application.
-    pub fn into_parts(mut self) -> Parts {
-        if let Some(packed) = self.packed.take() {
-            self.parts.headers = unpack(&packed);
+    pub fn into_parts(self) -> Parts {
+        match self.head {
+            Head::Parts(parts) => *parts,
+            Head::Packed(mut packed) => match packed.unpacked.take() {
+                Some(parts) => *parts,
+                None => packed.unpack(),
+            },
         }
-        self.parts
     }
 }
 
-/// Appends `field` with its length in front, as [`unpack`] reads it.
-fn put_field(buffer: &mut BytesMut, field: &[u8]) {
+impl Packed {
+    /// The whole request, with a header map made from the packed headers; the values stay views
+    /// into the buffer.
+    fn unpack(&self) -> Parts {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = self.method.clone();
+        parts.uri = self.uri.clone();
+        parts.version = self.version;
+        parts.extensions = self.extensions.clone();
+        let mut rest = self.headers.clone();
+        while let Some((&sensitive, tail)) = rest.split_first() {
+            rest = rest.slice(rest.len() - tail.len()..);
+            let (Some(name), Some(value)) = (take_field(&mut rest), take_field(&mut rest)) else {
+                break;
+            };
+            let (Ok(name), Ok(mut value)) = (
+                HeaderName::from_bytes(&name),
+                HeaderValue::from_maybe_shared(value),
+            ) else {
+                continue;
+            };
+            value.set_sensitive(sensitive != 0);
+            parts.headers.append(name, value);
+        }
+        parts
+    }
+}
+
+/// Appends `field` with its length in front, as [`take_field`] reads it.
+fn put_field(buffer: &mut Vec<u8>, field: &[u8]) {
     let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
     buffer.extend_from_slice(&len.to_le_bytes());
     buffer.extend_from_slice(&field[..len as usize]);
@@ -212,27 +268,6 @@ fn take_field(packed: &mut Bytes) -> Option<Bytes> {
     let field = packed.slice(4..4 + len);
     *packed = packed.slice(4 + len..);
     Some(field)
-}
-
-/// The header map of headers packed by [`Request::pack`]; the values stay views into the buffer.
-fn unpack(packed: &Bytes) -> HeaderMap {
-    let mut rest = packed.clone();
-    let mut headers = HeaderMap::new();
-    while let Some((&sensitive, tail)) = rest.split_first() {
-        rest = rest.slice(rest.len() - tail.len()..);
-        let (Some(name), Some(value)) = (take_field(&mut rest), take_field(&mut rest)) else {
-            break;
-        };
-        let (Ok(name), Ok(mut value)) = (
-            HeaderName::from_bytes(&name),
-            HeaderValue::from_maybe_shared(value),
-        ) else {
-            continue;
-        };
-        value.set_sensitive(sensitive != 0);
-        headers.append(name, value);
-    }
-    headers
 }
 
 /// The comma-separated tokens of every value of header `name`, trimmed, empty ones skipped.
@@ -352,10 +387,13 @@ mod tests {
         r.extensions_mut().insert(7u8);
         let mut sensitive = HeaderValue::from_static("secret");
         sensitive.set_sensitive(true);
-        r.parts.headers.append("x-token", sensitive);
+        let Head::Parts(parts) = &mut r.head else {
+            unreachable!()
+        };
+        parts.headers.append("x-token", sensitive);
         let before = r.headers().clone();
         r.pack();
-        assert!(r.parts.headers.is_empty(), "the map is gone");
+        assert!(matches!(r.head, Head::Packed(_)), "the map is gone");
         assert_eq!(r.headers(), &before);
         assert!(r.headers()["x-token"].is_sensitive());
         assert_eq!(r.parts().headers, before);

@@ -20,7 +20,7 @@ use tungstenite::Message as WsMessage;
 use crate::error::panic_message;
 use crate::frames::{self, Frames};
 use crate::limits::RateLimiter;
-use crate::peer::{lock, payload_len};
+use crate::peer::{lock, payload_len, PeerInner};
 use crate::read_ahead::poll_read_shared;
 use crate::server::Admission;
 use crate::ws::{Event, ReadError, Reader};
@@ -231,28 +231,30 @@ where
 /// timer) then skips polling the read side, which has nothing new: on async-io (smol,
 /// async-std) that poll would cost a `read` system call that finds nothing and another to re-arm
 /// the socket's readiness, for every message a publish delivers.
+///
+/// It is a field of the peer, which is the waker (see the `Wake` impl below): no allocation of
+/// its own per connection.
 #[derive(Default)]
-struct ReadWaker {
+pub(crate) struct ReadWaker {
     woken: AtomicBool,
     task: AtomicWaker,
 }
 
-impl Wake for ReadWaker {
+impl Wake for PeerInner {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        self.read_waker.woken.store(true, Ordering::Release);
+        self.read_waker.task.wake();
     }
 }
 
 struct Driver<'p> {
     peer: &'p Peer,
     /// Notes whether the read side woke the task since it last answered `Pending`.
-    read_waker: Arc<ReadWaker>,
-    /// `read_waker` as a [`Waker`], made once.
+    /// The peer's [`ReadWaker`] as a [`Waker`], made once.
     read_waker_handle: Waker,
     /// The read side answered `Pending` when last polled, and holds `read_waker`: until that is
     /// woken, polling the read side again would only find nothing.
@@ -293,11 +295,9 @@ struct Driver<'p> {
 
 impl<'p> Driver<'p> {
     fn new(peer: &'p Peer) -> Self {
-        let read_waker = Arc::new(ReadWaker::default());
         Self {
             peer,
-            read_waker_handle: Waker::from(read_waker.clone()),
-            read_waker,
+            read_waker_handle: Waker::from(peer.inner.clone()),
             read_idle: false,
             batch: VecDeque::new(),
             frames: Frames::default(),
@@ -383,7 +383,7 @@ impl<'p> Driver<'p> {
     {
         // The task's waker before any look at the read side's flag: a wake-up of the read side
         // after that look reaches the task through it.
-        self.read_waker.task.register(cx.waker());
+        self.peer.inner.read_waker.task.register(cx.waker());
         if peer.ready_state() >= ReadyState::Closing && self.closing_now() {
             return Poll::Ready(());
         }
@@ -422,7 +422,12 @@ impl<'p> Driver<'p> {
                 break;
             }
             self.read_paused = false;
-            let woken = self.read_waker.woken.swap(false, Ordering::AcqRel);
+            let woken = self
+                .peer
+                .inner
+                .read_waker
+                .woken
+                .swap(false, Ordering::AcqRel);
             if self.read_idle && !woken {
                 break;
             }
@@ -559,11 +564,11 @@ impl<'p> Driver<'p> {
                 }
                 if !queue.items.is_empty() {
                     std::mem::swap(&mut queue.items, &mut self.batch);
-                } else if let Some((code, reason)) = queue.close.take() {
+                } else if let Some(close) = queue.close.take() {
                     drop(queue);
                     if self.sent_close.is_none() && self.received_close.is_none() {
-                        self.frames.encode_close(code, &reason);
-                        self.sent_close = Some(Box::new((code, reason)));
+                        self.frames.encode_close(close.0, &close.1);
+                        self.sent_close = Some(close);
                     }
                 } else if std::mem::take(&mut self.ping_due) {
                     self.frames.encode_control(frames::PING, &[]);
@@ -645,6 +650,7 @@ impl<'p> Driver<'p> {
         if self.batch.capacity() != 0 {
             self.batch = VecDeque::new();
         }
+        self.frames.release();
         Poll::Ready(Ok(Written::All))
     }
 

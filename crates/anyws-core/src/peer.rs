@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::connection::ReadWaker;
 use crate::server::Shared;
 use crate::upgrade::Context;
 use crate::{close_code, Message, Request, SendError, Server};
@@ -103,6 +104,8 @@ pub(crate) struct PeerInner {
     transport: Transport,
     pub(crate) topics: Mutex<Vec<Arc<str>>>,
     pub(crate) outbox: Outbox,
+    /// Notes that the connection's read side woke its task.
+    pub(crate) read_waker: ReadWaker,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -134,6 +137,7 @@ impl Peer {
                 transport,
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(limit),
+                read_waker: ReadWaker::default(),
                 shared,
             }),
         }
@@ -349,7 +353,7 @@ impl Eq for Peer {}
 pub(crate) struct Queue {
     pub(crate) items: VecDeque<tungstenite::Message>,
     /// A close frame to send once `items` is written.
-    pub(crate) close: Option<(u16, String)>,
+    pub(crate) close: Option<Box<(u16, String)>>,
     /// The close was asked for (by the application or an overflow); nothing more may be queued.
     pub(crate) closing: bool,
     /// The send queue passed its limit.
@@ -416,7 +420,10 @@ impl Outbox {
             queue.overflowed = true;
             queue.closing = true;
             self.set_closing();
-            queue.close = Some((close_code::TRY_AGAIN_LATER, "send queue full".to_owned()));
+            queue.close = Some(Box::new((
+                close_code::TRY_AGAIN_LATER,
+                "send queue full".to_owned(),
+            )));
             drop(queue);
             self.waker.wake();
             return Err(SendError::QueueFull);
@@ -457,7 +464,7 @@ impl Outbox {
             return;
         }
         queue.closing = true;
-        queue.close = Some((code, truncate_reason(reason).to_owned()));
+        queue.close = Some(Box::new((code, truncate_reason(reason).to_owned())));
         self.set_closing();
         drop(queue);
         self.waker.wake();

@@ -200,30 +200,42 @@ impl<S: AsyncRead + Unpin> Socket<S> {
 }
 
 /// Runs the connection on `socket`, which it drops once the connection is over.
-async fn drive<S>(socket: &mut Option<Socket<S>>, peer: &Peer, hooks: &dyn Hooks)
+///
+/// A plain fn returning an `async` block, which uses its captures in place: an `async fn` keeps
+/// a second copy of its arguments.
+fn drive<'a, S>(
+    socket: &'a mut Option<Socket<S>>,
+    peer: &'a Peer,
+    hooks: &'a dyn Hooks,
+) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // The peer joined the registry in the handshake; a close asked for since then stands.
-    peer.open();
-    let mut driver = Driver::new(peer);
-    let mut running = Some(hook("open", hooks.open(peer)));
-    if let Some(io) = socket.as_mut() {
-        std::future::poll_fn(|cx| driver.poll(cx, io, &mut running, hooks, peer)).await;
+    async move {
+        // The peer joined the registry in the handshake; a close asked for since then stands.
+        peer.open();
+        // The driver lives in a block of its own, so that the closing hooks below run in the
+        // space it took rather than beside it.
+        let (info, error) = {
+            let mut driver = Driver::new(peer);
+            let mut running = Some(hook("open", hooks.open(peer)));
+            if let Some(io) = socket.as_mut() {
+                std::future::poll_fn(|cx| driver.poll(cx, io, &mut running, hooks, peer)).await;
+            }
+            // The connection is over: stop queueing, leave every list, drop the socket, then
+            // tell the hooks.
+            drop(running);
+            (driver.close_info(), driver.error.take())
+        };
+        peer.set_ready_state(ReadyState::Closed);
+        peer.inner.outbox.shut();
+        peer.inner.shared.leave(peer);
+        *socket = None;
+        if let Some(error) = error {
+            run_hook("error", hooks.error(peer, *error)).await;
+        }
+        run_hook("close", hooks.close(peer, info)).await;
     }
-
-    // The connection is over: stop queueing, leave every list, drop the socket, then tell the
-    // hooks.
-    drop(running);
-    peer.set_ready_state(ReadyState::Closed);
-    peer.inner.outbox.shut();
-    peer.inner.shared.leave(peer);
-    *socket = None;
-    let info = driver.close_info();
-    if let Some(error) = driver.error.take() {
-        run_hook("error", hooks.error(peer, *error)).await;
-    }
-    run_hook("close", hooks.close(peer, info)).await;
 }
 
 /// The waker the read side of a connection is polled with: it notes that the read side woke the

@@ -203,6 +203,7 @@ impl<S: AsyncRead + Unpin> Socket<S> {
 ///
 /// A plain fn returning an `async` block, which uses its captures in place: an `async fn` keeps
 /// a second copy of its arguments.
+#[allow(clippy::manual_async_fn)] // On purpose: see above.
 fn drive<'a, S>(
     socket: &'a mut Option<Socket<S>>,
     peer: &'a Peer,

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 pub struct Request {
     head: Head,
     remote_addr: Option<SocketAddr>,
-    url: String,
+    url: Box<str>,
 }
 
 /// The request line, headers and extensions of a [`Request`].
@@ -38,8 +38,9 @@ struct Packed {
     version: Version,
     extensions: Extensions,
     /// The header names and values in one buffer of their size (each header: a sensitivity
-    /// flag, then the name and the value, each after its length), unpacked on demand.
-    headers: Bytes,
+    /// flag, then the name and the value, each after its length as a LEB128 number), unpacked
+    /// on demand.
+    headers: Box<[u8]>,
     /// The whole request, made on demand: for [`Request::headers`] and [`Request::parts`].
     unpacked: OnceLock<Box<Parts>>,
 }
@@ -57,7 +58,7 @@ impl Request {
             // empty map can still hold its table, for as long as the peer lives.
             parts.extensions = Extensions::new();
         }
-        let url = build_url(&parts);
+        let url = build_url(&parts).into_boxed_str();
         Self {
             head: Head::Parts(Box::new(parts)),
             remote_addr,
@@ -76,7 +77,10 @@ impl Request {
         let total = parts
             .headers
             .iter()
-            .map(|(name, value)| 9 + name.as_str().len() + value.len())
+            .map(|(name, value)| {
+                let (name, value) = (name.as_str().len(), value.len());
+                1 + leb128_len(name) + name + leb128_len(value) + value
+            })
             .sum::<usize>();
         let mut headers = Vec::with_capacity(total);
         for (name, value) in &parts.headers {
@@ -92,7 +96,7 @@ impl Request {
             version: parts.version,
             extensions: parts.extensions,
             // Exactly the size it holds, so the buffer is not copied again.
-            headers: Bytes::from(headers.into_boxed_slice()),
+            headers: headers.into_boxed_slice(),
             unpacked: OnceLock::new(),
         });
     }
@@ -233,16 +237,15 @@ impl Packed {
         parts.uri = self.uri.clone();
         parts.version = self.version;
         parts.extensions = self.extensions.clone();
-        let mut rest = self.headers.clone();
+        let mut rest = &self.headers[..];
         while let Some((&sensitive, tail)) = rest.split_first() {
-            rest = rest.slice(rest.len() - tail.len()..);
+            rest = tail;
             let (Some(name), Some(value)) = (take_field(&mut rest), take_field(&mut rest)) else {
                 break;
             };
-            let (Ok(name), Ok(mut value)) = (
-                HeaderName::from_bytes(&name),
-                HeaderValue::from_maybe_shared(value),
-            ) else {
+            let (Ok(name), Ok(mut value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            else {
                 continue;
             };
             value.set_sensitive(sensitive != 0);
@@ -252,21 +255,42 @@ impl Packed {
     }
 }
 
-/// Appends `field` with its length in front, as [`take_field`] reads it.
+/// The bytes of `n` as a LEB128 number.
+fn leb128_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// Appends `field` with its length in front as a LEB128 number, as [`take_field`] reads it.
 fn put_field(buffer: &mut Vec<u8>, field: &[u8]) {
-    let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-    buffer.extend_from_slice(&len.to_le_bytes());
-    buffer.extend_from_slice(&field[..len as usize]);
+    let mut n = field.len();
+    while n >= 0x80 {
+        buffer.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    buffer.push(n as u8);
+    buffer.extend_from_slice(field);
 }
 
 /// Takes a field written by [`put_field`] off the front of `packed`.
-fn take_field(packed: &mut Bytes) -> Option<Bytes> {
-    let len = u32::from_le_bytes(packed.get(..4)?.try_into().ok()?) as usize;
-    if packed.len() < 4 + len {
-        return None;
+fn take_field<'a>(packed: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let (&byte, rest) = packed.split_first()?;
+        *packed = rest;
+        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        if byte < 0x80 {
+            break;
+        }
+        shift += 7;
     }
-    let field = packed.slice(4..4 + len);
-    *packed = packed.slice(4 + len..);
+    let (field, rest) = (packed.get(..len)?, packed.get(len..)?);
+    *packed = rest;
     Some(field)
 }
 
@@ -405,6 +429,22 @@ mod tests {
         r.extensions_mut().insert(8u8);
         assert_eq!(r.parts().extensions.get::<u8>(), Some(&8));
         assert_eq!(r.into_parts().headers, before);
+    }
+
+    #[test]
+    fn long_headers_pack_and_unpack() {
+        let long = "x".repeat(20_000);
+        let (parts, ()) = http::Request::get("/")
+            .header("x-long", &long)
+            .header("x-empty", "")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut r = Request::new(parts, None);
+        r.pack();
+        assert_eq!(r.headers()["x-long"], long.as_str());
+        assert_eq!(r.headers()["x-empty"], "");
+        assert_eq!(r.headers().len(), 2);
     }
 
     #[test]

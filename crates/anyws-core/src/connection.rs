@@ -19,7 +19,7 @@ use tungstenite::Message as WsMessage;
 
 use crate::error::panic_message;
 use crate::limits::RateLimiter;
-use crate::peer::{lock, payload_len};
+use crate::peer::{lock, payload_len, PeerInner};
 use crate::read_ahead::poll_read_shared;
 use crate::server::Admission;
 use crate::ws::frames::{self, Frames};
@@ -75,30 +75,37 @@ impl PendingPeer {
     /// past the request put back in front. Adapters call this from a task of their runtime; the
     /// future is `Send` when `io` is, and runs on a thread-local executor when it is not (as
     /// with actix-web's payload streams).
-    pub async fn run<S>(self, io: S)
+    pub fn run<S>(self, io: S) -> impl Future<Output = ()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.run_with_prefix(io, Bytes::new()).await
+        // Not an `async fn` of its own: that would keep a second copy of `self` and `io` in the
+        // peer's task for as long as the connection lives.
+        self.run_with_prefix(io, Bytes::new())
     }
 
     /// Like [`PendingPeer::run`], for an HTTP layer that hands back the bytes it read past the
     /// request separately: `prefix` is read before `io`.
-    pub async fn run_with_prefix<S>(self, io: S, mut prefix: Bytes)
+    pub fn run_with_prefix<S>(self, io: S, prefix: Bytes) -> impl Future<Output = ()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let limits = &self.peer.inner.shared.limits;
-        let socket = Socket {
+        let mut socket = Some(Socket {
             io,
             reader: Reader::new(limits.max_message_size, limits.max_frame_size),
             // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds
             // and let go of it, or it would pin that buffer for the life of the connection.
-            pending: std::mem::take(&mut prefix).to_vec(),
+            pending: prefix.to_vec(),
             pending_at: 0,
-        };
-        drive(socket, &self.peer, &*self.hooks).await;
-        // Dropping `self` now frees the peer's place in the connection limits.
+        });
+        // The socket and `self` are made out here and only borrowed inside: this future is
+        // the peer's task for as long as the connection lives, and an `async fn` keeps a copy
+        // of every argument it moves on to another future.
+        async move {
+            drive(&mut socket, &self.peer, &*self.hooks).await;
+            // Dropping `self` now frees the peer's place in the connection limits.
+        }
     }
 }
 
@@ -192,29 +199,44 @@ impl<S: AsyncRead + Unpin> Socket<S> {
     }
 }
 
-async fn drive<S>(mut socket: Socket<S>, peer: &Peer, hooks: &dyn Hooks)
+/// Runs the connection on `socket`, which it drops once the connection is over.
+///
+/// A plain fn returning an `async` block, which uses its captures in place: an `async fn` keeps
+/// a second copy of its arguments.
+#[allow(clippy::manual_async_fn)] // On purpose: see above.
+fn drive<'a, S>(
+    socket: &'a mut Option<Socket<S>>,
+    peer: &'a Peer,
+    hooks: &'a dyn Hooks,
+) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let shared = peer.inner.shared.clone();
-    // The peer joined the registry in the handshake; a close asked for since then stands.
-    peer.open();
-    let mut driver = Driver::new(peer);
-    let mut running = Some(hook("open", hooks.open(peer)));
-    std::future::poll_fn(|cx| driver.poll(cx, &mut socket, &mut running, hooks, peer)).await;
-
-    // The connection is over: stop queueing, leave every list, drop the socket, then tell the
-    // hooks.
-    drop(running);
-    peer.set_ready_state(ReadyState::Closed);
-    peer.inner.outbox.shut();
-    shared.leave(peer);
-    drop(socket);
-    let info = driver.close_info();
-    if let Some(error) = driver.error.take() {
-        run_hook("error", hooks.error(peer, error)).await;
+    async move {
+        // The peer joined the registry in the handshake; a close asked for since then stands.
+        peer.open();
+        // The driver lives in a block of its own, so that the closing hooks below run in the
+        // space it took rather than beside it.
+        let (info, error) = {
+            let mut driver = Driver::new(peer);
+            let mut running = Some(hook("open", hooks.open(peer)));
+            if let Some(io) = socket.as_mut() {
+                std::future::poll_fn(|cx| driver.poll(cx, io, &mut running, hooks, peer)).await;
+            }
+            // The connection is over: stop queueing, leave every list, drop the socket, then
+            // tell the hooks.
+            drop(running);
+            (driver.close_info(), driver.error.take())
+        };
+        peer.set_ready_state(ReadyState::Closed);
+        peer.inner.outbox.shut();
+        peer.inner.shared.leave(peer);
+        *socket = None;
+        if let Some(error) = error {
+            run_hook("error", hooks.error(peer, *error)).await;
+        }
+        run_hook("close", hooks.close(peer, info)).await;
     }
-    run_hook("close", hooks.close(peer, info)).await;
 }
 
 /// The waker the read side of a connection is polled with: it notes that the read side woke the
@@ -222,28 +244,30 @@ where
 /// timer) then skips polling the read side, which has nothing new: on async-io (smol,
 /// async-std) that poll would cost a `read` system call that finds nothing and another to re-arm
 /// the socket's readiness, for every message a publish delivers.
+///
+/// It is a field of the peer, which is the waker (see the `Wake` impl below): no allocation of
+/// its own per connection.
 #[derive(Default)]
-struct ReadWaker {
+pub(crate) struct ReadWaker {
     woken: AtomicBool,
     task: AtomicWaker,
 }
 
-impl Wake for ReadWaker {
+impl Wake for PeerInner {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        self.read_waker.woken.store(true, Ordering::Release);
+        self.read_waker.task.wake();
     }
 }
 
 struct Driver<'p> {
     peer: &'p Peer,
     /// Notes whether the read side woke the task since it last answered `Pending`.
-    read_waker: Arc<ReadWaker>,
-    /// `read_waker` as a [`Waker`], made once.
+    /// The peer's [`ReadWaker`] as a [`Waker`], made once.
     read_waker_handle: Waker,
     /// The read side answered `Pending` when last polled, and holds `read_waker`: until that is
     /// woken, polling the read side again would only find nothing.
@@ -260,15 +284,16 @@ struct Driver<'p> {
     /// A flush had to wait for the socket since the queue was last empty.
     backpressure: bool,
     drain_pending: bool,
-    /// The close frame we sent, once sent.
-    sent_close: Option<(u16, String)>,
+    /// The close frame we sent, once sent. Boxed, as the other rare states below: the driver
+    /// lives in every idle peer's task.
+    sent_close: Option<Box<(u16, String)>>,
     /// The close frame the client sent.
-    received_close: Option<(u16, String)>,
+    received_close: Option<Box<(u16, String)>>,
     /// Reading failed; the connection ends once our close frame is out.
     read_failed: bool,
     /// Reading stopped because too much output was waiting for the peer.
     read_paused: bool,
-    error: Option<Error>,
+    error: Option<Box<Error>>,
     timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
     /// When something was last received from the peer (or when it opened).
     last_heard: Instant,
@@ -278,16 +303,14 @@ struct Driver<'p> {
     ping_due: bool,
     closing_deadline_set: bool,
     /// The peer's token bucket, with [`Limits::message_rate`](crate::Limits::message_rate).
-    rate: Option<RateLimiter>,
+    rate: Option<Box<RateLimiter>>,
 }
 
 impl<'p> Driver<'p> {
     fn new(peer: &'p Peer) -> Self {
-        let read_waker = Arc::new(ReadWaker::default());
         Self {
             peer,
-            read_waker_handle: Waker::from(read_waker.clone()),
-            read_waker,
+            read_waker_handle: Waker::from(peer.inner.clone()),
             read_idle: false,
             batch: VecDeque::new(),
             frames: Frames::default(),
@@ -306,7 +329,12 @@ impl<'p> Driver<'p> {
             last_ping: None,
             ping_due: false,
             closing_deadline_set: false,
-            rate: peer.inner.shared.limits.message_rate.map(RateLimiter::new),
+            rate: peer
+                .inner
+                .shared
+                .limits
+                .message_rate
+                .map(|rate| Box::new(RateLimiter::new(rate))),
         }
     }
 
@@ -315,7 +343,7 @@ impl<'p> Driver<'p> {
             self.peer.close(code, "");
         }
         if self.error.is_none() {
-            self.error = Some(error);
+            self.error = Some(Box::new(error));
         }
     }
 
@@ -344,11 +372,13 @@ impl<'p> Driver<'p> {
     }
 
     fn close_info(&self) -> CloseInfo {
-        match (&self.received_close, &self.sent_close) {
-            (Some((code, reason)), _) | (None, Some((code, reason))) => {
-                CloseInfo::new(*code, reason.clone())
-            }
-            (None, None) => CloseInfo::new(close_code::ABNORMAL, ""),
+        match self
+            .received_close
+            .as_deref()
+            .or(self.sent_close.as_deref())
+        {
+            Some((code, reason)) => CloseInfo::new(*code, reason.clone()),
+            None => CloseInfo::new(close_code::ABNORMAL, ""),
         }
     }
 
@@ -366,7 +396,7 @@ impl<'p> Driver<'p> {
     {
         // The task's waker before any look at the read side's flag: a wake-up of the read side
         // after that look reaches the task through it.
-        self.read_waker.task.register(cx.waker());
+        self.peer.inner.read_waker.task.register(cx.waker());
         if peer.ready_state() >= ReadyState::Closing && self.closing_now() {
             return Poll::Ready(());
         }
@@ -405,7 +435,12 @@ impl<'p> Driver<'p> {
                 break;
             }
             self.read_paused = false;
-            let woken = self.read_waker.woken.swap(false, Ordering::AcqRel);
+            let woken = self
+                .peer
+                .inner
+                .read_waker
+                .woken
+                .swap(false, Ordering::AcqRel);
             if self.read_idle && !woken {
                 break;
             }
@@ -446,8 +481,9 @@ impl<'p> Driver<'p> {
             let open = self.peer.ready_state() == ReadyState::Open;
             match event {
                 Event::Close(frame) => {
-                    self.received_close =
-                        Some(frame.unwrap_or((close_code::NO_STATUS, String::new())));
+                    self.received_close = Some(Box::new(
+                        frame.unwrap_or((close_code::NO_STATUS, String::new())),
+                    ));
                     self.peer.set_ready_state(ReadyState::Closing);
                     // Our own close, if already sent, is the answer.
                     self.close_reply_due = self.sent_close.is_none();
@@ -535,17 +571,17 @@ impl<'p> Driver<'p> {
                     return Poll::Ready(Ok(Written::Terminated));
                 }
                 if queue.overflowed && self.error.is_none() {
-                    self.error = Some(Error::SendQueueFull {
+                    self.error = Some(Box::new(Error::SendQueueFull {
                         limit: self.peer.inner.shared.limits.max_buffered_bytes,
-                    });
+                    }));
                 }
                 if !queue.items.is_empty() {
                     std::mem::swap(&mut queue.items, &mut self.batch);
-                } else if let Some((code, reason)) = queue.close.take() {
+                } else if let Some(close) = queue.close.take() {
                     drop(queue);
                     if self.sent_close.is_none() && self.received_close.is_none() {
-                        self.frames.encode_close(code, &reason);
-                        self.sent_close = Some((code, reason));
+                        self.frames.encode_close(close.0, &close.1);
+                        self.sent_close = Some(close);
                     }
                 } else if std::mem::take(&mut self.ping_due) {
                     self.frames.encode_control(frames::PING, &[]);
@@ -554,13 +590,13 @@ impl<'p> Driver<'p> {
             // The answer to the client's close frame: the same code and reason, or none when it
             // had none.
             if std::mem::take(&mut self.close_reply_due) {
-                if let Some((code, reason)) = self.received_close.clone() {
+                if let Some((code, reason)) = self.received_close.as_deref().cloned() {
                     if code == close_code::NO_STATUS {
                         self.frames.encode(frames::CLOSE, &[]);
                     } else {
                         self.frames.encode_close(code, &reason);
                     }
-                    self.sent_close = Some((code, reason));
+                    self.sent_close = Some(Box::new((code, reason)));
                 }
             }
             // Encode the messages at the front of the batch, up to a write buffer's worth. Data
@@ -614,7 +650,7 @@ impl<'p> Driver<'p> {
                     self.needs_flush = false;
                     let flushed = std::mem::take(&mut self.unflushed);
                     let before = outbox.buffered.fetch_sub(flushed, Ordering::AcqRel);
-                    outbox.drained.notify(usize::MAX);
+                    outbox.notify_drained();
                     if before == flushed && std::mem::take(&mut self.backpressure) {
                         self.drain_pending = true;
                         cx.waker().wake_by_ref();
@@ -627,6 +663,7 @@ impl<'p> Driver<'p> {
         if self.batch.capacity() != 0 {
             self.batch = VecDeque::new();
         }
+        self.frames.release();
         Poll::Ready(Ok(Written::All))
     }
 
@@ -675,7 +712,7 @@ impl<'p> Driver<'p> {
                 .is_some_and(|idle| now >= self.last_heard + idle)
             {
                 if self.error.is_none() {
-                    self.error = Some(Error::IdleTimeout);
+                    self.error = Some(Box::new(Error::IdleTimeout));
                 }
                 break Poll::Ready(());
             }

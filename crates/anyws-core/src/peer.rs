@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::connection::ReadWaker;
 use crate::server::Shared;
 use crate::upgrade::Context;
 use crate::{close_code, Message, Request, SendError, Server};
@@ -99,10 +100,12 @@ pub(crate) struct PeerInner {
     request: Request,
     pub(crate) namespace: Arc<str>,
     context: Option<Context>,
-    protocol: Option<String>,
+    protocol: Option<Box<str>>,
     transport: Transport,
     pub(crate) topics: Mutex<Vec<Arc<str>>>,
     pub(crate) outbox: Outbox,
+    /// Notes that the connection's read side woke its task.
+    pub(crate) read_waker: ReadWaker,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -121,6 +124,8 @@ impl Peer {
         shared: Arc<Shared>,
     ) -> Self {
         let limit = shared.limits.max_buffered_bytes;
+        let mut request = request;
+        request.pack();
         Self {
             inner: Arc::new(PeerInner {
                 key,
@@ -128,10 +133,11 @@ impl Peer {
                 request,
                 namespace,
                 context,
-                protocol,
+                protocol: protocol.map(String::into_boxed_str),
                 transport,
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(limit),
+                read_waker: ReadWaker::default(),
                 shared,
             }),
         }
@@ -312,6 +318,9 @@ impl Peer {
                 return;
             }
             let listener = outbox.drained.listen();
+            // Pairs with the fence in `Outbox::notify_drained`: either the writer sees this
+            // listener or the check below sees what it flushed.
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.buffered_amount() <= threshold || self.ready_state() == ReadyState::Closed {
                 return;
             }
@@ -344,7 +353,7 @@ impl Eq for Peer {}
 pub(crate) struct Queue {
     pub(crate) items: VecDeque<tungstenite::Message>,
     /// A close frame to send once `items` is written.
-    pub(crate) close: Option<(u16, String)>,
+    pub(crate) close: Option<Box<(u16, String)>>,
     /// The close was asked for (by the application or an overflow); nothing more may be queued.
     pub(crate) closing: bool,
     /// The send queue passed its limit.
@@ -411,7 +420,10 @@ impl Outbox {
             queue.overflowed = true;
             queue.closing = true;
             self.set_closing();
-            queue.close = Some((close_code::TRY_AGAIN_LATER, "send queue full".to_owned()));
+            queue.close = Some(Box::new((
+                close_code::TRY_AGAIN_LATER,
+                "send queue full".to_owned(),
+            )));
             drop(queue);
             self.waker.wake();
             return Err(SendError::QueueFull);
@@ -424,6 +436,15 @@ impl Outbox {
             self.waker.wake();
         }
         Ok(())
+    }
+
+    /// Wakes whoever waits in [`Peer::wait_for_drain`] after a flush. The event's memory is
+    /// made on its first use, so a peer nobody ever waited for does not get any.
+    pub(crate) fn notify_drained(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.drained.total_listeners() != 0 {
+            self.drained.notify(usize::MAX);
+        }
     }
 
     /// Moves an open (or opening) peer to [`ReadyState::Closing`].
@@ -443,7 +464,7 @@ impl Outbox {
             return;
         }
         queue.closing = true;
-        queue.close = Some((code, truncate_reason(reason).to_owned()));
+        queue.close = Some(Box::new((code, truncate_reason(reason).to_owned())));
         self.set_closing();
         drop(queue);
         self.waker.wake();

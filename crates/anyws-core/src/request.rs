@@ -1,11 +1,13 @@
 //! The upgrade request as the hooks see it.
 
+use bytes::Bytes;
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
 use http::{Extensions, Method, Uri, Version};
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 /// The HTTP request that opened a peer: method, URI, headers, remote address and extensions.
 ///
@@ -13,9 +15,34 @@ use std::net::SocketAddr;
 /// the `Host` header, path and query, as a browser would see it.
 #[derive(Debug)]
 pub struct Request {
-    parts: Parts,
+    head: Head,
     remote_addr: Option<SocketAddr>,
-    url: String,
+    url: Box<str>,
+}
+
+/// The request line, headers and extensions of a [`Request`].
+#[derive(Debug)]
+enum Head {
+    /// As the HTTP layer gave them (compacted).
+    Parts(Box<Parts>),
+    /// Packed by [`Request::pack`], for a request kept as long as its peer lives: a header map
+    /// costs about a hundred bytes per header, and an empty one still a hundred inline.
+    Packed(Packed),
+}
+
+/// A request without its header map.
+#[derive(Debug)]
+struct Packed {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    extensions: Extensions,
+    /// The header names and values in one buffer of their size (each header: a sensitivity
+    /// flag, then the name and the value, each after its length as a LEB128 number), unpacked
+    /// on demand.
+    headers: Box<[u8]>,
+    /// The whole request, made on demand: for [`Request::headers`] and [`Request::parts`].
+    unpacked: OnceLock<Box<Parts>>,
 }
 
 impl Request {
@@ -26,42 +53,109 @@ impl Request {
     /// keep alive.
     pub fn new(mut parts: Parts, remote_addr: Option<SocketAddr>) -> Self {
         compact(&mut parts);
-        let url = build_url(&parts);
+        if parts.extensions.is_empty() {
+            // An HTTP layer may have stored and taken back values (hyper's upgrade handle): an
+            // empty map can still hold its table, for as long as the peer lives.
+            parts.extensions = Extensions::new();
+        }
+        let url = build_url(&parts).into_boxed_str();
         Self {
-            parts,
+            head: Head::Parts(Box::new(parts)),
             remote_addr,
             url,
         }
     }
 
+    /// Packs the headers into one buffer of their size and lets the header map go, for a
+    /// request kept as long as its peer lives; [`Request::headers`] unpacks them again when it
+    /// is called.
+    pub(crate) fn pack(&mut self) {
+        let Head::Parts(parts) = &mut self.head else {
+            return;
+        };
+        let parts = std::mem::replace(&mut **parts, http::Request::new(()).into_parts().0);
+        let total = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let (name, value) = (name.as_str().len(), value.len());
+                1 + leb128_len(name) + name + leb128_len(value) + value
+            })
+            .sum::<usize>();
+        let mut headers = Vec::with_capacity(total);
+        for (name, value) in &parts.headers {
+            headers.push(u8::from(value.is_sensitive()));
+            put_field(&mut headers, name.as_str().as_bytes());
+            put_field(&mut headers, value.as_bytes());
+        }
+        // The URI gets a buffer of its own: it pointed into the compacted header values.
+        let uri = Bytes::from(parts.uri.to_string().into_bytes().into_boxed_slice());
+        self.head = Head::Packed(Packed {
+            method: parts.method,
+            uri: Uri::from_maybe_shared(uri).unwrap_or(parts.uri),
+            version: parts.version,
+            extensions: parts.extensions,
+            // Exactly the size it holds, so the buffer is not copied again.
+            headers: headers.into_boxed_slice(),
+            unpacked: OnceLock::new(),
+        });
+    }
+
+    /// The whole request: as given, or unpacked on the first call.
+    fn whole(&self) -> &Parts {
+        match &self.head {
+            Head::Parts(parts) => parts,
+            Head::Packed(packed) => packed.unpacked.get_or_init(|| Box::new(packed.unpack())),
+        }
+    }
+
     /// The HTTP method (`GET` for a WebSocket upgrade).
     pub fn method(&self) -> &Method {
-        &self.parts.method
+        match &self.head {
+            Head::Parts(parts) => &parts.method,
+            Head::Packed(packed) => &packed.method,
+        }
     }
 
     /// The request target as sent, usually a path and query.
     pub fn uri(&self) -> &Uri {
-        &self.parts.uri
+        match &self.head {
+            Head::Parts(parts) => &parts.uri,
+            Head::Packed(packed) => &packed.uri,
+        }
     }
 
     /// The HTTP version.
     pub fn version(&self) -> Version {
-        self.parts.version
+        match &self.head {
+            Head::Parts(parts) => parts.version,
+            Head::Packed(packed) => packed.version,
+        }
     }
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.parts.headers
+        &self.whole().headers
     }
 
     /// Typed values an adapter, router or middleware attached to the request.
     pub fn extensions(&self) -> &Extensions {
-        &self.parts.extensions
+        match &self.head {
+            Head::Parts(parts) => &parts.extensions,
+            Head::Packed(packed) => &packed.extensions,
+        }
     }
 
     /// Mutable access to the extensions, for routers and middleware.
     pub fn extensions_mut(&mut self) -> &mut Extensions {
-        &mut self.parts.extensions
+        match &mut self.head {
+            Head::Parts(parts) => &mut parts.extensions,
+            Head::Packed(packed) => {
+                // The unpacked copy would no longer match.
+                packed.unpacked = OnceLock::new();
+                &mut packed.extensions
+            }
+        }
     }
 
     /// The client's address, when the adapter knows it.
@@ -71,12 +165,12 @@ impl Request {
 
     /// The path of the URL, without the query.
     pub fn path(&self) -> &str {
-        self.parts.uri.path()
+        self.uri().path()
     }
 
     /// The query string, without the `?`.
     pub fn query(&self) -> Option<&str> {
-        self.parts.uri.query()
+        self.uri().query()
     }
 
     /// The value of query parameter `name`, percent-decoded (`+` reads as a space), or `None`
@@ -108,24 +202,96 @@ impl Request {
     /// Path parameter `name`, as matched by a [`Router`](crate::Router) pattern such as
     /// `/rooms/:id`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.parts.extensions.get::<crate::PathParams>()?.get(name)
+        self.extensions().get::<crate::PathParams>()?.get(name)
     }
 
     /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, in its order.
     pub fn protocols(&self) -> impl Iterator<Item = &str> {
-        header_tokens(&self.parts.headers, SEC_WEBSOCKET_PROTOCOL)
+        header_tokens(self.headers(), SEC_WEBSOCKET_PROTOCOL)
     }
 
     /// The request parts, for adapters that need to hand them on.
     pub fn parts(&self) -> &Parts {
-        &self.parts
+        self.whole()
     }
 
     /// The request parts, for an adapter that hands a request its transport did not take back
     /// to the application.
     pub fn into_parts(self) -> Parts {
-        self.parts
+        match self.head {
+            Head::Parts(parts) => *parts,
+            Head::Packed(mut packed) => match packed.unpacked.take() {
+                Some(parts) => *parts,
+                None => packed.unpack(),
+            },
+        }
     }
+}
+
+impl Packed {
+    /// The whole request, with a header map made from the packed headers; the values stay views
+    /// into the buffer.
+    fn unpack(&self) -> Parts {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = self.method.clone();
+        parts.uri = self.uri.clone();
+        parts.version = self.version;
+        parts.extensions = self.extensions.clone();
+        let mut rest = &self.headers[..];
+        while let Some((&sensitive, tail)) = rest.split_first() {
+            rest = tail;
+            let (Some(name), Some(value)) = (take_field(&mut rest), take_field(&mut rest)) else {
+                break;
+            };
+            let (Ok(name), Ok(mut value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            else {
+                continue;
+            };
+            value.set_sensitive(sensitive != 0);
+            parts.headers.append(name, value);
+        }
+        parts
+    }
+}
+
+/// The bytes of `n` as a LEB128 number.
+fn leb128_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// Appends `field` with its length in front as a LEB128 number, as [`take_field`] reads it.
+fn put_field(buffer: &mut Vec<u8>, field: &[u8]) {
+    let mut n = field.len();
+    while n >= 0x80 {
+        buffer.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    buffer.push(n as u8);
+    buffer.extend_from_slice(field);
+}
+
+/// Takes a field written by [`put_field`] off the front of `packed`.
+fn take_field<'a>(packed: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let (&byte, rest) = packed.split_first()?;
+        *packed = rest;
+        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        if byte < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    let (field, rest) = (packed.get(..len)?, packed.get(len..)?);
+    *packed = rest;
+    Some(field)
 }
 
 /// The comma-separated tokens of every value of header `name`, trimmed, empty ones skipped.
@@ -237,6 +403,48 @@ mod tests {
         assert_eq!(r.headers().len(), 3);
         assert_eq!(r.uri(), "/a?b=c");
         assert_eq!(r.headers()[HOST], "h:1");
+    }
+
+    #[test]
+    fn packing_keeps_the_request() {
+        let mut r = request("/a?b=c", Some("h:1"));
+        r.extensions_mut().insert(7u8);
+        let mut sensitive = HeaderValue::from_static("secret");
+        sensitive.set_sensitive(true);
+        let Head::Parts(parts) = &mut r.head else {
+            unreachable!()
+        };
+        parts.headers.append("x-token", sensitive);
+        let before = r.headers().clone();
+        r.pack();
+        assert!(matches!(r.head, Head::Packed(_)), "the map is gone");
+        assert_eq!(r.headers(), &before);
+        assert!(r.headers()["x-token"].is_sensitive());
+        assert_eq!(r.parts().headers, before);
+        assert_eq!(r.parts().extensions.get::<u8>(), Some(&7));
+        assert_eq!(r.uri(), "/a?b=c");
+        assert_eq!(r.query(), Some("b=c"));
+        assert_eq!(r.url(), "http://h:1/a?b=c");
+        assert_eq!(r.protocols().collect::<Vec<_>>(), ["a", "b", "c"]);
+        r.extensions_mut().insert(8u8);
+        assert_eq!(r.parts().extensions.get::<u8>(), Some(&8));
+        assert_eq!(r.into_parts().headers, before);
+    }
+
+    #[test]
+    fn long_headers_pack_and_unpack() {
+        let long = "x".repeat(20_000);
+        let (parts, ()) = http::Request::get("/")
+            .header("x-long", &long)
+            .header("x-empty", "")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut r = Request::new(parts, None);
+        r.pack();
+        assert_eq!(r.headers()["x-long"], long.as_str());
+        assert_eq!(r.headers()["x-empty"], "");
+        assert_eq!(r.headers().len(), 2);
     }
 
     #[test]

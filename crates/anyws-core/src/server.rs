@@ -522,10 +522,16 @@ impl Server {
 
     /// A peer for an admitted request, not yet open.
     pub(crate) fn new_peer(&self, request: Request, accept: Accept, transport: Transport) -> Peer {
-        let namespace: Arc<str> = match accept.namespace {
-            Some(ns) => ns.into(),
-            None => request.path().into(),
-        };
+        let name = accept.namespace.as_deref().unwrap_or(request.path());
+        // The registry's own name for the namespace when it has peers: one allocation per
+        // namespace, not one per peer.
+        let listed = self
+            .shared
+            .read()
+            .namespaces
+            .get_key_value(name)
+            .map(|(listed, _)| listed.clone());
+        let namespace = listed.unwrap_or_else(|| name.into());
         let key = self.shared.next_key.fetch_add(1, Ordering::Relaxed);
         Peer::new(
             key,

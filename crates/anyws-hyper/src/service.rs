@@ -3,8 +3,9 @@
 use anyws_core::sse::{sse_request_kind, SseOutcome};
 use anyws_core::{is_websocket_upgrade, ReasonPhrase, Request, Server};
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::task::AtomicWaker;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -193,11 +194,15 @@ where
         .await
         .into_parts();
     if let Some(peer) = peer {
-        server.runtime().spawn(Box::pin(async move {
-            if let Ok(upgraded) = on_upgrade.await {
-                peer.run(HyperIo::new(upgraded)).await;
-            }
-        }));
+        // Combinators rather than an `async` block, which would keep the pending peer and the
+        // upgraded stream a second time beside the peer's future for the life of the
+        // connection.
+        server
+            .runtime()
+            .spawn(Box::pin(on_upgrade.then(move |upgraded| match upgraded {
+                Ok(upgraded) => Either::Left(peer.run(HyperIo::new(upgraded))),
+                Err(_) => Either::Right(std::future::ready(())),
+            })));
     }
     Ok(full(response))
 }

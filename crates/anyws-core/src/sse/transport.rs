@@ -277,7 +277,7 @@ impl Stream for PeerEvents {
             this.link.runner.wake();
         }
         if let Some(close) = close {
-            lock(&this.link.state).sent_close = Some(close);
+            lock(&this.link.state).sent_close = Some(*close);
             this.done = true;
         }
         if !buf.is_empty() {

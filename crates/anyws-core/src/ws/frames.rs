@@ -63,6 +63,14 @@ impl Frames {
         self.buf.extend_from_slice(payload);
     }
 
+    /// Gives the buffer's memory back once everything in it is written: an idle connection
+    /// holds none.
+    pub(crate) fn release(&mut self) {
+        if self.is_empty() {
+            *self = Self::default();
+        }
+    }
+
     /// Writes everything encoded to `io`. `Ready(Ok)` once all of it is written (not flushed).
     pub(crate) fn poll_write_to<S>(
         &mut self,

@@ -63,7 +63,7 @@
 
 use anyws_core::{AsyncTimer, BoxFuture, Hooks, Runtime, Server, ServerBuilder};
 use anyws_hyper::FuturesIo;
-use anyws_smol::AsyncIoTimer;
+use anyws_smol::{AsyncIoTimer, ReadyStream};
 use async_std::net::{TcpListener, TcpStream};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -122,16 +122,21 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
 }
 
 /// An async-std TCP listener as an [`anyws_hyper::Listener`]; accepted sockets get
-/// `TCP_NODELAY`.
+/// `TCP_NODELAY` and are read through an [`anyws_smol::ReadyStream`] (async-std's streams are
+/// `async-io` streams too), which after a short read waits for the socket's readiness instead of
+/// trying a read that would find nothing.
 #[derive(Debug)]
 pub struct AsyncStdListener(pub TcpListener);
 
 impl anyws_hyper::Listener for AsyncStdListener {
-    type Io = FuturesIo<TcpStream>;
+    type Io = FuturesIo<ReadyStream>;
 
     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((FuturesIo::new(stream), remote))
+        // async-std keeps its `async_io::Async` to itself: take the socket back out of it (the
+        // only handle, just accepted) and register it anew.
+        let stream = std::net::TcpStream::try_from(stream)?;
+        Ok((FuturesIo::new(ReadyStream::try_from(stream)?), remote))
     }
 }

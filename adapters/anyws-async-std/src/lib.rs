@@ -129,7 +129,7 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
 pub struct AsyncStdListener(pub TcpListener);
 
 impl anyws_hyper::Listener for AsyncStdListener {
-    type Io = FuturesIo<ReadyStream>;
+    type Io = ReadyStream;
 
     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
@@ -137,6 +137,6 @@ impl anyws_hyper::Listener for AsyncStdListener {
         // async-std keeps its `async_io::Async` to itself: take the socket back out of it (the
         // only handle, just accepted) and register it anew.
         let stream = std::net::TcpStream::try_from(stream)?;
-        Ok((FuturesIo::new(ReadyStream::try_from(stream)?), remote))
+        Ok((ReadyStream::try_from(stream)?, remote))
     }
 }

@@ -61,7 +61,6 @@
 #![deny(missing_docs)]
 
 use anyws_core::{AsyncTimer, BoxFuture, Hooks, Runtime, Server, ServerBuilder};
-use anyws_hyper::FuturesIo;
 use smol::net::{TcpListener, TcpStream};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -86,8 +85,7 @@ pub async fn serve_connection<F: Fallback>(stream: TcpStream, server: Server, fa
         return;
     };
     let _ = stream.set_nodelay(true);
-    let io = FuturesIo::new(ReadyStream::from(stream));
-    anyws_hyper::serve_connection(io, remote, server, fallback).await
+    anyws_hyper::serve_connection(ReadyStream::from(stream), remote, server, fallback).await
 }
 
 /// The smol implementation of the core's [`Runtime`].
@@ -152,11 +150,11 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
 pub struct SmolListener(pub TcpListener);
 
 impl anyws_hyper::Listener for SmolListener {
-    type Io = FuturesIo<ReadyStream>;
+    type Io = ReadyStream;
 
     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((FuturesIo::new(ReadyStream::from(stream)), remote))
+        Ok((ReadyStream::from(stream), remote))
     }
 }

@@ -2,6 +2,8 @@
 
 use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
+use hyper::rt::ReadBufCursor;
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
@@ -20,9 +22,13 @@ use std::task::{ready, Context, Poll};
 /// again, and the end of the stream and errors pass through as they come.
 ///
 /// Writes go straight to the socket as on `async-io`'s streams; closing shuts down the
-/// writing half. The [serving functions](crate::serve) use it for every accepted connection;
-/// it is also the stream to hand [`FuturesIo`](anyws_hyper::FuturesIo) for any other hyper
-/// service on `async-io`.
+/// writing half. It implements hyper's I/O traits as well as `futures-io`'s: the
+/// [serving functions](crate::serve) hand it to hyper for every accepted connection, and it
+/// serves any other hyper service on `async-io` the same way. For hyper, a read lands in a
+/// buffer of the thread's and is copied into hyper's: hyper's buffer may be uninitialized, and
+/// a `futures-io` bridge such as [`FuturesIo`](anyws_hyper::FuturesIo) fills all of it with
+/// zeros before every read (64 KiB for each message of an upgraded connection), which costs
+/// more than copying what the read returned.
 #[derive(Debug)]
 pub struct ReadyStream {
     io: Arc<Async<TcpStream>>,
@@ -87,6 +93,71 @@ impl AsyncRead for ReadyStream {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+/// The most a read for hyper reads at a time, and the size of each thread's buffer for them.
+const HYPER_READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// Where reads for hyper land before they are copied into hyper's buffer.
+    static HYPER_READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl hyper::rt::Read for ReadyStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        HYPER_READ.with(|shared| {
+            let mut own;
+            let mut borrowed;
+            let scratch: &mut Vec<u8> = match shared.try_borrow_mut() {
+                Ok(guard) => {
+                    borrowed = guard;
+                    &mut borrowed
+                }
+                // Only if a waker woken here reads another stream on this thread at once.
+                Err(_) => {
+                    own = Vec::new();
+                    &mut own
+                }
+            };
+            if scratch.is_empty() {
+                scratch.resize(HYPER_READ_SIZE, 0);
+            }
+            let len = buf.remaining().min(HYPER_READ_SIZE);
+            let n = ready!(AsyncRead::poll_read(self.as_mut(), cx, &mut scratch[..len]))?;
+            buf.put_slice(&scratch[..n]);
+            Poll::Ready(Ok(()))
+        })
+    }
+}
+
+impl hyper::rt::Write for ReadyStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write_vectored(self, cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_close(self, cx)
     }
 }
 
@@ -157,6 +228,41 @@ mod tests {
             }
             peer.get_ref().shutdown(Shutdown::Write).unwrap();
             assert_eq!(reader.await, b"onetwo!3");
+        });
+    }
+
+    /// Through hyper's trait, into an uninitialized buffer: every byte of an input larger than
+    /// the thread's buffer arrives in order, then the end.
+    #[test]
+    fn reads_for_hyper() {
+        smol::block_on(async {
+            let (mut stream, mut peer) = pair().await;
+            let input: Vec<u8> = (0..300_000_u32).map(|i| (i % 251) as u8).collect();
+            let writer = smol::spawn({
+                let input = input.clone();
+                async move {
+                    peer.write_all(&input).await.unwrap();
+                    peer.get_ref().shutdown(Shutdown::Write).unwrap();
+                }
+            });
+            let mut got = Vec::new();
+            let mut storage = vec![std::mem::MaybeUninit::uninit(); 100_000];
+            loop {
+                let mut buf = hyper::rt::ReadBuf::uninit(&mut storage);
+                std::future::poll_fn(|cx| {
+                    hyper::rt::Read::poll_read(Pin::new(&mut stream), cx, buf.unfilled())
+                })
+                .await
+                .unwrap();
+                let filled = buf.filled();
+                assert!(filled.len() <= HYPER_READ_SIZE);
+                if filled.is_empty() {
+                    break;
+                }
+                got.extend_from_slice(filled);
+            }
+            writer.await;
+            assert_eq!(got, input);
         });
     }
 

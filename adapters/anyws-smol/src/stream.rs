@@ -3,7 +3,7 @@
 use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use hyper::rt::ReadBufCursor;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
@@ -14,8 +14,8 @@ use std::task::{ready, Context, Poll};
 /// back short, waits for the socket to become readable before it reads again.
 ///
 /// `async-io`'s own streams try every read first and only wait for readiness once the read
-/// found nothing (`EAGAIN`), re-arming their one-shot epoll interest each time: for a peer
-/// that sends one message at a time, that is a read that finds nothing on every message. A
+/// found nothing (`EAGAIN`): for a peer that sends one message at a time, that is a read that
+/// finds nothing on every message (two on async-std's stream). A
 /// read that returns fewer bytes than asked for has emptied the socket's receive queue, so
 /// this stream goes straight to [`Async::poll_readable`] on the next read: one read per
 /// arrival, as on tokio. Readiness is only ever a hint; a read that still finds nothing waits
@@ -79,8 +79,9 @@ impl AsyncRead for ReadyStream {
         let this = &mut *self;
         loop {
             if this.drained {
-                // Registers the waker until the reactor reports readability; `Ready` only for an
-                // event that came after the last `Pending`, so no arrival goes unnoticed.
+                // `Pending` registers the waker and arms the socket's interest; the kernel reports
+                // data that arrived before the arming as well, so nothing since the short read
+                // goes unnoticed. `Ready` only for an event delivered after the last `Pending`.
                 ready!(this.io.poll_readable(cx))?;
                 this.drained = false;
             }
@@ -100,8 +101,10 @@ impl AsyncRead for ReadyStream {
 const HYPER_READ_SIZE: usize = 64 * 1024;
 
 thread_local! {
-    /// Where reads for hyper land before they are copied into hyper's buffer.
-    static HYPER_READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where reads for hyper land before they are copied into hyper's buffer. A read takes it
+    /// out and puts it back, so that a read on this thread in between (none is expected) finds
+    /// it empty and fills a buffer of its own.
+    static HYPER_READ: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 impl hyper::rt::Read for ReadyStream {
@@ -111,26 +114,15 @@ impl hyper::rt::Read for ReadyStream {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         HYPER_READ.with(|shared| {
-            let mut own;
-            let mut borrowed;
-            let scratch: &mut Vec<u8> = match shared.try_borrow_mut() {
-                Ok(guard) => {
-                    borrowed = guard;
-                    &mut borrowed
-                }
-                // Only if a waker woken here reads another stream on this thread at once.
-                Err(_) => {
-                    own = Vec::new();
-                    &mut own
-                }
-            };
-            if scratch.is_empty() {
-                scratch.resize(HYPER_READ_SIZE, 0);
-            }
+            let mut scratch = shared.take();
+            scratch.resize(HYPER_READ_SIZE, 0);
             let len = buf.remaining().min(HYPER_READ_SIZE);
-            let n = ready!(AsyncRead::poll_read(self.as_mut(), cx, &mut scratch[..len]))?;
-            buf.put_slice(&scratch[..n]);
-            Poll::Ready(Ok(()))
+            let polled = AsyncRead::poll_read(self.as_mut(), cx, &mut scratch[..len]);
+            if let Poll::Ready(Ok(n)) = polled {
+                buf.put_slice(&scratch[..n]);
+            }
+            shared.set(scratch);
+            polled.map_ok(|_| ())
         })
     }
 }

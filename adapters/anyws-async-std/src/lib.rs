@@ -63,12 +63,16 @@
 
 use anyws_core::{AsyncTimer, BoxFuture, Hooks, Runtime, Server, ServerBuilder};
 use anyws_hyper::FuturesIo;
-use anyws_smol::{AsyncIoTimer, ReadyStream};
+use anyws_smol::AsyncIoTimer;
 use async_std::net::{TcpListener, TcpStream};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The stream the listener hands hyper for each accepted connection (async-std's streams are
+/// `async-io` streams too).
+pub use anyws_smol::ReadyStream;
 
 pub use anyws_hyper::{
     event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
@@ -122,9 +126,8 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
 }
 
 /// An async-std TCP listener as an [`anyws_hyper::Listener`]; accepted sockets get
-/// `TCP_NODELAY` and are read through an [`anyws_smol::ReadyStream`] (async-std's streams are
-/// `async-io` streams too), which after a short read waits for the socket's readiness instead of
-/// trying a read that would find nothing.
+/// `TCP_NODELAY` and are read through a [`ReadyStream`], which after a short read waits for the
+/// socket's readiness instead of trying a read that would find nothing.
 #[derive(Debug)]
 pub struct AsyncStdListener(pub TcpListener);
 

@@ -70,6 +70,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The stream the listener hands hyper for each accepted connection (async-std's streams are
+/// `async-io` streams too).
+pub use anyws_smol::ReadyStream;
+
 pub use anyws_hyper::{
     event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
 };
@@ -122,16 +126,20 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
 }
 
 /// An async-std TCP listener as an [`anyws_hyper::Listener`]; accepted sockets get
-/// `TCP_NODELAY`.
+/// `TCP_NODELAY` and are read through a [`ReadyStream`], which after a short read waits for the
+/// socket's readiness instead of trying a read that would find nothing.
 #[derive(Debug)]
 pub struct AsyncStdListener(pub TcpListener);
 
 impl anyws_hyper::Listener for AsyncStdListener {
-    type Io = FuturesIo<TcpStream>;
+    type Io = ReadyStream;
 
     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((FuturesIo::new(stream), remote))
+        // async-std keeps its `async_io::Async` to itself: take the socket back out of it (the
+        // only handle, just accepted) and register it anew.
+        let stream = std::net::TcpStream::try_from(stream)?;
+        Ok((ReadyStream::try_from(stream)?, remote))
     }
 }

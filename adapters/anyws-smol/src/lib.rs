@@ -42,7 +42,9 @@
 //! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
 //!   server-sent events, from a fallback or any hyper service.
 //!
-//! Both come from `anyws-hyper`, the runtime-free hyper glue every adapter shares.
+//! Both come from `anyws-hyper`, the runtime-free hyper glue every adapter shares. Accepted
+//! connections are read through a [`ReadyStream`], which after a short read waits for the
+//! socket's readiness instead of trying a read that would find nothing.
 //!
 //! # Runtime
 //!
@@ -59,7 +61,6 @@
 #![deny(missing_docs)]
 
 use anyws_core::{AsyncTimer, BoxFuture, Hooks, Runtime, Server, ServerBuilder};
-use anyws_hyper::FuturesIo;
 use smol::net::{TcpListener, TcpStream};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,6 +68,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+mod stream;
+
+pub use stream::ReadyStream;
 
 pub use anyws_hyper::{
     event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
@@ -80,7 +85,7 @@ pub async fn serve_connection<F: Fallback>(stream: TcpStream, server: Server, fa
         return;
     };
     let _ = stream.set_nodelay(true);
-    anyws_hyper::serve_connection(FuturesIo::new(stream), remote, server, fallback).await
+    anyws_hyper::serve_connection(ReadyStream::from(stream), remote, server, fallback).await
 }
 
 /// The smol implementation of the core's [`Runtime`].
@@ -139,16 +144,17 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
     anyws_hyper::serve(SmolListener(listener), server)
 }
 
-/// A smol TCP listener as an [`anyws_hyper::Listener`]; accepted sockets get `TCP_NODELAY`.
+/// A smol TCP listener as an [`anyws_hyper::Listener`]; accepted sockets get `TCP_NODELAY` and
+/// are read through a [`ReadyStream`].
 #[derive(Debug)]
 pub struct SmolListener(pub TcpListener);
 
 impl anyws_hyper::Listener for SmolListener {
-    type Io = FuturesIo<TcpStream>;
+    type Io = ReadyStream;
 
     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((FuturesIo::new(stream), remote))
+        Ok((ReadyStream::from(stream), remote))
     }
 }

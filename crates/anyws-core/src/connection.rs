@@ -17,11 +17,11 @@ use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tungstenite::Message as WsMessage;
 
+use crate::admission::Admission;
 use crate::error::panic_message;
 use crate::limits::RateLimiter;
 use crate::peer::{lock, payload_len, PeerInner};
 use crate::read_ahead::poll_read_shared;
-use crate::server::Admission;
 use crate::ws::frames::{self, Frames};
 use crate::ws::{Event, ReadError, Reader};
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};

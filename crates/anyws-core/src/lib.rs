@@ -86,6 +86,7 @@
 //! the peers.
 #![deny(missing_docs)]
 
+mod admission;
 pub mod backplane;
 mod connection;
 mod error;
@@ -94,6 +95,7 @@ mod limits;
 mod message;
 mod peer;
 mod read_ahead;
+mod registry;
 mod request;
 mod router;
 mod runtime;
@@ -112,6 +114,7 @@ pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use http;
 
+pub use admission::Admission;
 pub use backplane::{Backplane, BackplaneError, BackplaneLink, InstanceId, Relay};
 pub use connection::PendingPeer;
 pub use error::{close_code, Error, SendError};
@@ -122,5 +125,5 @@ pub use peer::{Peer, PeerId, ReadyState, Transport};
 pub use request::Request;
 pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};
-pub use server::{Admission, Handshake, Server, ServerBuilder};
+pub use server::{Handshake, Server, ServerBuilder};
 pub use upgrade::{is_websocket_upgrade, Accept, ReasonPhrase, Rejection};

@@ -12,19 +12,19 @@ use std::fmt;
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::backplane::{print_error, ErrorCallback, Outgoing, Subscribers};
 use crate::hooks::Single;
-use crate::peer::lock;
 use crate::peer::Transport;
+use crate::registry::Registry;
 use crate::sse::SseLink;
 use crate::upgrade::{check_handshake, check_request};
 use crate::{
     close_code, Accept, Backplane, BackplaneError, BackplaneLink, Hooks, InstanceId, Limits,
-    Message, MessageRate, Peer, PeerId, PendingPeer, ReadyState, Rejection, Relay, Request,
-    Resolver, Runtime,
+    Message, MessageRate, Peer, PeerId, PendingPeer, Rejection, Request, Resolver, Runtime,
 };
 
 /// Builds a [`Server`]: its hooks or resolver and its limits.
@@ -45,7 +45,7 @@ pub struct ServerBuilder {
     resolver: Box<dyn Resolver>,
     limits: Limits,
     sse: bool,
-    allowed_origins: Option<Vec<String>>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
     backplane: Option<Arc<dyn Backplane>>,
     on_backplane_error: Option<ErrorCallback>,
 }
@@ -293,23 +293,23 @@ pub(crate) struct Shared {
     resolver: Box<dyn Resolver>,
     pub(crate) limits: Limits,
     /// Lower-case origins, when the allow-list is on.
-    allowed_origins: Option<Vec<String>>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
     /// Peers holding an [`Admission`].
-    connections: AtomicUsize,
+    pub(crate) connections: AtomicUsize,
     /// Peers holding an [`Admission`], by IP address, when the per-IP limit is on.
-    connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) runtime: Arc<dyn Runtime>,
-    registry: RwLock<Registry>,
-    next_key: AtomicU64,
-    shutting_down: AtomicBool,
-    shutdown_started: Event,
-    peer_left: Event,
+    pub(crate) registry: RwLock<Registry>,
+    pub(crate) next_key: AtomicU64,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) shutdown_started: Event,
+    pub(crate) peer_left: Event,
     sse: bool,
     /// The open SSE peers by id, for the `POST`s that carry their messages.
     pub(crate) sse_peers: Mutex<HashMap<PeerId, (Peer, Arc<SseLink>)>>,
-    instance: InstanceId,
+    pub(crate) instance: InstanceId,
     /// The backplane's queue of relays, when there is a backplane.
-    outgoing: Option<Arc<Outgoing>>,
+    pub(crate) outgoing: Option<Arc<Outgoing>>,
 }
 
 impl Drop for Shared {
@@ -319,18 +319,6 @@ impl Drop for Shared {
             outgoing.close();
         }
     }
-}
-
-#[derive(Default)]
-struct Registry {
-    namespaces: HashMap<Arc<str>, Namespace>,
-    count: usize,
-}
-
-#[derive(Default)]
-struct Namespace {
-    peers: HashMap<u64, Peer>,
-    topics: HashMap<Arc<str>, HashMap<u64, Peer>>,
 }
 
 /// The outcome of [`Server::handshake`]: the response to send, and the peer to run on the
@@ -388,7 +376,7 @@ pub(crate) enum Entry {
     },
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<Bytes> {
+pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<Bytes> {
     Rejection::new(status)
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(body)
@@ -549,80 +537,6 @@ impl Server {
         self.shared.sse
     }
 
-    /// The admission step of every transport's handshake, before any resolver or hook sees the
-    /// request: refuses a server shutting down (`503`), an `Origin` outside
-    /// [`ServerBuilder::allowed_origins`] (`403`), a request past
-    /// [`Limits::max_connections`] (`503`) or [`Limits::max_connections_per_ip`] (`429`).
-    ///
-    /// The [`Admission`] it returns holds the request's place in the connection limits: keep it
-    /// for as long as the peer lives, and drop it when the connection is over, however it ends.
-    /// [`Server::handshake`] calls it and hands it to the [`PendingPeer`].
-    pub fn admit(&self, request: &Request) -> Result<Admission, Box<Response<Bytes>>> {
-        self.screen(request)?;
-        let limits = &self.shared.limits;
-        let max = limits.max_connections.unwrap_or(usize::MAX);
-        let counted =
-            self.shared
-                .connections
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < max).then_some(n + 1)
-                });
-        if counted.is_err() {
-            return Err(Box::new(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many connections",
-            )));
-        }
-        // From here on, dropping the admission gives the place back.
-        let mut admission = Admission {
-            shared: self.shared.clone(),
-            ip: None,
-        };
-        if let (Some(max_per_ip), Some(addr)) =
-            (limits.max_connections_per_ip, request.remote_addr())
-        {
-            let ip = canonical_ip(addr.ip());
-            let mut per_ip = lock(&self.shared.connections_per_ip);
-            let count = per_ip.entry(ip).or_insert(0);
-            if *count >= max_per_ip {
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
-                drop(per_ip);
-                return Err(Box::new(plain(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many connections from this address",
-                )));
-            }
-            *count += 1;
-            admission.ip = Some(ip);
-        }
-        Ok(admission)
-    }
-
-    /// The checks of [`Server::admit`] that take no place in the limits: shutting down, and the
-    /// origin allow-list.
-    fn screen(&self, request: &Request) -> Result<(), Box<Response<Bytes>>> {
-        if self.is_shutting_down() {
-            return Err(Box::new(shutting_down()));
-        }
-        if let Some(allowed) = &self.shared.allowed_origins {
-            if let Some(origin) = request.headers().get(http::header::ORIGIN) {
-                let origin = origin.to_str().unwrap_or("").trim();
-                if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-                    return Err(Box::new(plain(StatusCode::FORBIDDEN, "origin not allowed")));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The number of connections holding an [`Admission`]: open peers, and accepted handshakes
-    /// whose peer has not started or finished yet.
-    pub fn connection_count(&self) -> usize {
-        self.shared.connections.load(Ordering::Acquire)
-    }
-
     /// Every peer, in no particular order: from the moment its handshake is accepted (before
     /// its client can see the `101` or the SSE stream's headers) until its connection is over.
     pub fn peers(&self) -> Vec<Peer> {
@@ -758,205 +672,5 @@ impl fmt::Debug for Server {
             .field("limits", &self.shared.limits)
             .field("shutting_down", &self.is_shutting_down())
             .finish()
-    }
-}
-
-/// An IPv4 address as itself, also when it arrives mapped into IPv6 (`::ffff:a.b.c.d`).
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// A place in the server's connection limits, from [`Server::admit`]. Dropping it gives the
-/// place back.
-pub struct Admission {
-    shared: Arc<Shared>,
-    /// The address counted against the per-IP limit, when it is on.
-    ip: Option<IpAddr>,
-}
-
-impl fmt::Debug for Admission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Admission").field("ip", &self.ip).finish()
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            let mut per_ip = lock(&self.shared.connections_per_ip);
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
-        }
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Shared {
-    fn read(&self) -> RwLockReadGuard<'_, Registry> {
-        self.registry.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Registry> {
-        self.registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Adds a peer to the registry when its handshake is accepted; false when the server is
-    /// shutting down.
-    pub(crate) fn join(&self, peer: &Peer) -> bool {
-        let mut registry = self.write();
-        if self.shutting_down.load(Ordering::Acquire) {
-            return false;
-        }
-        registry
-            .namespaces
-            .entry(peer.inner.namespace.clone())
-            .or_default()
-            .peers
-            .insert(peer.inner.key, peer.clone());
-        registry.count += 1;
-        true
-    }
-
-    /// Removes a peer from the registry and all its topics.
-    pub(crate) fn leave(&self, peer: &Peer) {
-        let topics = std::mem::take(&mut *lock(&peer.inner.topics));
-        let mut registry = self.write();
-        if let Some(ns) = registry.namespaces.get_mut(&peer.inner.namespace) {
-            if ns.peers.remove(&peer.inner.key).is_some() {
-                for topic in &topics {
-                    if let Some(subscribers) = ns.topics.get_mut(topic) {
-                        subscribers.remove(&peer.inner.key);
-                        if subscribers.is_empty() {
-                            ns.topics.remove(topic);
-                        }
-                    }
-                }
-                let empty = ns.peers.is_empty();
-                if empty {
-                    registry.namespaces.remove(&peer.inner.namespace);
-                }
-                registry.count -= 1;
-            }
-        }
-        drop(registry);
-        self.peer_left.notify(usize::MAX);
-    }
-
-    pub(crate) fn peers_in(&self, namespace: &str) -> Vec<Peer> {
-        self.read()
-            .namespaces
-            .get(namespace)
-            .map(|ns| ns.peers.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn subscribe(&self, peer: &Peer, topic: &str) {
-        let key = peer.inner.key;
-        let mut registry = self.write();
-        let Some(ns) = registry.namespaces.get_mut(&peer.inner.namespace) else {
-            return;
-        };
-        if !ns.peers.contains_key(&key) || peer.ready_state() == ReadyState::Closed {
-            return;
-        }
-        let mut topics = lock(&peer.inner.topics);
-        if topics.iter().any(|t| &**t == topic) {
-            return;
-        }
-        let topic: Arc<str> = match ns.topics.get_key_value(topic) {
-            Some((existing, _)) => existing.clone(),
-            None => topic.into(),
-        };
-        topics.push(topic.clone());
-        ns.topics
-            .entry(topic)
-            .or_default()
-            .insert(key, peer.clone());
-    }
-
-    pub(crate) fn unsubscribe(&self, peer: &Peer, topic: &str) {
-        let key = peer.inner.key;
-        let mut registry = self.write();
-        let mut topics = lock(&peer.inner.topics);
-        let Some(pos) = topics.iter().position(|t| &**t == topic) else {
-            return;
-        };
-        topics.remove(pos);
-        if let Some(ns) = registry.namespaces.get_mut(&peer.inner.namespace) {
-            if let Some(subscribers) = ns.topics.get_mut(topic) {
-                subscribers.remove(&key);
-                if subscribers.is_empty() {
-                    ns.topics.remove(topic);
-                }
-            }
-        }
-    }
-
-    /// Delivers `message` to the subscribers of `topic` in `namespace` (or every namespace),
-    /// skipping the peer with key `except`, then hands it to the backplane, if any, without
-    /// waiting.
-    pub(crate) fn publish(
-        &self,
-        namespace: Option<&Arc<str>>,
-        topic: &str,
-        message: Message,
-        except: Option<u64>,
-    ) {
-        let Some(outgoing) = &self.outgoing else {
-            return self.deliver(namespace.map(|ns| &**ns), topic, message, except);
-        };
-        self.deliver(namespace.map(|ns| &**ns), topic, message.clone(), except);
-        outgoing.push(Relay::new(
-            self.instance,
-            namespace.cloned(),
-            topic.into(),
-            message,
-        ));
-    }
-
-    /// Delivers `message` to the subscribers of `topic` in `namespace` (or every namespace),
-    /// skipping the peer with key `except`; this server only.
-    pub(crate) fn deliver(
-        &self,
-        namespace: Option<&str>,
-        topic: &str,
-        message: Message,
-        except: Option<u64>,
-    ) {
-        let frame = message.into_ws();
-        let registry = self.read();
-        let deliver = |ns: &Namespace| {
-            if let Some(subscribers) = ns.topics.get(topic) {
-                for (key, peer) in subscribers {
-                    if Some(*key) != except {
-                        // A full queue closes that peer; the others still get the message.
-                        let _ = peer.inner.outbox.push(frame.clone());
-                    }
-                }
-            }
-        };
-        match namespace {
-            Some(namespace) => {
-                if let Some(ns) = registry.namespaces.get(namespace) {
-                    deliver(ns);
-                }
-            }
-            None => registry.namespaces.values().for_each(deliver),
-        }
-    }
-}
-
-impl Subscribers for Shared {
-    fn deliver(&self, namespace: Option<&str>, topic: &str, message: Message) {
-        Shared::deliver(self, namespace, topic, message, None);
     }
 }

@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::limits::RateLimiter;
 use crate::peer::{lock, payload_len};
-use crate::server::{Admission, Entry};
+use crate::server::Entry;
 use crate::upgrade::check_request;
 use crate::{Hooks, Message, Peer, PeerId, ReadyState, Request};
 

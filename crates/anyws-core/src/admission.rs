@@ -22,6 +22,11 @@ impl Server {
     /// The [`Admission`] it returns holds the request's place in the connection limits: keep it
     /// for as long as the peer lives, and drop it when the connection is over, however it ends.
     /// [`Server::handshake`] calls it and hands it to the [`PendingPeer`].
+    ///
+    /// [`ServerBuilder::allowed_origins`]: crate::ServerBuilder::allowed_origins
+    /// [`Limits::max_connections`]: crate::Limits::max_connections
+    /// [`Limits::max_connections_per_ip`]: crate::Limits::max_connections_per_ip
+    /// [`PendingPeer`]: crate::PendingPeer
     pub fn admit(&self, request: &Request) -> Result<Admission, Box<Response<Bytes>>> {
         self.screen(request)?;
         let limits = &self.shared.limits;

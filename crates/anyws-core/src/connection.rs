@@ -956,16 +956,7 @@ mod tests {
             .idle_timeout(None)
             .ping_interval(None)
             .build(Arc::new(NoTimers));
-        let (parts, ()) = http::Request::get("/")
-            .header("host", "example.com")
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let handshake = futures_executor::block_on(server.handshake(Request::new(parts, None)));
+        let handshake = futures_executor::block_on(server.handshake(upgrade_request()));
         let (response, pending) = handshake.into_parts();
         assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
         let wire = Arc::new(Mutex::new(Wire::default()));

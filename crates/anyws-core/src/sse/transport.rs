@@ -267,7 +267,7 @@ impl Stream for PeerEvents {
         drop(queue);
         if freed > 0 || had_items {
             let before = outbox.buffered.fetch_sub(freed, Ordering::AcqRel);
-            outbox.drained.notify(usize::MAX);
+            outbox.notify_drained();
             let mut state = lock(&this.link.state);
             if before >= outbox.read_pause {
                 state.backpressure = true;

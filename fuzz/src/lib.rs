@@ -259,8 +259,75 @@ fn read_ws(input: &[u8], chunks: &[u8]) -> (Vec<anyws_core::__fuzz::WsEvent>, Op
     }
 }
 
+/// The `inflate` target's check, also run on its seeds by `cargo test`: the first byte picks
+/// the mode (bit 0 dedicated, bit 1 a 9-bit window), then the rest is a list of messages, each a
+/// big-endian `u16` length and that many bytes. Each message is inflated as a client's
+/// compressed message (bit 15 of its length set) or compressed by the server's side and
+/// inflated back (clear). Inflating never panics, never gives more than the limit, and fails
+/// only with 1007 or 1009; what the server compresses always inflates back to itself.
+pub fn check_inflate(data: &[u8]) {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let (dedicated, small) = (mode & 1 != 0, mode & 2 != 0);
+    // What the client sent with context takeover is not read on after a failure.
+    let mut client = anyws_core::__fuzz::Deflate::new(dedicated, small);
+    let mut server = anyws_core::__fuzz::Deflate::new(dedicated, small);
+    let mut reader = anyws_core::__fuzz::Deflate::new(dedicated, small);
+    while let [high, low, tail @ ..] = rest {
+        let header = u16::from_be_bytes([*high, *low]);
+        let len = usize::from(header & 0x7fff).min(tail.len());
+        let (message, tail) = tail.split_at(len);
+        rest = tail;
+        if header & 0x8000 != 0 {
+            match client.inflate(message.to_vec(), INFLATE_MAX) {
+                Ok(out) => assert!(out.len() <= INFLATE_MAX),
+                Err(code) => {
+                    assert!(matches!(code, 1007 | 1009), "close code {code}");
+                    client = anyws_core::__fuzz::Deflate::new(dedicated, small);
+                }
+            }
+        } else {
+            let compressed = server.compress(message);
+            let back = reader
+                .inflate(compressed, message.len())
+                .expect("what the server compresses inflates");
+            assert_eq!(back, message);
+        }
+    }
+}
+
+/// The `inflate` target's limit on a message, small enough for the fuzzer to pass it.
+const INFLATE_MAX: usize = 8192;
+
 #[cfg(test)]
 mod tests {
+    /// The `inflate` seeds pass the check, and so do pseudo-random mutations of them.
+    #[test]
+    fn inflate_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/inflate");
+        let mut seeds = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("the corpus") {
+            seeds.push(std::fs::read(entry.expect("a seed").path()).expect("a seed"));
+        }
+        assert!(seeds.len() >= 4);
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for seed in &seeds {
+            super::check_inflate(seed);
+            for _ in 0..200 {
+                let mut mutated = seed.clone();
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if !mutated.is_empty() {
+                    let at = (state as usize) % mutated.len();
+                    mutated[at] ^= (state >> 32) as u8 | 1;
+                }
+                super::check_inflate(&mutated);
+            }
+        }
+    }
+
     /// Every seed of `ws_reader` (and of `frames`, which has the same layout) passes the check,
     /// and so do pseudo-random mutations of them.
     #[test]

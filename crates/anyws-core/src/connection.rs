@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
-use tungstenite::Message as WsMessage;
 
 use crate::admission::Admission;
 use crate::error::panic_message;
 use crate::limits::RateLimiter;
-use crate::peer::{lock, payload_len, PeerInner};
+use crate::peer::{lock, Outbound, PeerInner};
 use crate::read_ahead::poll_read_shared;
+use crate::ws::deflate::{Compressor, Inflater, Negotiated};
 use crate::ws::frames::{self, Frames};
 use crate::ws::{Event, ReadError, Reader};
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
@@ -44,6 +44,8 @@ pub struct PendingPeer {
     /// The peer's place in the connection limits, given back when the connection is over (or
     /// when this is dropped without running).
     _admission: Admission,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Negotiated>,
 }
 
 impl fmt::Debug for PendingPeer {
@@ -55,11 +57,17 @@ impl fmt::Debug for PendingPeer {
 }
 
 impl PendingPeer {
-    pub(crate) fn new(peer: Peer, hooks: Arc<dyn Hooks>, admission: Admission) -> Self {
+    pub(crate) fn new(
+        peer: Peer,
+        hooks: Arc<dyn Hooks>,
+        admission: Admission,
+        deflate: Option<Negotiated>,
+    ) -> Self {
         Self {
             peer,
             hooks,
             _admission: admission,
+            deflate,
         }
     }
 
@@ -91,9 +99,13 @@ impl PendingPeer {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let limits = &self.peer.inner.shared.limits;
+        let mut reader = Reader::new(limits.max_message_size, limits.max_frame_size);
+        if let Some(negotiated) = &self.deflate {
+            reader = reader.with_extension(Box::new(Inflater::new(negotiated)));
+        }
         let mut socket = Some(Socket {
             io,
-            reader: Reader::new(limits.max_message_size, limits.max_frame_size),
+            reader,
             // `prefix` may be a view into the HTTP layer's whole read buffer: copy what it holds
             // and let go of it, or it would pin that buffer for the life of the connection.
             pending: prefix.to_vec(),
@@ -103,7 +115,8 @@ impl PendingPeer {
         // the peer's task for as long as the connection lives, and an `async fn` keeps a copy
         // of every argument it moves on to another future.
         async move {
-            drive(&mut socket, &self.peer, &*self.hooks).await;
+            let compressor = self.deflate.as_ref().map(Compressor::new);
+            drive(&mut socket, &self.peer, &*self.hooks, compressor).await;
             // Dropping `self` now frees the peer's place in the connection limits.
         }
     }
@@ -208,6 +221,7 @@ fn drive<'a, S>(
     socket: &'a mut Option<Socket<S>>,
     peer: &'a Peer,
     hooks: &'a dyn Hooks,
+    compressor: Option<Compressor>,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -218,7 +232,7 @@ where
         // The driver lives in a block of its own, so that the closing hooks below run in the
         // space it took rather than beside it.
         let (info, error) = {
-            let mut driver = Driver::new(peer);
+            let mut driver = Driver::new(peer, compressor);
             let mut running = Some(hook("open", hooks.open(peer)));
             if let Some(io) = socket.as_mut() {
                 std::future::poll_fn(|cx| driver.poll(cx, io, &mut running, hooks, peer)).await;
@@ -273,7 +287,9 @@ struct Driver<'p> {
     /// woken, polling the read side again would only find nothing.
     read_idle: bool,
     /// Messages taken from the peer's queue, not yet encoded.
-    batch: VecDeque<WsMessage>,
+    batch: VecDeque<Outbound>,
+    /// permessage-deflate's writing side, when negotiated.
+    compressor: Option<Compressor>,
     /// Frames encoded and not yet written to the socket.
     frames: Frames,
     /// The client's close frame is to be answered.
@@ -307,12 +323,13 @@ struct Driver<'p> {
 }
 
 impl<'p> Driver<'p> {
-    fn new(peer: &'p Peer) -> Self {
+    fn new(peer: &'p Peer, compressor: Option<Compressor>) -> Self {
         Self {
             peer,
             read_waker_handle: Waker::from(peer.inner.clone()),
             read_idle: false,
             batch: VecDeque::new(),
+            compressor,
             frames: Frames::default(),
             close_reply_due: false,
             unflushed: 0,
@@ -361,10 +378,8 @@ impl<'p> Driver<'p> {
             drop(queue);
             let mut dropped = 0;
             self.batch.retain(|message| {
-                let len = payload_len(message);
-                let data = matches!(message, WsMessage::Text(_) | WsMessage::Binary(_));
-                dropped += len;
-                !data
+                dropped += message.payload_len();
+                message.message().is_none()
             });
             outbox.buffered.fetch_sub(dropped, Ordering::AcqRel);
         }
@@ -603,26 +618,41 @@ impl<'p> Driver<'p> {
             // after the close handshake began is dropped.
             let open = self.sent_close.is_none() && self.received_close.is_none();
             while self.frames.len() < WRITE_BUFFER_SIZE {
-                let (opcode, payload): (u8, &[u8]) = match self.batch.front() {
-                    Some(WsMessage::Text(text)) => (frames::TEXT, text.as_bytes()),
-                    Some(WsMessage::Binary(bytes)) => (frames::BINARY, bytes),
-                    Some(WsMessage::Ping(payload)) => (frames::PING, payload),
-                    // Nothing else is ever queued.
-                    Some(_) => (frames::PONG, &[]),
-                    None => break,
+                let Some(item) = self.batch.pop_front() else {
+                    break;
                 };
-                match opcode {
-                    frames::TEXT | frames::BINARY if open => {
-                        self.unflushed += payload.len();
-                        self.frames.encode(opcode, payload);
+                let (message, prepared) = match &item {
+                    Outbound::Message(message) => (message, None),
+                    Outbound::Prepared(prepared) => (&prepared.message, Some(&**prepared)),
+                    Outbound::Ping(payload) => {
+                        if open {
+                            self.frames.encode_control(frames::PING, payload);
+                        }
+                        continue;
                     }
-                    frames::TEXT | frames::BINARY => {
-                        outbox.buffered.fetch_sub(payload.len(), Ordering::AcqRel);
-                    }
-                    frames::PING if open => self.frames.encode_control(opcode, payload),
-                    _ => {}
+                };
+                if !open {
+                    outbox.buffered.fetch_sub(message.len(), Ordering::AcqRel);
+                    continue;
                 }
-                self.batch.pop_front();
+                self.unflushed += message.len();
+                let opcode = if message.is_text() {
+                    frames::TEXT
+                } else {
+                    frames::BINARY
+                };
+                let frames = &mut self.frames;
+                let compressed = match (&mut self.compressor, &self.peer.inner.shared.deflate) {
+                    (Some(compressor), Some(config)) => {
+                        compressor.compress(config, message, prepared, |payload| {
+                            frames.encode_compressed(opcode, payload)
+                        })
+                    }
+                    _ => None,
+                };
+                if compressed.is_none() {
+                    frames.encode(opcode, message.bytes());
+                }
             }
             if self.frames.is_empty() {
                 if self.batch.is_empty() {

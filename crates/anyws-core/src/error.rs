@@ -39,6 +39,10 @@ pub enum Error {
     /// A text message was not valid UTF-8 (the peer is closed with 1007).
     #[error("invalid UTF-8 in a text message")]
     InvalidUtf8,
+    /// A compressed message (permessage-deflate) did not inflate (the peer is closed with
+    /// 1007).
+    #[error("a compressed message does not inflate")]
+    InvalidCompression,
     /// The peer's send queue passed `max_buffered_bytes` (the peer is closed with 1013).
     #[error("send queue over its limit of {limit} bytes")]
     SendQueueFull {
@@ -71,7 +75,7 @@ impl Error {
         match self {
             Self::Protocol(_) => Some(close_code::PROTOCOL_ERROR),
             Self::MessageTooBig(_) => Some(close_code::MESSAGE_TOO_BIG),
-            Self::InvalidUtf8 => Some(close_code::INVALID_PAYLOAD),
+            Self::InvalidUtf8 | Self::InvalidCompression => Some(close_code::INVALID_PAYLOAD),
             Self::SendQueueFull { .. } => Some(close_code::TRY_AGAIN_LATER),
             Self::HookPanicked { .. } => Some(close_code::INTERNAL_ERROR),
             Self::RateLimited => Some(close_code::POLICY_VIOLATION),

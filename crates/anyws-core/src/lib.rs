@@ -107,7 +107,7 @@ mod ws;
 /// Internals for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]
 pub mod __fuzz {
-    pub use crate::ws::fuzz::{Event as WsEvent, Reader as WsReader};
+    pub use crate::ws::fuzz::{Deflate, Event as WsEvent, Reader as WsReader};
 }
 
 pub use async_trait::async_trait;
@@ -127,3 +127,4 @@ pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};
 pub use server::{Handshake, Server, ServerBuilder};
 pub use upgrade::{is_websocket_upgrade, Accept, ReasonPhrase, Rejection};
+pub use ws::deflate::Deflate;

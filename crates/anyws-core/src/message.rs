@@ -15,10 +15,18 @@ pub struct Message {
     repr: Repr,
 }
 
+/// The payload, and whether it may be compressed (see [`Message::without_compression`]); the
+/// flag fits beside the variant's tag, so it costs no space.
 #[derive(Clone, PartialEq, Eq)]
 enum Repr {
-    Text(Utf8Bytes),
-    Binary(Bytes),
+    Text(Utf8Bytes, Compress),
+    Binary(Bytes, Compress),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compress {
+    Allowed,
+    Never,
 }
 
 /// The payload of a message is not what the caller asked for.
@@ -37,14 +45,14 @@ impl Message {
     /// A text message.
     pub fn from_text(text: impl Into<String>) -> Self {
         Self {
-            repr: Repr::Text(Utf8Bytes::from(text.into())),
+            repr: Repr::Text(Utf8Bytes::from(text.into()), Compress::Allowed),
         }
     }
 
     /// A text message from a `'static` string, without copying it.
     pub const fn from_static(text: &'static str) -> Self {
         Self {
-            repr: Repr::Text(Utf8Bytes::from_static(text)),
+            repr: Repr::Text(Utf8Bytes::from_static(text), Compress::Allowed),
         }
     }
 
@@ -53,14 +61,14 @@ impl Message {
     pub fn from_utf8(bytes: impl Into<Bytes>) -> Result<Self, MessageError> {
         let text = Utf8Bytes::try_from(bytes.into())?;
         Ok(Self {
-            repr: Repr::Text(text),
+            repr: Repr::Text(text, Compress::Allowed),
         })
     }
 
     /// A binary message.
     pub fn from_binary(bytes: impl Into<Bytes>) -> Self {
         Self {
-            repr: Repr::Binary(bytes.into()),
+            repr: Repr::Binary(bytes.into(), Compress::Allowed),
         }
     }
 
@@ -71,12 +79,12 @@ impl Message {
 
     /// Whether this is a text message.
     pub fn is_text(&self) -> bool {
-        matches!(self.repr, Repr::Text(_))
+        matches!(self.repr, Repr::Text(..))
     }
 
     /// Whether this is a binary message.
     pub fn is_binary(&self) -> bool {
-        matches!(self.repr, Repr::Binary(_))
+        matches!(self.repr, Repr::Binary(..))
     }
 
     /// The payload as text.
@@ -85,24 +93,24 @@ impl Message {
     /// now and fails with [`MessageError::Utf8`] when it is not UTF-8.
     pub fn text(&self) -> Result<&str, MessageError> {
         match &self.repr {
-            Repr::Text(text) => Ok(text.as_str()),
-            Repr::Binary(bytes) => Ok(std::str::from_utf8(bytes)?),
+            Repr::Text(text, _) => Ok(text.as_str()),
+            Repr::Binary(bytes, _) => Ok(std::str::from_utf8(bytes)?),
         }
     }
 
     /// The payload bytes, whatever the kind of message.
     pub fn bytes(&self) -> &Bytes {
         match &self.repr {
-            Repr::Text(text) => AsRef::<Bytes>::as_ref(text),
-            Repr::Binary(bytes) => bytes,
+            Repr::Text(text, _) => AsRef::<Bytes>::as_ref(text),
+            Repr::Binary(bytes, _) => bytes,
         }
     }
 
     /// Takes the payload bytes out of the message without copying them.
     pub fn into_bytes(self) -> Bytes {
         match self.repr {
-            Repr::Text(text) => text.into(),
-            Repr::Binary(bytes) => bytes,
+            Repr::Text(text, _) => text.into(),
+            Repr::Binary(bytes, _) => bytes,
         }
     }
 
@@ -121,31 +129,33 @@ impl Message {
         self.len() == 0
     }
 
-    pub(crate) fn from_ws(message: tungstenite::Message) -> Option<Self> {
-        match message {
-            tungstenite::Message::Text(text) => Some(Self {
-                repr: Repr::Text(text),
-            }),
-            tungstenite::Message::Binary(bytes) => Some(Self {
-                repr: Repr::Binary(bytes),
-            }),
-            _ => None,
-        }
+    /// The same message, never compressed: it goes out as a plain frame even to peers that
+    /// negotiated permessage-deflate (see [`Deflate`](crate::Deflate)), as CrossWS's
+    /// `{ compress: false }`. For data that does not shrink, such as images or data already
+    /// compressed; the bytes are not copied.
+    pub fn without_compression(self) -> Self {
+        let repr = match self.repr {
+            Repr::Text(text, _) => Repr::Text(text, Compress::Never),
+            Repr::Binary(bytes, _) => Repr::Binary(bytes, Compress::Never),
+        };
+        Self { repr }
     }
 
-    pub(crate) fn into_ws(self) -> tungstenite::Message {
-        match self.repr {
-            Repr::Text(text) => tungstenite::Message::Text(text),
-            Repr::Binary(bytes) => tungstenite::Message::Binary(bytes),
-        }
+    /// Whether the message may be compressed: false after
+    /// [`without_compression`](Message::without_compression).
+    pub(crate) fn compressible(&self) -> bool {
+        matches!(
+            self.repr,
+            Repr::Text(_, Compress::Allowed) | Repr::Binary(_, Compress::Allowed)
+        )
     }
 }
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.repr {
-            Repr::Text(text) => f.debug_tuple("Text").field(&text.as_str()).finish(),
-            Repr::Binary(bytes) => f.debug_tuple("Binary").field(bytes).finish(),
+            Repr::Text(text, _) => f.debug_tuple("Text").field(&text.as_str()).finish(),
+            Repr::Binary(bytes, _) => f.debug_tuple("Binary").field(bytes).finish(),
         }
     }
 }
@@ -215,6 +225,19 @@ mod tests {
         let v: serde_json::Value = m.json().unwrap();
         assert_eq!(v["a"][1], 2);
         assert!(Message::from_text("{").json::<serde_json::Value>().is_err());
+    }
+
+    #[test]
+    fn without_compression_keeps_the_message() {
+        let m = Message::from_text("abc");
+        assert!(m.compressible());
+        let plain = m.clone().without_compression();
+        assert!(!plain.compressible() && plain.is_text());
+        assert_eq!(plain.bytes().as_ptr(), m.bytes().as_ptr());
+        assert_eq!(
+            std::mem::size_of::<Message>(),
+            std::mem::size_of::<Bytes>() + 8
+        );
     }
 
     #[test]

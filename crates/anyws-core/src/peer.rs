@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::connection::ReadWaker;
 use crate::server::Shared;
 use crate::upgrade::Context;
+use crate::ws::deflate::Prepared;
 use crate::{close_code, Message, Request, SendError, Server};
 
 /// A peer's unique id: a random UUID (version 4).
@@ -101,6 +102,8 @@ pub(crate) struct PeerInner {
     pub(crate) namespace: Arc<str>,
     context: Option<Context>,
     protocol: Option<Box<str>>,
+    /// The `Sec-WebSocket-Extensions` value of the `101`, when an extension was negotiated.
+    extensions: Option<Box<str>>,
     transport: Transport,
     pub(crate) topics: Mutex<Vec<Arc<str>>>,
     pub(crate) outbox: Outbox,
@@ -115,15 +118,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Peer {
     pub(crate) fn new(
-        key: u64,
         request: Request,
         namespace: Arc<str>,
         context: Option<Context>,
         protocol: Option<String>,
+        extensions: Option<String>,
         transport: Transport,
         shared: Arc<Shared>,
     ) -> Self {
         let limit = shared.limits.max_buffered_bytes;
+        let key = shared.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut request = request;
         request.pack();
         Self {
@@ -134,6 +138,7 @@ impl Peer {
                 namespace,
                 context,
                 protocol: protocol.map(String::into_boxed_str),
+                extensions: extensions.map(String::into_boxed_str),
                 transport,
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(limit),
@@ -193,14 +198,18 @@ impl Peer {
         })
     }
 
-    /// The negotiated extensions, or else the raw `Sec-WebSocket-Extensions` request header, as
-    /// CrossWS reports it. anyws negotiates no extension yet, so this is the request header.
+    /// The negotiated extensions (the `Sec-WebSocket-Extensions` value of the `101`, such as
+    /// `permessage-deflate; server_no_context_takeover; client_no_context_takeover`), or else
+    /// the raw `Sec-WebSocket-Extensions` request header, as CrossWS reports it. `None` when
+    /// neither exists.
     pub fn extensions(&self) -> Option<&str> {
-        self.inner
-            .request
-            .headers()
-            .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
-            .and_then(|v| v.to_str().ok())
+        self.inner.extensions.as_deref().or_else(|| {
+            self.inner
+                .request
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+                .and_then(|v| v.to_str().ok())
+        })
     }
 
     /// The WebSocket URL: the request URL with the `ws://` scheme.
@@ -241,7 +250,7 @@ impl Peer {
     /// [`Limits::max_buffered_bytes`](crate::Limits::max_buffered_bytes), in which case the peer
     /// is closed with 1013.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.inner.outbox.push(message.into().into_ws())
+        self.inner.outbox.push(Outbound::Message(message.into()))
     }
 
     /// Queues `value` serialized as a JSON text message.
@@ -297,7 +306,7 @@ impl Peer {
         }
         let mut payload = payload.into();
         payload.truncate(125);
-        self.inner.outbox.push(tungstenite::Message::Ping(payload))
+        self.inner.outbox.push(Outbound::Ping(payload))
     }
 
     /// Drops the connection at once, without a close frame or flushing what is queued.
@@ -351,7 +360,7 @@ impl Eq for Peer {}
 /// What the writer of a peer's connection does next, besides sending queued messages.
 #[derive(Default)]
 pub(crate) struct Queue {
-    pub(crate) items: VecDeque<tungstenite::Message>,
+    pub(crate) items: VecDeque<Outbound>,
     /// A close frame to send once `items` is written.
     pub(crate) close: Option<Box<(u16, String)>>,
     /// The close was asked for (by the application or an overflow); nothing more may be queued.
@@ -381,11 +390,31 @@ pub(crate) struct Outbox {
 /// The most outgoing data a peer may have waiting before its connection stops reading from it.
 pub(crate) const READ_PAUSE_BYTES: usize = 64 * 1024;
 
-pub(crate) fn payload_len(message: &tungstenite::Message) -> usize {
-    match message {
-        tungstenite::Message::Text(t) => t.len(),
-        tungstenite::Message::Binary(b) => b.len(),
-        _ => 0,
+/// What waits in a peer's queue.
+#[derive(Clone, Debug)]
+pub(crate) enum Outbound {
+    /// A data message.
+    Message(Message),
+    /// A data message published while compression is on, shared by its recipients, which
+    /// compress it once between them.
+    Prepared(Arc<Prepared>),
+    /// A ping frame's payload.
+    Ping(Bytes),
+}
+
+impl Outbound {
+    /// The data message, if this is one.
+    pub(crate) fn message(&self) -> Option<&Message> {
+        match self {
+            Self::Message(message) => Some(message),
+            Self::Prepared(prepared) => Some(&prepared.message),
+            Self::Ping(_) => None,
+        }
+    }
+
+    /// The payload bytes this counts towards [`Peer::buffered_amount`]: a data message's.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.message().map_or(0, Message::len)
     }
 }
 
@@ -403,8 +432,8 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn push(&self, message: tungstenite::Message) -> Result<(), SendError> {
-        let len = payload_len(&message);
+    pub(crate) fn push(&self, message: Outbound) -> Result<(), SendError> {
+        let len = message.payload_len();
         let mut queue = lock(&self.queue);
         if queue.closing || queue.terminate {
             return Err(SendError::Closed);
@@ -415,7 +444,7 @@ impl Outbox {
         // it at that mark instead. Above it, the limit holds.
         if buffered != 0 && buffered >= self.read_pause && buffered.saturating_add(len) > self.limit
         {
-            let dropped: usize = queue.items.drain(..).map(|m| payload_len(&m)).sum();
+            let dropped: usize = queue.items.drain(..).map(|m| m.payload_len()).sum();
             self.buffered.fetch_sub(dropped, Ordering::AcqRel);
             queue.overflowed = true;
             queue.closing = true;
@@ -516,7 +545,7 @@ mod tests {
     fn outbox_overflow_policy() {
         let outbox = Outbox::new(10);
         assert_eq!(outbox.read_pause, 5);
-        let msg = |n: usize| tungstenite::Message::Binary(vec![0; n].into());
+        let msg = |n: usize| Outbound::Message(Message::from_binary(vec![0; n]));
         // Below the read-pause mark anything is accepted, even past the limit.
         outbox.push(msg(4)).unwrap();
         outbox.push(msg(46)).unwrap();

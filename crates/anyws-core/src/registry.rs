@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::backplane::Subscribers;
-use crate::peer::lock;
+use crate::peer::{lock, Outbound};
 use crate::server::Shared;
+use crate::ws::deflate::Prepared;
 use crate::{Message, Peer, ReadyState, Relay};
 
 /// Every peer of a server, by namespace.
@@ -159,7 +160,14 @@ impl Shared {
         message: Message,
         except: Option<u64>,
     ) {
-        let frame = message.into_ws();
+        // With compression on, the recipients share one `Prepared`, so that those that
+        // compress without context compress it once between them.
+        let frame = match &self.deflate {
+            Some(config) if message.compressible() && message.len() >= config.min_size() => {
+                Outbound::Prepared(Arc::new(Prepared::new(message)))
+            }
+            _ => Outbound::Message(message),
+        };
         let registry = self.read();
         let deliver = |ns: &Namespace| {
             if let Some(subscribers) = ns.topics.get(topic) {

@@ -4,7 +4,8 @@ use bytes::Bytes;
 use event_listener::Event;
 use futures_util::FutureExt;
 use http::header::{
-    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_PROTOCOL, UPGRADE,
 };
 use http::{Response, StatusCode};
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use crate::peer::Transport;
 use crate::registry::Registry;
 use crate::sse::SseLink;
 use crate::upgrade::{check_handshake, check_request};
+use crate::ws::deflate::{self, Deflate};
 use crate::{
     close_code, Accept, Backplane, BackplaneError, BackplaneLink, Hooks, InstanceId, Limits,
     Message, MessageRate, Peer, PeerId, PendingPeer, Rejection, Request, Resolver, Runtime,
@@ -48,6 +50,7 @@ pub struct ServerBuilder {
     pub(crate) allowed_origins: Option<Vec<String>>,
     backplane: Option<Arc<dyn Backplane>>,
     on_backplane_error: Option<ErrorCallback>,
+    deflate: Option<Deflate>,
 }
 
 impl ServerBuilder {
@@ -65,6 +68,7 @@ impl ServerBuilder {
             allowed_origins: None,
             backplane: None,
             on_backplane_error: None,
+            deflate: None,
         }
     }
 
@@ -125,6 +129,16 @@ impl ServerBuilder {
     /// peers share namespaces, topics and the peer list.
     pub fn sse(mut self, enabled: bool) -> Self {
         self.sse = enabled;
+        self
+    }
+
+    /// Turns permessage-deflate (RFC 7692) on, in the [`Deflate`] mode given; `None` turns it
+    /// off again. Off by default: every offer is declined and messages go uncompressed. With it
+    /// on, a client that offers the extension with parameters the server can honour gets it; one
+    /// that does not keeps plain frames, and shares topics with the others. The SSE transport
+    /// is unaffected.
+    pub fn deflate(mut self, deflate: impl Into<Option<Deflate>>) -> Self {
+        self.deflate = deflate.into();
         self
     }
 
@@ -232,6 +246,7 @@ impl ServerBuilder {
             shutdown_started: Event::new(),
             peer_left: Event::new(),
             sse: self.sse,
+            deflate: self.deflate,
             sse_peers: Mutex::new(HashMap::new()),
             instance,
             outgoing: outgoing.clone(),
@@ -305,6 +320,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown_started: Event,
     pub(crate) peer_left: Event,
     sse: bool,
+    /// permessage-deflate, when on.
+    pub(crate) deflate: Option<Deflate>,
     /// The open SSE peers by id, for the `POST`s that carry their messages.
     pub(crate) sse_peers: Mutex<HashMap<PeerId, (Peer, Arc<SseLink>)>>,
     pub(crate) instance: InstanceId,
@@ -451,10 +468,22 @@ impl Server {
                 _ => return Handshake::internal_error(),
             };
         }
+        let deflate = self
+            .shared
+            .deflate
+            .as_ref()
+            .and_then(|config| deflate::negotiate(config, request.headers()));
+        let extensions = deflate.map(|negotiated| negotiated.response());
+        if let Some(value) = &extensions {
+            match HeaderValue::try_from(value.as_str()) {
+                Ok(v) => headers.insert(SEC_WEBSOCKET_EXTENSIONS, v),
+                Err(_) => return Handshake::internal_error(),
+            };
+        }
         for (name, value) in &accept.headers {
             headers.append(name, value.clone());
         }
-        let peer = self.new_peer(request, accept, Transport::WebSocket);
+        let peer = self.new_peer(request, accept, extensions, Transport::WebSocket);
         // Listed before the client can see the `101`: a client that asks who is there as soon as
         // it is open finds itself, and a publish sent after its open reaches it.
         if !self.shared.join(&peer) {
@@ -462,7 +491,7 @@ impl Server {
         }
         Handshake {
             response,
-            peer: Some(PendingPeer::new(peer, hooks, admission)),
+            peer: Some(PendingPeer::new(peer, hooks, admission, deflate)),
         }
     }
 
@@ -509,7 +538,13 @@ impl Server {
     }
 
     /// A peer for an admitted request, not yet open.
-    pub(crate) fn new_peer(&self, request: Request, accept: Accept, transport: Transport) -> Peer {
+    pub(crate) fn new_peer(
+        &self,
+        request: Request,
+        accept: Accept,
+        extensions: Option<String>,
+        transport: Transport,
+    ) -> Peer {
         let name = accept.namespace.as_deref().unwrap_or(request.path());
         // The registry's own name for the namespace when it has peers: one allocation per
         // namespace, not one per peer.
@@ -520,13 +555,12 @@ impl Server {
             .get_key_value(name)
             .map(|(listed, _)| listed.clone());
         let namespace = listed.unwrap_or_else(|| name.into());
-        let key = self.shared.next_key.fetch_add(1, Ordering::Relaxed);
         Peer::new(
-            key,
             request,
             namespace,
             accept.context,
             accept.protocol,
+            extensions,
             transport,
             self.shared.clone(),
         )

@@ -1,6 +1,6 @@
 //! How the suite starts and stops a server: the [`Harness`] an adapter implements.
 
-use anyws_core::{Limits, MessageRate, Runtime, Server, ServerBuilder};
+use anyws_core::{Deflate, Limits, MessageRate, Runtime, Server, ServerBuilder};
 use async_trait::async_trait;
 use http_body_util::{BodyExt, Full};
 use std::fmt;
@@ -70,6 +70,8 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
     /// `--max-request-head-bytes`, in bytes.
     pub max_request_head_bytes: Option<usize>,
+    /// `--deflate shared|dedicated`; `None` is `--deflate off`.
+    pub deflate: Option<Deflate>,
 }
 
 impl Options {
@@ -150,6 +152,13 @@ impl Options {
         self
     }
 
+    /// Sets `--deflate shared` or `--deflate dedicated`, by [`Deflate::is_dedicated`]; the
+    /// other settings are the library's defaults, as the fixture's.
+    pub fn deflate(mut self, deflate: Deflate) -> Self {
+        self.deflate = Some(deflate);
+        self
+    }
+
     /// The server's limits: the library's defaults with these options applied, and a close
     /// timeout of 1 s so that a graceful shutdown ends within 2 s.
     pub fn limits(&self) -> Limits {
@@ -209,7 +218,8 @@ impl Options {
         };
         let mut builder = ServerBuilder::with_resolver(resolver)
             .limits(self.limits())
-            .sse(self.sse);
+            .sse(self.sse)
+            .deflate(self.deflate.clone());
         if !self.allowed_origins.is_empty() {
             builder = builder.allowed_origins(self.allowed_origins.iter().cloned());
         }
@@ -277,6 +287,14 @@ impl Options {
         }
         if let Some(bytes) = self.max_request_head_bytes {
             flag("--max-request-head-bytes", bytes.to_string());
+        }
+        if let Some(deflate) = &self.deflate {
+            let mode = if deflate.is_dedicated() {
+                "dedicated"
+            } else {
+                "shared"
+            };
+            flag("--deflate", mode.to_owned());
         }
         args
     }

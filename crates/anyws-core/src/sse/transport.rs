@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::limits::RateLimiter;
-use crate::peer::{lock, payload_len};
+use crate::peer::{lock, Outbound};
 use crate::server::Entry;
 use crate::upgrade::check_request;
 use crate::{Hooks, Message, Peer, PeerId, ReadyState, Request};
@@ -209,14 +209,15 @@ impl fmt::Debug for PeerEvents {
 }
 
 /// Writes one message as an `event: message`.
-fn encode_message(buf: &mut BytesMut, message: &tungstenite::Message) {
-    match message {
-        tungstenite::Message::Text(text) => {
+fn encode_message(buf: &mut BytesMut, message: &Outbound) {
+    match message.message() {
+        Some(text) if text.is_text() => {
             buf.put_slice(b"event: message\n");
-            super::encode_data(buf, text.as_bytes());
+            super::encode_data(buf, text.bytes());
             buf.put_u8(b'\n');
         }
-        tungstenite::Message::Binary(bytes) => {
+        Some(binary) => {
+            let bytes = binary.bytes();
             let engine = &base64::engine::general_purpose::STANDARD;
             buf.put_slice(b"event: message\ndata: data:application/octet-stream;base64,");
             let start = buf.len();
@@ -230,7 +231,7 @@ fn encode_message(buf: &mut BytesMut, message: &tungstenite::Message) {
             buf.truncate(start + written);
             buf.put_slice(b"\n\n");
         }
-        _ => {}
+        None => {}
     }
 }
 
@@ -256,7 +257,7 @@ impl Stream for PeerEvents {
         }
         let had_items = !queue.items.is_empty();
         for message in queue.items.drain(..) {
-            freed += payload_len(&message);
+            freed += message.payload_len();
             encode_message(&mut buf, &message);
         }
         let close = if queue.items.is_empty() {
@@ -458,9 +459,7 @@ impl PeerPost {
 
     /// Hands `text` to the peer; the response to end the `POST` with when it was not taken.
     async fn deliver(&self, text: Bytes) -> Option<Response<Bytes>> {
-        let message = tungstenite::Utf8Bytes::try_from(text)
-            .ok()
-            .and_then(|text| Message::from_ws(tungstenite::Message::Text(text)));
+        let message = Message::from_utf8(text).ok();
         let delivery = match message {
             Some(message) => {
                 let now = self.peer.inner.shared.runtime.now();
@@ -577,7 +576,7 @@ impl crate::Server {
         for (name, value) in &accept.headers {
             headers.append(name, value.clone());
         }
-        let peer = self.new_peer(request, accept, crate::Transport::Sse);
+        let peer = self.new_peer(request, accept, None, crate::Transport::Sse);
         let id = peer.id().to_string();
         if let Ok(value) = HeaderValue::try_from(id.as_str()) {
             response.headers_mut().insert(PEER_ID_HEADER, value);
@@ -617,7 +616,7 @@ mod tests {
     use super::*;
     use crate::{CloseInfo, Error};
 
-    fn encoded(message: tungstenite::Message) -> String {
+    fn encoded(message: Outbound) -> String {
         let mut buf = BytesMut::new();
         encode_message(&mut buf, &message);
         String::from_utf8(buf.to_vec()).unwrap()
@@ -626,11 +625,11 @@ mod tests {
     #[test]
     fn text_becomes_one_data_line_per_line() {
         assert_eq!(
-            encoded(tungstenite::Message::Text("a\nb".into())),
+            encoded(Outbound::Message(Message::from_text("a\nb"))),
             "event: message\ndata: a\ndata: b\n\n"
         );
         assert_eq!(
-            encoded(tungstenite::Message::Text("".into())),
+            encoded(Outbound::Message(Message::from_text(""))),
             "event: message\ndata: \n\n"
         );
     }
@@ -638,12 +637,12 @@ mod tests {
     #[test]
     fn binary_becomes_a_base64_data_url() {
         assert_eq!(
-            encoded(tungstenite::Message::Binary(
-                Bytes::from_static(b"binary message works!")
-            )),
+            encoded(Outbound::Message(Message::from_binary(Bytes::from_static(
+                b"binary message works!"
+            )))),
             "event: message\ndata: data:application/octet-stream;base64,YmluYXJ5IG1lc3NhZ2Ugd29ya3Mh\n\n"
         );
-        assert_eq!(encoded(tungstenite::Message::Ping(Bytes::new())), "");
+        assert_eq!(encoded(Outbound::Ping(Bytes::new())), "");
     }
 
     #[test]
@@ -751,7 +750,7 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut queued = 0;
         loop {
-            let message = Message::from_ws(tungstenite::Message::Text("".into())).unwrap();
+            let message = Message::from_text("");
             let deliver = link.deliver(message, now);
             futures_util::pin_mut!(deliver);
             match deliver.poll(&mut cx) {

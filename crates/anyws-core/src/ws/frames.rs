@@ -48,9 +48,19 @@ impl Frames {
 
     /// Appends one final (unfragmented), unmasked frame with `opcode` and `payload`.
     pub(crate) fn encode(&mut self, opcode: u8, payload: &[u8]) {
+        self.encode_with(0x80 | opcode, payload);
+    }
+
+    /// Appends a data frame like [`encode`](Frames::encode), with RSV1 set: `payload` is a
+    /// message compressed with permessage-deflate.
+    pub(crate) fn encode_compressed(&mut self, opcode: u8, payload: &[u8]) {
+        self.encode_with(0x80 | 0x40 | opcode, payload);
+    }
+
+    fn encode_with(&mut self, first: u8, payload: &[u8]) {
         let len = payload.len();
         self.buf.reserve(10 + len);
-        self.buf.push(0x80 | opcode);
+        self.buf.push(first);
         if len < 126 {
             self.buf.push(len as u8);
         } else if let Ok(len) = u16::try_from(len) {

@@ -2,6 +2,7 @@
 //! `anyws_core::__fuzz`, hidden from the docs and not part of the API.
 
 use bytes::Bytes;
+use std::fmt;
 
 use super::{Event as WsEvent, Reader as WsReader};
 
@@ -48,5 +49,68 @@ impl Reader {
     /// The heap memory the reader holds, in bytes.
     pub fn buffered(&self) -> usize {
         self.0.buffered()
+    }
+}
+
+/// permessage-deflate's two sides for one connection, as negotiated from a client's offer of
+/// `permessage-deflate` (with `client_max_window_bits` when `small_window`).
+pub struct Deflate {
+    config: super::deflate::Deflate,
+    compressor: super::deflate::Compressor,
+    inflater: super::deflate::Inflater,
+}
+
+impl fmt::Debug for Deflate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deflate")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deflate {
+    /// Shared (no context takeover) or dedicated (context takeover both ways), with a 9-bit
+    /// window and level 1 when `small_window`.
+    pub fn new(dedicated: bool, small_window: bool) -> Self {
+        let mut config = if dedicated {
+            super::deflate::Deflate::dedicated()
+        } else {
+            super::deflate::Deflate::shared()
+        };
+        config = config.threshold(0);
+        let mut offer = String::from("permessage-deflate");
+        if small_window {
+            config = config.window_bits(9).mem_level(1);
+            offer.push_str("; client_max_window_bits");
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            http::HeaderValue::from_str(&offer).expect("a header value"),
+        );
+        let negotiated =
+            super::deflate::negotiate(&config, &headers).expect("the offer is honoured");
+        Self {
+            compressor: super::deflate::Compressor::new(&negotiated),
+            inflater: super::deflate::Inflater::new(&negotiated),
+            config,
+        }
+    }
+
+    /// Compresses `payload` as the server sends it.
+    pub fn compress(&mut self, payload: &[u8]) -> Vec<u8> {
+        let message = crate::Message::from_binary(Bytes::copy_from_slice(payload));
+        self.compressor
+            .compress(&self.config, &message, None, <[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Inflates a compressed message from the client to at most `max_size` bytes; `Err` with
+    /// the close code to send when it cannot.
+    pub fn inflate(&mut self, payload: Vec<u8>, max_size: usize) -> Result<Vec<u8>, u16> {
+        use super::Extension;
+        self.inflater
+            .decode(payload, max_size)
+            .map_err(|error| error.close_code())
     }
 }

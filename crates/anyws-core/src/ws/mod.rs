@@ -29,6 +29,7 @@
 //! [`Extension::decode`] at the one place where a complete message's payload passes through,
 //! `Reader::complete`, and the decoded text is checked there.
 
+pub(crate) mod deflate;
 pub(crate) mod frames;
 pub(crate) mod fuzz;
 mod reader;
@@ -83,6 +84,8 @@ pub(crate) enum ReadError {
     InvalidCloseCode(u16),
     /// A text message or a close reason was not valid UTF-8.
     InvalidUtf8,
+    /// A compressed message did not inflate.
+    BadCompression,
     /// A frame declared more payload than `max_frame_size`.
     FrameTooBig {
         /// The declared payload length.
@@ -103,7 +106,7 @@ impl ReadError {
     /// The close code to fail the connection with.
     pub(crate) fn close_code(self) -> u16 {
         match self {
-            Self::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::BadCompression => close_code::INVALID_PAYLOAD,
             Self::FrameTooBig { .. } | Self::MessageTooBig { .. } => close_code::MESSAGE_TOO_BIG,
             _ => close_code::PROTOCOL_ERROR,
         }
@@ -124,6 +127,7 @@ impl fmt::Display for ReadError {
             Self::CloseTooShort => f.write_str("close frame with a one-byte payload"),
             Self::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
+            Self::BadCompression => f.write_str("compressed message does not inflate"),
             Self::FrameTooBig { size, limit } => {
                 write!(f, "frame of {size} bytes, over the limit of {limit}")
             }
@@ -140,6 +144,7 @@ impl From<ReadError> for crate::Error {
     fn from(error: ReadError) -> Self {
         match error {
             ReadError::InvalidUtf8 => Self::InvalidUtf8,
+            ReadError::BadCompression => Self::InvalidCompression,
             ReadError::FrameTooBig { .. } | ReadError::MessageTooBig { .. } => {
                 Self::MessageTooBig(error.to_string())
             }

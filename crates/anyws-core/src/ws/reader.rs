@@ -94,7 +94,6 @@ impl Reader {
     }
 
     /// Sets the extension negotiated for this connection, which gives RSV1 its meaning.
-    #[cfg_attr(not(test), allow(dead_code))] // Until permessage-deflate negotiates one.
     pub(crate) fn with_extension(mut self, extension: Box<dyn Extension>) -> Self {
         self.extension = Some(extension);
         self

@@ -107,6 +107,8 @@ pub(crate) struct PeerInner {
     /// Notes that the connection's read side woke its task.
     pub(crate) read_waker: ReadWaker,
     pub(crate) shared: Arc<Shared>,
+    /// When the handshake was accepted.
+    pub(crate) opened_at: std::time::Instant,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +140,7 @@ impl Peer {
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(limit),
                 read_waker: ReadWaker::default(),
+                opened_at: shared.runtime.now(),
                 shared,
             }),
         }
@@ -241,7 +244,11 @@ impl Peer {
     /// [`Limits::max_buffered_bytes`](crate::Limits::max_buffered_bytes), in which case the peer
     /// is closed with 1013.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.inner.outbox.push(message.into().into_ws())
+        let message = message.into();
+        let len = message.len();
+        self.inner.outbox.push(message.into_ws())?;
+        self.inner.shared.counters.sent(self.inner.key, 1, len);
+        Ok(())
     }
 
     /// Queues `value` serialized as a JSON text message.

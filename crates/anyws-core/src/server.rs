@@ -235,6 +235,7 @@ impl ServerBuilder {
             sse_peers: Mutex::new(HashMap::new()),
             instance,
             outgoing: outgoing.clone(),
+            counters: Default::default(),
         });
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {
@@ -310,6 +311,8 @@ pub(crate) struct Shared {
     pub(crate) instance: InstanceId,
     /// The backplane's queue of relays, when there is a backplane.
     pub(crate) outgoing: Option<Arc<Outgoing>>,
+    /// What [`Server::stats`] reports.
+    pub(crate) counters: crate::stats::Counters,
 }
 
 impl Drop for Shared {
@@ -414,6 +417,15 @@ impl Server {
     /// path `404`; the checks of [`Server::admit`] (shutting down, origin, connection limits)
     /// come before the hooks.
     pub async fn handshake(&self, request: Request) -> Handshake {
+        let (started, remote_addr) = (self.shared.runtime.now(), request.remote_addr());
+        let handshake = self.handshake_unobserved(request).await;
+        let status = handshake.response.status();
+        let now = self.shared.runtime.now();
+        crate::observe::answered(&self.shared.counters, remote_addr, status, started, now);
+        handshake
+    }
+
+    async fn handshake_unobserved(&self, request: Request) -> Handshake {
         let checked = check_request(&request, self.shared.limits.max_request_head_bytes)
             .and_then(|()| check_handshake(request.method(), request.version(), request.headers()));
         let accept_key = match checked {
@@ -487,7 +499,10 @@ impl Server {
         let hooks = match resolved {
             Ok(Some(hooks)) => hooks,
             Ok(None) => return Entry::Unresolved(request),
-            Err(_) => return Entry::Refused(internal_error()),
+            Err(_) => {
+                crate::observe::upgrade_panicked("resolver");
+                return Entry::Refused(internal_error());
+            }
         };
         let accept = match AssertUnwindSafe(hooks.upgrade(&request))
             .catch_unwind()
@@ -495,7 +510,10 @@ impl Server {
         {
             Ok(Ok(accept)) => accept,
             Ok(Err(rejection)) => return Entry::Refused(rejection.into_response()),
-            Err(_) => return Entry::Refused(internal_error()),
+            Err(_) => {
+                crate::observe::upgrade_panicked("upgrade");
+                return Entry::Refused(internal_error());
+            }
         };
         if accept.error.is_some() {
             return Entry::Refused(internal_error());
@@ -551,6 +569,14 @@ impl Server {
     /// The peers of `namespace`, listed as by [`Server::peers`].
     pub fn peers_in(&self, namespace: &str) -> Vec<Peer> {
         self.shared.peers_in(namespace)
+    }
+
+    /// A snapshot of the server's counters: peers by transport, messages and bytes in and out,
+    /// closes by code, refused upgrades by status and backplane relays. Cheap: it reads a few
+    /// dozen atomics and copies two small maps; the message path takes no lock to keep them.
+    pub fn stats(&self) -> crate::Stats {
+        let relays = self.shared.outgoing.as_ref().map(|o| &o.counted);
+        self.shared.counters.snapshot(relays)
     }
 
     /// The number of peers, counted as by [`Server::peers`].

@@ -103,7 +103,8 @@ impl<L: Listener, F: Fallback> Serve<L, F> {
             let (io, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) if is_per_connection(&error) => continue,
-                Err(_) => {
+                Err(error) => {
+                    tracing::warn!(target: "anyws", %error, "accept failed, backing off 50 ms");
                     // Out of file descriptors or similar: back off instead of spinning.
                     sleep_until(&*runtime, runtime.now() + Duration::from_millis(50)).await;
                     continue;

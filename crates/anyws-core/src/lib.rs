@@ -86,6 +86,8 @@
 //! the peers.
 #![deny(missing_docs)]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 mod admission;
 pub mod backplane;
 mod connection;
@@ -128,5 +130,7 @@ pub use request::Request;
 pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};
 pub use server::{Handshake, Server, ServerBuilder};
+#[cfg(feature = "metrics")]
+pub use stats::describe_metrics;
 pub use stats::Stats;
 pub use upgrade::{is_websocket_upgrade, Accept, ReasonPhrase, Rejection};

@@ -208,6 +208,8 @@ impl ServerBuilder {
     /// With a [`backplane`](Self::backplane), this spawns the backplane's task on `runtime`, so
     /// call it where the runtime can spawn (inside it, for tokio).
     pub fn build(self, runtime: Arc<dyn Runtime>) -> Server {
+        #[cfg(feature = "metrics")]
+        crate::describe_metrics();
         let instance = InstanceId::random();
         let outgoing = self.backplane.as_ref().map(|_| {
             let on_error = self

@@ -268,3 +268,95 @@ mod tests {
         assert_eq!(json["messagesIn"], 20);
     }
 }
+
+/// Describes every metric anyws reports (unit and help text) to the installed `metrics`
+/// recorder, and registers each at zero so that a scrape lists them before anything happened.
+///
+/// [`ServerBuilder::build`](crate::ServerBuilder::build) calls this; call it again after
+/// installing a recorder when the server was built first.
+///
+/// | name | kind | unit | what |
+/// | --- | --- | --- | --- |
+/// | `anyws_peers` | gauge | peers | peers connected now (both transports) |
+/// | `anyws_messages_received_total` | counter | messages | data messages received from peers |
+/// | `anyws_messages_sent_total` | counter | messages | data messages queued for peers (a publish to k counts k) |
+/// | `anyws_received_bytes_total` | counter | bytes | payload bytes received |
+/// | `anyws_sent_bytes_total` | counter | bytes | payload bytes queued |
+/// | `anyws_closes_total{code}` | counter | connections | connections ended, by close code |
+/// | `anyws_rejected_upgrades_total{status}` | counter | requests | upgrades refused, by HTTP status |
+/// | `anyws_backplane_relays_sent_total` | counter | relays | publishes handed to the backplane |
+/// | `anyws_backplane_relays_received_total` | counter | relays | relays from other instances delivered |
+/// | `anyws_backplane_relays_dropped_total` | counter | relays | publishes dropped on a full backplane queue |
+/// | `anyws_publish_fanout` | histogram | peers | local subscribers one publish reached |
+/// | `anyws_handshake_seconds` | histogram | seconds | accepted upgrades: checks, resolver and `upgrade` hook |
+#[cfg(feature = "metrics")]
+pub fn describe_metrics() {
+    use metrics::Unit;
+    let counters: [(&'static str, Unit, &'static str); 7] = [
+        (
+            "anyws_messages_received_total",
+            Unit::Count,
+            "Data messages received from peers.",
+        ),
+        (
+            "anyws_messages_sent_total",
+            Unit::Count,
+            "Data messages queued for peers; a publish to k subscribers counts k.",
+        ),
+        (
+            "anyws_received_bytes_total",
+            Unit::Bytes,
+            "Payload bytes received from peers.",
+        ),
+        (
+            "anyws_sent_bytes_total",
+            Unit::Bytes,
+            "Payload bytes queued for peers.",
+        ),
+        (
+            "anyws_backplane_relays_sent_total",
+            Unit::Count,
+            "Publishes handed to the backplane driver.",
+        ),
+        (
+            "anyws_backplane_relays_received_total",
+            Unit::Count,
+            "Relays from other instances delivered here.",
+        ),
+        (
+            "anyws_backplane_relays_dropped_total",
+            Unit::Count,
+            "Publishes not relayed because the backplane queue was full.",
+        ),
+    ];
+    for (name, unit, help) in counters {
+        metrics::describe_counter!(name, unit, help);
+        metrics::counter!(name).increment(0);
+    }
+    metrics::describe_counter!(
+        "anyws_closes_total",
+        Unit::Count,
+        "Connections ended, by close code."
+    );
+    metrics::describe_counter!(
+        "anyws_rejected_upgrades_total",
+        Unit::Count,
+        "Upgrade requests refused, by HTTP status."
+    );
+    metrics::describe_gauge!(
+        "anyws_peers",
+        Unit::Count,
+        "Peers connected now, over both transports."
+    );
+    metrics::gauge!("anyws_peers").increment(0.0);
+    metrics::describe_histogram!(
+        "anyws_publish_fanout",
+        Unit::Count,
+        "Local subscribers one publish reached."
+    );
+    metrics::describe_histogram!(
+        "anyws_handshake_seconds",
+        Unit::Seconds,
+        "Time from an upgrade request to its acceptance: checks, resolver and upgrade hook."
+    );
+}

@@ -573,6 +573,14 @@ impl Server {
         self.shared.peers_in(namespace)
     }
 
+    /// Counts and reports a request that an adapter's HTTP layer refused with `status` before
+    /// it reached [`Server::handshake`] or [`Server::sse`] (as hyper does with `431` for a head
+    /// over [`Limits::max_request_head_bytes`]), so that [`Server::stats`] and the logs see it.
+    pub fn record_refusal(&self, status: StatusCode, remote_addr: Option<std::net::SocketAddr>) {
+        let now = self.shared.runtime.now();
+        crate::observe::answered(&self.shared.counters, remote_addr, status, now, now);
+    }
+
     /// A snapshot of the server's counters: peers by transport, messages and bytes in and out,
     /// closes by code, refused upgrades by status and backplane relays. Cheap: it reads a few
     /// dozen atomics and copies two small maps; the message path takes no lock to keep them.

@@ -165,6 +165,14 @@ where
     // connection goes too.
     let cut_off = pin!(cut.fired());
     match select(connection.as_mut(), select(shutdown, cut_off)).await {
+        Either::Left((Err(error), _)) if error.is_parse_too_large() => {
+            // hyper answered `431` itself, before any upgrade could be looked at.
+            server.record_refusal(
+                hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                Some(remote),
+            );
+            return;
+        }
         Either::Left(_) | Either::Right((Either::Right(_), _)) => return,
         Either::Right((Either::Left(_), _)) => {}
     }

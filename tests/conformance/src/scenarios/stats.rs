@@ -111,8 +111,9 @@ pub async fn stats_count_messages_and_closes(harness: &dyn Harness) {
     sync(&mut a).await;
 }
 
-/// A refused upgrade (`?unauthorized`, 401) and a broken one (no `Sec-WebSocket-Key`, a 4xx)
-/// show in `rejected` by status, and no peer is counted for them.
+/// A refused upgrade (`?unauthorized`, 401), a broken one (no `Sec-WebSocket-Key`, a 4xx) and
+/// one whose head is over the 16 KiB limit (431, whether the HTTP layer or the server refused
+/// it) show in `rejected` by status, and no peer is counted for them.
 pub async fn stats_count_refused_upgrades(harness: &dyn Harness) {
     let f = Fixture::start_default(harness).await;
     let before = stats(&f).await;
@@ -138,6 +139,14 @@ pub async fn stats_count_refused_upgrades(harness: &dyn Harness) {
     assert_eq!(rejected(401), 1, "{before} → {after}");
     assert_eq!(rejected(broken.status), 1, "{before} → {after}");
     assert_eq!(counter(&after, "peers"), 0, "{after}");
+
+    let big = format!("X-Big: {}", "b".repeat(20_000));
+    let (response, _raw) = f.raw_upgrade("/", &[&big]).await;
+    assert_eq!(response.status, 431, "{}", response.status_line);
+    // The HTTP layer may count it as the connection ends, just after the client has the answer.
+    let last = wait_for_stats(&f, TWO_S, |s| counter(s, "rejected.431") == 1).await;
+    assert_eq!(counter(&last, "rejected.431"), 1, "{last}");
+    assert_eq!(counter(&last, "peers"), 0, "{last}");
 }
 
 /// A limit's refusal is counted too: with `max_connections(1)`, a second upgrade gets 503 and

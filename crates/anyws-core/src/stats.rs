@@ -233,42 +233,6 @@ impl RelayCounters {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_sums_the_stripes_and_serializes_codes_as_keys() {
-        let counters = Counters::default();
-        counters.joined(Transport::WebSocket);
-        counters.joined(Transport::Sse);
-        counters.joined(Transport::WebSocket);
-        counters.left(Transport::WebSocket);
-        for key in 0..20 {
-            counters.received(key, 3);
-        }
-        counters.sent(1, 4, 10);
-        counters.sent(2, 0, 10);
-        counters.closed(1000);
-        counters.closed(1000);
-        counters.rejected(401);
-        let stats = counters.snapshot(None);
-        assert_eq!(
-            (stats.peers, stats.websocket_peers, stats.sse_peers),
-            (2, 1, 1)
-        );
-        assert_eq!((stats.messages_in, stats.bytes_in), (20, 60));
-        assert_eq!((stats.messages_out, stats.bytes_out), (4, 40));
-        assert_eq!(stats.closes_with(1000), 2);
-        assert_eq!(stats.rejected_with(401), 1);
-        assert_eq!(stats.rejected_with(503), 0);
-        let json = serde_json::to_value(&stats).unwrap();
-        assert_eq!(json["closes"]["1000"], 2);
-        assert_eq!(json["rejected"]["401"], 1);
-        assert_eq!(json["messagesIn"], 20);
-    }
-}
-
 /// Describes every metric anyws reports (unit and help text) to the installed `metrics`
 /// recorder, and registers each at zero so that a scrape lists them before anything happened.
 ///
@@ -359,4 +323,40 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Time from an upgrade request to its acceptance: checks, resolver and upgrade hook."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_the_stripes_and_serializes_codes_as_keys() {
+        let counters = Counters::default();
+        counters.joined(Transport::WebSocket);
+        counters.joined(Transport::Sse);
+        counters.joined(Transport::WebSocket);
+        counters.left(Transport::WebSocket);
+        for key in 0..20 {
+            counters.received(key, 3);
+        }
+        counters.sent(1, 4, 10);
+        counters.sent(2, 0, 10);
+        counters.closed(1000);
+        counters.closed(1000);
+        counters.rejected(401);
+        let stats = counters.snapshot(None);
+        assert_eq!(
+            (stats.peers, stats.websocket_peers, stats.sse_peers),
+            (2, 1, 1)
+        );
+        assert_eq!((stats.messages_in, stats.bytes_in), (20, 60));
+        assert_eq!((stats.messages_out, stats.bytes_out), (4, 40));
+        assert_eq!(stats.closes_with(1000), 2);
+        assert_eq!(stats.rejected_with(401), 1);
+        assert_eq!(stats.rejected_with(503), 0);
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["closes"]["1000"], 2);
+        assert_eq!(json["rejected"]["401"], 1);
+        assert_eq!(json["messagesIn"], 20);
+    }
 }

@@ -461,6 +461,9 @@ mod tests {
             .collect();
         assert_eq!(rest, ["1", "2", "5"]);
         assert_eq!(out.lock().bytes, 0);
+        // What `Server::stats` reports: 4 relays taken by the driver, 3 dropped.
+        assert_eq!(out.counted.sent.load(Ordering::Relaxed), 4);
+        assert_eq!(out.counted.dropped.load(Ordering::Relaxed), 3);
     }
 
     #[test]
@@ -572,6 +575,8 @@ mod server_tests {
         assert_eq!(relay.namespace, None);
         assert_eq!(&*relay.topic, "news");
         assert_eq!(relay.message, Message::from_binary(vec![1, 2, 3]));
+        let stats = server.stats();
+        assert_eq!((stats.relays_sent, stats.relays_dropped), (1, 0));
 
         futures_executor::block_on(server.shutdown());
         assert!(

@@ -169,9 +169,9 @@ impl BackplaneError {
 /// The callback that receives backplane errors.
 pub(crate) type ErrorCallback = Arc<dyn Fn(&BackplaneError) + Send + Sync>;
 
-/// The default error callback: one line on standard error.
+/// The default error callback: a `warn` event of target `anyws`.
 pub(crate) fn print_error(error: &BackplaneError) {
-    eprintln!("anyws: {error}");
+    tracing::warn!(target: "anyws", %error, "backplane error");
 }
 
 /// What a backplane delivers relays to: the local subscribers of a server. The server
@@ -196,6 +196,8 @@ pub(crate) struct Outgoing {
     pub(crate) stopped: AtomicBool,
     pub(crate) stopped_event: Event,
     on_error: ErrorCallback,
+    /// Relays sent, received and dropped, for [`Server::stats`](crate::Server::stats).
+    pub(crate) counted: crate::stats::RelayCounters,
 }
 
 #[derive(Default)]
@@ -219,6 +221,7 @@ impl Outgoing {
             stopped: AtomicBool::new(false),
             stopped_event: Event::new(),
             on_error,
+            counted: Default::default(),
         }
     }
 
@@ -237,6 +240,7 @@ impl Outgoing {
         if queue.bytes + size > self.limit && !queue.relays.is_empty() {
             let first_drop = !std::mem::replace(&mut queue.dropping, true);
             drop(queue);
+            self.counted.dropped();
             if first_drop {
                 self.report(&BackplaneError::QueueFull { limit: self.limit });
             }
@@ -253,6 +257,7 @@ impl Outgoing {
         let mut queue = self.lock();
         let relay = queue.relays.pop_front()?;
         queue.bytes -= relay.queued_size();
+        self.counted.sent();
         Some(relay)
     }
 
@@ -358,6 +363,7 @@ impl BackplaneLink {
             return;
         }
         if let Some(server) = self.server.upgrade() {
+            self.outgoing.counted.received();
             server.deliver(relay.namespace.as_deref(), &relay.topic, relay.message);
         }
     }
@@ -371,6 +377,7 @@ impl BackplaneLink {
     /// see [`Server::backplane_connected`](crate::Server::backplane_connected).
     pub fn set_connected(&self, connected: bool) {
         if self.outgoing.connected.swap(connected, Ordering::AcqRel) != connected {
+            crate::observe::backplane_connected(connected);
             self.outgoing.connected_changed.notify(usize::MAX);
         }
     }
@@ -454,6 +461,9 @@ mod tests {
             .collect();
         assert_eq!(rest, ["1", "2", "5"]);
         assert_eq!(out.lock().bytes, 0);
+        // What `Server::stats` reports: 4 relays taken by the driver, 3 dropped.
+        assert_eq!(out.counted.sent.load(Ordering::Relaxed), 4);
+        assert_eq!(out.counted.dropped.load(Ordering::Relaxed), 3);
     }
 
     #[test]
@@ -565,6 +575,8 @@ mod server_tests {
         assert_eq!(relay.namespace, None);
         assert_eq!(&*relay.topic, "news");
         assert_eq!(relay.message, Message::from_binary(vec![1, 2, 3]));
+        let stats = server.stats();
+        assert_eq!((stats.relays_sent, stats.relays_dropped), (1, 0));
 
         futures_executor::block_on(server.shutdown());
         assert!(

@@ -114,11 +114,15 @@ impl PendingPeer {
         // The socket and `self` are made out here and only borrowed inside: this future is
         // the peer's task for as long as the connection lives, and an `async fn` keeps a copy
         // of every argument it moves on to another future.
-        async move {
-            let compressor = self.deflate.as_ref().map(Compressor::new);
-            drive(&mut socket, &self.peer, &*self.hooks, compressor).await;
-            // Dropping `self` now frees the peer's place in the connection limits.
-        }
+        let span = crate::observe::peer_span(&self.peer);
+        tracing::Instrument::instrument(
+            async move {
+                let compressor = self.deflate.as_ref().map(Compressor::new);
+                drive(&mut socket, &self.peer, &*self.hooks, compressor).await;
+                // Dropping `self` now frees the peer's place in the connection limits.
+            },
+            span,
+        )
     }
 }
 
@@ -154,7 +158,13 @@ fn hook<'a>(
 /// Awaits a hook to the end, containing a panic: after the connection is over there is nobody
 /// left to report it to.
 async fn run_hook(name: &'static str, future: Pin<Box<dyn Future<Output = ()> + Send + '_>>) {
-    let _ = hook(name, future).future.await;
+    if let Err(payload) = hook(name, future).future.await {
+        let message = panic_message(&*payload);
+        crate::observe::late_panic(&Error::HookPanicked {
+            hook: name,
+            message,
+        });
+    }
 }
 
 /// The upgraded byte stream, read through the thread's shared buffer into the frame reader.
@@ -229,6 +239,7 @@ where
     async move {
         // The peer joined the registry in the handshake; a close asked for since then stands.
         peer.open();
+        crate::observe::opened();
         // The driver lives in a block of its own, so that the closing hooks below run in the
         // space it took rather than beside it.
         let (info, error) = {
@@ -244,6 +255,8 @@ where
         };
         peer.set_ready_state(ReadyState::Closed);
         peer.inner.outbox.shut();
+        // Counted before it leaves: once a peer is off the list, its close shows in the stats.
+        crate::observe::ended(peer, &info, error.as_deref());
         peer.inner.shared.leave(peer);
         *socket = None;
         if let Some(error) = error {
@@ -507,6 +520,10 @@ impl<'p> Driver<'p> {
                     handled += 1;
                     // The reader checked the text; this cannot fail.
                     if let (true, Ok(message)) = (open, Message::from_utf8(text)) {
+                        peer.inner
+                            .shared
+                            .counters
+                            .received(peer.inner.key, message.len());
                         *running = Some(hook("message", hooks.message(peer, message)));
                     }
                 }
@@ -514,6 +531,10 @@ impl<'p> Driver<'p> {
                     handled += 1;
                     if open {
                         let message = Message::from_binary(bytes);
+                        peer.inner
+                            .shared
+                            .counters
+                            .received(peer.inner.key, message.len());
                         *running = Some(hook("message", hooks.message(peer, message)));
                     }
                 }

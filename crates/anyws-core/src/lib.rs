@@ -86,6 +86,8 @@
 //! the peers.
 #![deny(missing_docs)]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 mod admission;
 pub mod backplane;
 mod connection;
@@ -93,6 +95,7 @@ mod error;
 mod hooks;
 mod limits;
 mod message;
+mod observe;
 mod peer;
 mod read_ahead;
 mod registry;
@@ -101,6 +104,7 @@ mod router;
 mod runtime;
 mod server;
 pub mod sse;
+mod stats;
 mod upgrade;
 mod ws;
 
@@ -126,5 +130,8 @@ pub use request::Request;
 pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};
 pub use server::{Handshake, Server, ServerBuilder};
+#[cfg(feature = "metrics")]
+pub use stats::describe_metrics;
+pub use stats::Stats;
 pub use upgrade::{is_websocket_upgrade, Accept, ReasonPhrase, Rejection};
 pub use ws::deflate::Deflate;

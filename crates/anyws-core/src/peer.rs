@@ -110,6 +110,8 @@ pub(crate) struct PeerInner {
     /// Notes that the connection's read side woke its task.
     pub(crate) read_waker: ReadWaker,
     pub(crate) shared: Arc<Shared>,
+    /// When the handshake was accepted.
+    pub(crate) opened_at: std::time::Instant,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,7 +129,9 @@ impl Peer {
         shared: Arc<Shared>,
     ) -> Self {
         let limit = shared.limits.max_buffered_bytes;
-        let key = shared.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = shared
+            .next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut request = request;
         request.pack();
         Self {
@@ -143,6 +147,7 @@ impl Peer {
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(limit),
                 read_waker: ReadWaker::default(),
+                opened_at: shared.runtime.now(),
                 shared,
             }),
         }
@@ -250,7 +255,11 @@ impl Peer {
     /// [`Limits::max_buffered_bytes`](crate::Limits::max_buffered_bytes), in which case the peer
     /// is closed with 1013.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.inner.outbox.push(Outbound::Message(message.into()))
+        let message = message.into();
+        let len = message.len();
+        self.inner.outbox.push(Outbound::Message(message))?;
+        self.inner.shared.counters.sent(self.inner.key, 1, len);
+        Ok(())
     }
 
     /// Queues `value` serialized as a JSON text message.

@@ -51,6 +51,7 @@ impl Shared {
             .peers
             .insert(peer.inner.key, peer.clone());
         registry.count += 1;
+        self.counters.joined(peer.transport());
         true
     }
 
@@ -73,6 +74,7 @@ impl Shared {
                     registry.namespaces.remove(&peer.inner.namespace);
                 }
                 registry.count -= 1;
+                self.counters.left(peer.transport());
             }
         }
         drop(registry);
@@ -160,6 +162,7 @@ impl Shared {
         message: Message,
         except: Option<u64>,
     ) {
+        let len = message.len();
         // With compression on, the recipients share one `Prepared`, so that those that
         // compress without context compress it once between them.
         let frame = match &self.deflate {
@@ -169,12 +172,13 @@ impl Shared {
             _ => Outbound::Message(message),
         };
         let registry = self.read();
-        let deliver = |ns: &Namespace| {
+        let mut delivered = 0;
+        let mut deliver = |ns: &Namespace| {
             if let Some(subscribers) = ns.topics.get(topic) {
                 for (key, peer) in subscribers {
                     if Some(*key) != except {
                         // A full queue closes that peer; the others still get the message.
-                        let _ = peer.inner.outbox.push(frame.clone());
+                        delivered += u64::from(peer.inner.outbox.push(frame.clone()).is_ok());
                     }
                 }
             }
@@ -187,6 +191,9 @@ impl Shared {
             }
             None => registry.namespaces.values().for_each(deliver),
         }
+        drop(registry);
+        self.counters.sent(except.unwrap_or(0), delivered, len);
+        self.counters.fanned_out(delivered);
     }
 }
 

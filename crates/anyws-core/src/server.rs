@@ -222,6 +222,8 @@ impl ServerBuilder {
     /// With a [`backplane`](Self::backplane), this spawns the backplane's task on `runtime`, so
     /// call it where the runtime can spawn (inside it, for tokio).
     pub fn build(self, runtime: Arc<dyn Runtime>) -> Server {
+        #[cfg(feature = "metrics")]
+        crate::describe_metrics();
         let instance = InstanceId::random();
         let outgoing = self.backplane.as_ref().map(|_| {
             let on_error = self
@@ -250,6 +252,7 @@ impl ServerBuilder {
             sse_peers: Mutex::new(HashMap::new()),
             instance,
             outgoing: outgoing.clone(),
+            counters: Default::default(),
         });
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {
@@ -327,6 +330,8 @@ pub(crate) struct Shared {
     pub(crate) instance: InstanceId,
     /// The backplane's queue of relays, when there is a backplane.
     pub(crate) outgoing: Option<Arc<Outgoing>>,
+    /// What [`Server::stats`] reports.
+    pub(crate) counters: crate::stats::Counters,
 }
 
 impl Drop for Shared {
@@ -431,6 +436,15 @@ impl Server {
     /// path `404`; the checks of [`Server::admit`] (shutting down, origin, connection limits)
     /// come before the hooks.
     pub async fn handshake(&self, request: Request) -> Handshake {
+        let (started, remote_addr) = (self.shared.runtime.now(), request.remote_addr());
+        let handshake = self.handshake_unobserved(request).await;
+        let status = handshake.response.status();
+        let now = self.shared.runtime.now();
+        crate::observe::answered(&self.shared.counters, remote_addr, status, started, now);
+        handshake
+    }
+
+    async fn handshake_unobserved(&self, request: Request) -> Handshake {
         let checked = check_request(&request, self.shared.limits.max_request_head_bytes)
             .and_then(|()| check_handshake(request.method(), request.version(), request.headers()));
         let accept_key = match checked {
@@ -516,7 +530,10 @@ impl Server {
         let hooks = match resolved {
             Ok(Some(hooks)) => hooks,
             Ok(None) => return Entry::Unresolved(request),
-            Err(_) => return Entry::Refused(internal_error()),
+            Err(_) => {
+                crate::observe::upgrade_panicked("resolver");
+                return Entry::Refused(internal_error());
+            }
         };
         let accept = match AssertUnwindSafe(hooks.upgrade(&request))
             .catch_unwind()
@@ -524,7 +541,10 @@ impl Server {
         {
             Ok(Ok(accept)) => accept,
             Ok(Err(rejection)) => return Entry::Refused(rejection.into_response()),
-            Err(_) => return Entry::Refused(internal_error()),
+            Err(_) => {
+                crate::observe::upgrade_panicked("upgrade");
+                return Entry::Refused(internal_error());
+            }
         };
         if accept.error.is_some() {
             return Entry::Refused(internal_error());
@@ -585,6 +605,22 @@ impl Server {
     /// The peers of `namespace`, listed as by [`Server::peers`].
     pub fn peers_in(&self, namespace: &str) -> Vec<Peer> {
         self.shared.peers_in(namespace)
+    }
+
+    /// Counts and reports a request that an adapter's HTTP layer refused with `status` before
+    /// it reached [`Server::handshake`] or [`Server::sse`] (as hyper does with `431` for a head
+    /// over [`Limits::max_request_head_bytes`]), so that [`Server::stats`] and the logs see it.
+    pub fn record_refusal(&self, status: StatusCode, remote_addr: Option<std::net::SocketAddr>) {
+        let now = self.shared.runtime.now();
+        crate::observe::answered(&self.shared.counters, remote_addr, status, now, now);
+    }
+
+    /// A snapshot of the server's counters: peers by transport, messages and bytes in and out,
+    /// closes by code, refused upgrades by status and backplane relays. Cheap: it reads a few
+    /// dozen atomics and copies two small maps; the message path takes no lock to keep them.
+    pub fn stats(&self) -> crate::Stats {
+        let relays = self.shared.outgoing.as_ref().map(|o| &o.counted);
+        self.shared.counters.snapshot(relays)
     }
 
     /// The number of peers, counted as by [`Server::peers`].

@@ -103,7 +103,8 @@ impl<L: Listener, F: Fallback> Serve<L, F> {
             let (io, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) if is_per_connection(&error) => continue,
-                Err(_) => {
+                Err(error) => {
+                    tracing::warn!(target: "anyws", %error, "accept failed, backing off 50 ms");
                     // Out of file descriptors or similar: back off instead of spinning.
                     sleep_until(&*runtime, runtime.now() + Duration::from_millis(50)).await;
                     continue;
@@ -164,6 +165,14 @@ where
     // connection goes too.
     let cut_off = pin!(cut.fired());
     match select(connection.as_mut(), select(shutdown, cut_off)).await {
+        Either::Left((Err(error), _)) if error.is_parse_too_large() => {
+            // hyper answered `431` itself, before any upgrade could be looked at.
+            server.record_refusal(
+                hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                Some(remote),
+            );
+            return;
+        }
         Either::Left(_) | Either::Right((Either::Right(_), _)) => return,
         Either::Right((Either::Left(_), _)) => {}
     }

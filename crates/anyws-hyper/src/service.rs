@@ -201,7 +201,10 @@ where
             .runtime()
             .spawn(Box::pin(on_upgrade.then(move |upgraded| match upgraded {
                 Ok(upgraded) => Either::Left(peer.run(HyperIo::new(upgraded))),
-                Err(_) => Either::Right(std::future::ready(())),
+                Err(error) => {
+                    tracing::debug!(target: "anyws", %error, "upgrade failed after the 101");
+                    Either::Right(std::future::ready(()))
+                }
             })));
     }
     Ok(full(response))

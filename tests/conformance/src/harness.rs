@@ -244,6 +244,7 @@ impl Options {
             server: server.clone(),
             counts,
             clocks: apps::Clocks::new(),
+            extra: None,
         };
         (server, routes)
     }
@@ -374,6 +375,22 @@ pub struct Routes {
     clocks: apps::Clocks,
     /// The hook counts `GET /soak/hooks` reports, for [`App::Soak`].
     counts: Option<Arc<apps::HookCounts>>,
+    /// Routes a program adds in front of these (the fixture's `/metrics` and `/admin`).
+    extra: Option<Extra>,
+}
+
+/// A handler for routes in front of the fixture's own: `None` passes the request on.
+type ExtraRoutes = dyn Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<http::Response<apps::Body>>
+    + Send
+    + Sync;
+
+#[derive(Clone)]
+struct Extra(Arc<ExtraRoutes>);
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Extra(..)")
+    }
 }
 
 impl Routes {
@@ -383,7 +400,20 @@ impl Routes {
             server,
             clocks: apps::Clocks::new(),
             counts: None,
+            extra: None,
         }
+    }
+
+    /// These routes with `extra` answering first; where it returns `None`, these answer.
+    pub fn with_extra(
+        mut self,
+        extra: impl Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<http::Response<apps::Body>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.extra = Some(Extra(Arc::new(extra)));
+        self
     }
 
     /// The server the routes answer for.
@@ -399,6 +429,13 @@ impl Routes {
         uri: &http::Uri,
         headers: &http::HeaderMap,
     ) -> http::Response<apps::Body> {
+        if let Some(response) = self
+            .extra
+            .as_ref()
+            .and_then(|e| (e.0)(method, uri, headers))
+        {
+            return response;
+        }
         match &self.counts {
             Some(counts) if uri.path() == "/soak/hooks" => counts.response(&self.server),
             Some(_) if uri.path() == "/soak/trim" => apps::trim_heap(),

@@ -21,6 +21,7 @@ pub(super) async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLi
     let shared = peer.inner.shared.clone();
     // The peer joined the registry in `sse_open`; a close asked for since then stands.
     peer.open();
+    crate::observe::opened();
     let deadline = CloseDeadline {
         peer: &peer,
         at: OnceLock::new(),
@@ -55,6 +56,7 @@ pub(super) async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLi
             }
             Next::Drain => deadline.bound("drain", hooks.drain(&peer)).await,
             Next::Message(message) => {
+                shared.counters.received(peer.inner.key, message.len());
                 deadline
                     .bound("message", hooks.message(&peer, message))
                     .await
@@ -98,15 +100,20 @@ pub(super) async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLi
             limit: shared.limits.max_buffered_bytes,
         });
     }
-    if let Some(e) = error {
-        let _ = guarded("error", hooks.error(&peer, e)).await;
-    }
     let info = match sent_close {
         Some((code, reason)) => CloseInfo::new(code, reason),
         // An event stream has no close frame: the client just went away.
         None => CloseInfo::new(close_code::NO_STATUS, ""),
     };
-    let _ = guarded("close", hooks.close(&peer, info)).await;
+    crate::observe::ended(&peer, &info, error.as_ref());
+    if let Some(e) = error {
+        if let Some(panic) = guarded("error", hooks.error(&peer, e)).await {
+            crate::observe::late_panic(&panic);
+        }
+    }
+    if let Some(panic) = guarded("close", hooks.close(&peer, info)).await {
+        crate::observe::late_panic(&panic);
+    }
 }
 
 /// The close timeout of one SSE peer, which runs from the moment the peer starts closing.

@@ -489,6 +489,22 @@ impl crate::Server {
     /// [`Limits::max_request_head_bytes`](crate::Limits::max_request_head_bytes) gets `431`, and
     /// an HTTP/1.1 request without a valid `Host` header `400`.
     pub async fn sse(&self, request: Request) -> SseOutcome {
+        let open =
+            sse_request_kind(request.method(), request.headers()) == Some(SseRequestKind::Open);
+        let (started, remote_addr) = (self.shared.runtime.now(), request.remote_addr());
+        let outcome = self.sse_unobserved(request).await;
+        let status = match &outcome {
+            SseOutcome::Respond(response) => response.status(),
+            _ => StatusCode::OK,
+        };
+        if open && self.sse_enabled() {
+            let now = self.shared.runtime.now();
+            crate::observe::answered(&self.shared.counters, remote_addr, status, started, now);
+        }
+        outcome
+    }
+
+    async fn sse_unobserved(&self, request: Request) -> SseOutcome {
         let Some(kind) = sse_request_kind(request.method(), request.headers()) else {
             return SseOutcome::Respond(plain(StatusCode::BAD_REQUEST, "not an SSE request"));
         };
@@ -605,8 +621,12 @@ impl crate::Server {
             done: false,
             _admission: admission,
         };
+        let span = crate::observe::peer_span(&peer);
         self.runtime()
-            .spawn(Box::pin(super::runner::run_hooks(peer, hooks, link)));
+            .spawn(Box::pin(tracing::Instrument::instrument(
+                super::runner::run_hooks(peer, hooks, link),
+                span,
+            )));
         SseOutcome::Open(response.map(|()| events))
     }
 }

@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod limits;
 mod shared;
 pub mod sse;
+pub mod stats;
 pub mod ws;
 
 /// Calls `$m!($harness; module::scenario)` for every scenario of the suite.
@@ -83,6 +84,9 @@ macro_rules! __for_each_scenario {
         $m!($harness; heads::request_head_over_the_limit_gets_431);
         $m!($harness; heads::request_head_limit_follows_the_option);
         $m!($harness; heads::handshake_needs_http_1_1_and_host);
+        $m!($harness; stats::stats_count_messages_and_closes);
+        $m!($harness; stats::stats_count_refused_upgrades);
+        $m!($harness; stats::stats_count_limit_refusals);
     };
 }
 
@@ -113,5 +117,6 @@ macro_rules! __for_each_sse_scenario {
         $m!($harness; sse::message_rate_ends_stream);
         $m!($harness; sse::peers_listed_from_open);
         $m!($harness; heads::sse_request_heads);
+        $m!($harness; stats::stats_count_sse_peers);
     };
 }

@@ -64,6 +64,7 @@ impl Shared {
                         subscribers.remove(&peer.inner.key);
                         if subscribers.is_empty() {
                             ns.topics.remove(topic);
+                            self.topic_removed(topic);
                         }
                     }
                 }
@@ -104,10 +105,21 @@ impl Shared {
             None => topic.into(),
         };
         topics.push(topic.clone());
-        ns.topics
-            .entry(topic)
-            .or_default()
-            .insert(key, peer.clone());
+        let subscribers = ns.topics.entry(topic.clone()).or_default();
+        subscribers.insert(key, peer.clone());
+        if subscribers.len() == 1 {
+            if let Some(outgoing) = &self.outgoing {
+                outgoing.topic_added(&topic);
+            }
+        }
+    }
+
+    /// The last subscriber of `topic` in a namespace is gone: one namespace less is interested
+    /// in it on the backplane.
+    fn topic_removed(&self, topic: &str) {
+        if let Some(outgoing) = &self.outgoing {
+            outgoing.topic_removed(topic);
+        }
     }
 
     pub(crate) fn unsubscribe(&self, peer: &Peer, topic: &str) {
@@ -123,6 +135,7 @@ impl Shared {
                 subscribers.remove(&key);
                 if subscribers.is_empty() {
                     ns.topics.remove(topic);
+                    self.topic_removed(topic);
                 }
             }
         }

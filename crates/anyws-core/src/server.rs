@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use crate::admission::Admission;
-use crate::backplane::{print_error, ErrorCallback, Outgoing, Subscribers};
+use crate::backplane::{
+    print_error, BackplaneStats, ErrorCallback, Outgoing, Subscribers, TopicHold,
+};
 use crate::hooks::Single;
 use crate::peer::Transport;
 use crate::registry::Registry;
@@ -209,15 +211,14 @@ impl ServerBuilder {
     /// call it where the runtime can spawn (inside it, for tokio).
     pub fn build(self, runtime: Arc<dyn Runtime>) -> Server {
         let instance = InstanceId::random();
-        let outgoing = self.backplane.as_ref().map(|_| {
+        let outgoing = self.backplane.as_ref().map(|backplane| {
             let on_error = self
                 .on_backplane_error
                 .unwrap_or_else(|| Arc::new(print_error));
-            Arc::new(Outgoing::new(
-                instance,
-                self.limits.max_backplane_queue_bytes,
-                on_error,
-            ))
+            let mut outgoing =
+                Outgoing::new(instance, self.limits.max_backplane_queue_bytes, on_error);
+            outgoing.routes_by_interest = backplane.routes_by_interest();
+            Arc::new(outgoing)
         });
         let shared = Arc::new(Shared {
             resolver: self.resolver,
@@ -587,6 +588,42 @@ impl Server {
         if let Some(outgoing) = &self.shared.outgoing {
             outgoing.wait_connected().await;
         }
+    }
+
+    /// Resolves once every subscription change made before the call is in effect across the
+    /// backplane, so that a publish from any instance from then on reaches the subscribers of
+    /// this one. With a driver that [routes by interest](crate::Backplane::routes_by_interest)
+    /// that is when the driver confirms the changes; with another driver, when it is connected;
+    /// without a backplane, at once. Wrap it in a timeout: it waits for as long as the broker is
+    /// unreachable.
+    pub async fn backplane_synced(&self) {
+        if let Some(outgoing) = &self.shared.outgoing {
+            outgoing.wait_synced().await;
+        }
+    }
+
+    /// Keeps this instance's interest in `topic` on the backplane while the returned hold lives,
+    /// as a subscriber would: for example to have a subscription in effect
+    /// ([`backplane_synced`](Self::backplane_synced)) before a peer subscribes, or to keep it
+    /// warm while peers come and go. Without a backplane it does nothing.
+    pub fn hold_topic(&self, topic: &str) -> TopicHold {
+        let topic: Arc<str> = topic.into();
+        if let Some(outgoing) = &self.shared.outgoing {
+            outgoing.topic_added(&topic);
+        }
+        TopicHold {
+            outgoing: self.shared.outgoing.clone(),
+            topic,
+        }
+    }
+
+    /// What the backplane has done so far; all zero without a backplane.
+    pub fn backplane_stats(&self) -> BackplaneStats {
+        let mut stats = BackplaneStats::default();
+        if let Some(outgoing) = &self.shared.outgoing {
+            stats.relays_received = outgoing.relays_received();
+        }
+        stats
     }
 
     /// Starts the close handshake with every open peer.

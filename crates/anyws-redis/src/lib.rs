@@ -98,6 +98,8 @@
 //! [`Limits::max_backplane_queue_bytes`]: anyws_core::Limits::max_backplane_queue_bytes
 #![deny(missing_docs)]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod envelope;
 
 use anyws_core::{async_trait, Backplane, BackplaneError, BackplaneLink};

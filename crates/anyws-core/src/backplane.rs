@@ -189,6 +189,10 @@ pub(crate) trait Subscribers: Send + Sync {
     /// Delivers `message` to the local subscribers of `topic` in `namespace`, or in every
     /// namespace when it is `None`.
     fn deliver(&self, namespace: Option<&str>, topic: &str, message: Message);
+
+    /// The local peers of `namespace` (every namespace when it is `None`), as
+    /// `(namespace, id)`, for another instance's [`Server::cluster_peers`](crate::Server::cluster_peers).
+    fn local_peers(&self, namespace: Option<&str>) -> Vec<(String, String)>;
 }
 
 /// The server's side of a backplane: the queue of outgoing relays, the instance id, the error
@@ -213,7 +217,18 @@ pub(crate) struct Outgoing {
     /// Notified when the driver confirms a change (for [`Outgoing::wait_synced`]).
     interest_applied: Event,
     relays_received: AtomicU64,
+    /// Control messages to send, oldest first (at most [`MAX_QUEUED_CONTROLS`]).
+    controls: Mutex<VecDeque<Control>>,
+    controls_ready: Event,
+    /// The open peer queries of [`Server::cluster_peers`](crate::Server::cluster_peers), by id:
+    /// the answers so far.
+    pub(crate) queries: Mutex<HashMap<u64, Vec<ClusterPeer>>>,
+    pub(crate) next_query: AtomicU64,
 }
+
+/// Control messages waiting for the driver, at most; more are dropped (a query then simply
+/// gets fewer answers).
+const MAX_QUEUED_CONTROLS: usize = 1024;
 
 /// The topics this instance has subscribers to, counted per namespace (plus holds), and the
 /// changes the driver has not taken yet.
@@ -255,7 +270,31 @@ impl Outgoing {
             interest_changed: Event::new(),
             interest_applied: Event::new(),
             relays_received: AtomicU64::new(0),
+            controls: Mutex::new(VecDeque::new()),
+            controls_ready: Event::new(),
+            queries: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(1),
         }
+    }
+
+    /// Queues a control message for the driver; dropped when too many wait.
+    pub(crate) fn push_control(&self, control: Control) {
+        if self.is_closed() {
+            return;
+        }
+        let mut controls = self.controls.lock().unwrap_or_else(PoisonError::into_inner);
+        if controls.len() < MAX_QUEUED_CONTROLS {
+            controls.push_back(control);
+            drop(controls);
+            self.controls_ready.notify(1);
+        }
+    }
+
+    fn try_pop_control(&self) -> Option<Control> {
+        self.controls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
     }
 
     fn interest(&self) -> std::sync::MutexGuard<'_, Interest> {
@@ -382,6 +421,7 @@ impl Outgoing {
             self.closed_event.notify(usize::MAX);
             self.interest_changed.notify(usize::MAX);
             self.interest_applied.notify(usize::MAX);
+            self.controls_ready.notify(usize::MAX);
         }
     }
 
@@ -419,6 +459,90 @@ async fn wait_for(flag: &AtomicBool, event: &Event) {
         }
         listener.await;
     }
+}
+
+/// A control message between instances: the core's own traffic, not a relay; see
+/// [`BackplaneLink::next_control`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Control {
+    /// The instance that sent it.
+    pub origin: InstanceId,
+    /// The instance it is for, or `None` for every instance.
+    pub to: Option<InstanceId>,
+    /// What it says, in a form only the core reads; a driver carries it as it is.
+    pub payload: crate::Bytes,
+}
+
+impl Control {
+    /// A control message from `origin` to `to` (`None`: every instance), as read back from the
+    /// wire.
+    pub fn new(origin: InstanceId, to: Option<InstanceId>, payload: crate::Bytes) -> Self {
+        Self {
+            origin,
+            to,
+            payload,
+        }
+    }
+}
+
+/// What a [`Control`] payload says, as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ControlBody {
+    /// Who are your peers (of `namespace`, or all)? Answer to query `query`.
+    PeersQuery {
+        query: u64,
+        namespace: Option<String>,
+    },
+    /// The answer to query `query`: `(namespace, id)` of each peer.
+    PeersAnswer {
+        query: u64,
+        peers: Vec<(String, String)>,
+    },
+}
+
+/// One peer of an instance on the backplane; see
+/// [`Server::cluster_peers`](crate::Server::cluster_peers).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub struct ClusterPeer {
+    /// The instance it is connected to.
+    pub instance: InstanceId,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its id, as [`Peer::id`](crate::Peer::id) shows it on that instance.
+    pub id: String,
+}
+
+impl ClusterPeer {
+    /// The peer with `id` in `namespace` on `instance`.
+    pub fn new(instance: InstanceId, namespace: String, id: String) -> Self {
+        Self {
+            instance,
+            namespace,
+            id,
+        }
+    }
+}
+
+/// Asks the other instances for their peers (of `namespace`, or all) and returns the query's
+/// id; the answers gather in [`Outgoing::queries`] under it.
+pub(crate) fn ask_for_peers(outgoing: &Outgoing, namespace: Option<&str>) -> u64 {
+    let query = outgoing.next_query.fetch_add(1, Ordering::Relaxed);
+    outgoing
+        .queries
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(query, Vec::new());
+    let body = ControlBody::PeersQuery {
+        query,
+        namespace: namespace.map(str::to_owned),
+    };
+    if let Ok(payload) = serde_json::to_vec(&body) {
+        outgoing.push_control(Control::new(outgoing.instance, None, payload.into()));
+    }
+    query
 }
 
 /// A batch of interest changes for a driver that [routes by interest](Backplane::routes_by_interest);
@@ -585,6 +709,81 @@ impl BackplaneLink {
         }
     }
 
+    /// The next control message to send: to every other instance when
+    /// [`Control::to`] is `None`, otherwise to that one. `None` once the server shuts down.
+    /// Control messages are the core's own traffic between instances (the peer queries of
+    /// [`Server::cluster_peers`](crate::Server::cluster_peers)); a driver carries
+    /// [`Control::origin`] and [`Control::payload`] as they are, and hands what arrives to
+    /// [`deliver_control`](Self::deliver_control). A driver that does not carry them leaves
+    /// `cluster_peers` with the local peers only.
+    pub async fn next_control(&self) -> Option<Control> {
+        loop {
+            if let Some(control) = self.outgoing.try_pop_control() {
+                return Some(control);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            let listener = self.outgoing.controls_ready.listen();
+            if let Some(control) = self.outgoing.try_pop_control() {
+                return Some(control);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            listener.await;
+        }
+    }
+
+    /// The next control message if one is queued, without waiting.
+    pub fn try_next_control(&self) -> Option<Control> {
+        self.outgoing.try_pop_control()
+    }
+
+    /// Hands a control message from another instance to the core. One from this instance, or
+    /// for another one, is ignored; one that cannot be read is reported as
+    /// [`BackplaneError::Malformed`].
+    pub fn deliver_control(&self, control: Control) {
+        let me = self.outgoing.instance;
+        if control.origin == me || control.to.is_some_and(|to| to != me) {
+            return;
+        }
+        match serde_json::from_slice::<ControlBody>(&control.payload) {
+            Ok(ControlBody::PeersQuery { query, namespace }) => {
+                let Some(server) = self.server.upgrade() else {
+                    return;
+                };
+                let peers = server.local_peers(namespace.as_deref());
+                let answer = ControlBody::PeersAnswer { query, peers };
+                if let Ok(payload) = serde_json::to_vec(&answer) {
+                    self.outgoing.push_control(Control::new(
+                        me,
+                        Some(control.origin),
+                        payload.into(),
+                    ));
+                }
+            }
+            Ok(ControlBody::PeersAnswer { query, peers }) => {
+                let mut queries = self
+                    .outgoing
+                    .queries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(answers) = queries.get_mut(&query) {
+                    answers.extend(peers.into_iter().map(|(namespace, id)| ClusterPeer {
+                        instance: control.origin,
+                        namespace,
+                        id,
+                    }));
+                }
+            }
+            Err(error) => self.report(BackplaneError::Malformed(format!(
+                "a control message from instance {}: {error}",
+                control.origin
+            ))),
+        }
+    }
+
     /// Passes `error` to the server's backplane error callback.
     pub fn report(&self, error: BackplaneError) {
         self.outgoing.report(&error);
@@ -695,6 +894,9 @@ mod tests {
     struct Nobody;
     impl Subscribers for Nobody {
         fn deliver(&self, _: Option<&str>, _: &str, _: Message) {}
+        fn local_peers(&self, _: Option<&str>) -> Vec<(String, String)> {
+            Vec::new()
+        }
     }
 
     /// A link on `out` with no server behind it; timers are not used.

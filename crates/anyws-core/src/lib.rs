@@ -116,8 +116,8 @@ pub use http;
 
 pub use admission::Admission;
 pub use backplane::{
-    Backplane, BackplaneError, BackplaneLink, BackplaneStats, InstanceId, InterestChanges,
-    InterestVersion, Relay, TopicHold,
+    Backplane, BackplaneError, BackplaneLink, BackplaneStats, ClusterPeer, Control, InstanceId,
+    InterestChanges, InterestVersion, Relay, TopicHold,
 };
 pub use connection::PendingPeer;
 pub use error::{close_code, Error, SendError};

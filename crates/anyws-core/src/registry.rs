@@ -199,4 +199,22 @@ impl Subscribers for Shared {
     fn deliver(&self, namespace: Option<&str>, topic: &str, message: Message) {
         Shared::deliver(self, namespace, topic, message, None);
     }
+
+    fn local_peers(&self, namespace: Option<&str>) -> Vec<(String, String)> {
+        let registry = self.read();
+        let list = |(name, ns): (&Arc<str>, &Namespace)| {
+            ns.peers
+                .values()
+                .map(|peer| (name.to_string(), peer.id().to_string()))
+                .collect::<Vec<_>>()
+        };
+        match namespace {
+            Some(namespace) => registry
+                .namespaces
+                .get_key_value(namespace)
+                .map(list)
+                .unwrap_or_default(),
+            None => registry.namespaces.iter().flat_map(list).collect(),
+        }
+    }
 }

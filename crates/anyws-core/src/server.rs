@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::backplane::{
-    print_error, BackplaneStats, ErrorCallback, Outgoing, Subscribers, TopicHold,
+    print_error, BackplaneStats, ClusterPeer, ErrorCallback, Outgoing, Subscribers, TopicHold,
 };
 use crate::hooks::Single;
 use crate::peer::Transport;
@@ -615,6 +615,43 @@ impl Server {
             outgoing: self.shared.outgoing.clone(),
             topic,
         }
+    }
+
+    /// The peers of `namespace` (of every namespace when it is `None`) on every instance that
+    /// shares the backplane, this one included: this instance asks the others over the backplane
+    /// and gathers the answers that come within `within`, then returns. An instance that is gone,
+    /// or too slow, simply does not answer. Without a backplane, the local peers. It always waits
+    /// `within` with a backplane, since it cannot know how many instances there are; a few
+    /// hundred milliseconds suit a broker nearby.
+    pub async fn cluster_peers(
+        &self,
+        namespace: Option<&str>,
+        within: std::time::Duration,
+    ) -> Vec<ClusterPeer> {
+        let local = |(namespace, id)| ClusterPeer::new(self.shared.instance, namespace, id);
+        let mut peers: Vec<ClusterPeer> = Subscribers::local_peers(&*self.shared, namespace)
+            .into_iter()
+            .map(local)
+            .collect();
+        let Some(outgoing) = &self.shared.outgoing else {
+            return peers;
+        };
+        let query = crate::backplane::ask_for_peers(outgoing, namespace);
+        let deadline = self.shared.runtime.now() + within;
+        {
+            let timer = crate::runtime::sleep_until(&*self.shared.runtime, deadline);
+            let closed = outgoing.wait_closed();
+            futures_util::pin_mut!(timer, closed);
+            futures_util::future::select(timer, closed).await;
+        }
+        let answers = outgoing
+            .queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&query)
+            .unwrap_or_default();
+        peers.extend(answers);
+        peers
     }
 
     /// What the backplane has done so far; all zero without a backplane.

@@ -62,7 +62,7 @@
 //!   [`retry_interval`](RedisClusterBackplane::retry_interval) 1 s, reconnect backoff
 //!   50 ms to 1 s.
 
-use crate::{bounded, Waited};
+use crate::{bounded, instance_channel, next_outbound, Outbound, Waited};
 use crate::{control_channel, envelope, redis_error, timed_out, topic_channel, Backoff};
 use anyws_core::{async_trait, Backplane, BackplaneError, BackplaneLink, InterestVersion};
 use futures_util::stream::FuturesUnordered;
@@ -247,13 +247,13 @@ impl RedisClusterBackplane {
         let mut queue_done = false;
         loop {
             enum Next {
-                Relay(anyws_core::Relay),
+                Out(Outbound),
                 Sent(Arc<str>, redis::RedisResult<()>),
                 QueueDone,
                 Done,
             }
             let next = {
-                let mut relay = pin!(link.next_relay());
+                let mut relay = pin!(next_outbound(link));
                 std::future::poll_fn(|cx| {
                     if let Poll::Ready(Some((topic, result))) = in_flight.poll_next_unpin(cx) {
                         return Poll::Ready(Next::Sent(topic, result));
@@ -264,7 +264,7 @@ impl RedisClusterBackplane {
                         }
                     } else if in_flight.len() < IN_FLIGHT {
                         if let Poll::Ready(relay) = relay.as_mut().poll(cx) {
-                            return Poll::Ready(relay.map_or(Next::QueueDone, Next::Relay));
+                            return Poll::Ready(relay.map_or(Next::QueueDone, Next::Out));
                         }
                     }
                     Poll::Pending
@@ -274,20 +274,34 @@ impl RedisClusterBackplane {
             match next {
                 Next::Done => return,
                 Next::QueueDone => queue_done = true,
-                Next::Relay(relay) => {
+                Next::Out(outbound) => {
                     envelope.clear();
-                    if let Err(error) = envelope::encode(&relay, &mut envelope) {
-                        link.report(BackplaneError::link(format!(
-                            "a publish to `{}` was not relayed: {error}",
+                    let topic = match outbound {
+                        Outbound::Control(control) => {
+                            envelope::encode_control(&control, &mut envelope);
+                            let name = match control.to {
+                                Some(to) => instance_channel(&self.channel, to),
+                                None => control_channel(&self.channel),
+                            };
+                            channel.clear();
+                            channel.extend_from_slice(name.as_bytes());
+                            Arc::from("(control)")
+                        }
+                        Outbound::Relay(relay) => {
+                            if let Err(error) = envelope::encode(&relay, &mut envelope) {
+                                link.report(BackplaneError::link(format!(
+                                    "a publish to `{}` was not relayed: {error}",
+                                    relay.topic
+                                )));
+                                continue;
+                            }
+                            topic_channel(&self.channel, &relay.topic, &mut channel);
                             relay.topic
-                        )));
-                        continue;
-                    }
-                    topic_channel(&self.channel, &relay.topic, &mut channel);
+                        }
+                    };
                     let mut command = redis::cmd("SPUBLISH");
                     command.arg(&channel[..]).arg(&envelope[..]);
                     let mut connection = connection.clone();
-                    let topic = relay.topic.clone();
                     let mut sending: Sending = Box::pin(async move {
                         let result = command.query_async::<()>(&mut connection).await;
                         (topic, result)
@@ -342,7 +356,10 @@ impl RedisClusterBackplane {
     ) {
         // The control channel, then everything this instance is interested in now.
         let snapshot = link.interest_snapshot();
-        let control: Arc<str> = control_channel(&self.channel).into();
+        let controls: Vec<Arc<str>> = vec![
+            control_channel(&self.channel).into(),
+            instance_channel(&self.channel, link.instance_id()).into(),
+        ];
         // What this instance should be subscribed to, and those of it to try again.
         let mut subscribed: HashSet<Arc<str>> = snapshot.subscribe.iter().cloned().collect();
         let mut failed: HashSet<Arc<str>> = HashSet::new();
@@ -351,7 +368,7 @@ impl RedisClusterBackplane {
             snapshot.subscribe,
             Vec::new(),
             Some(snapshot.version),
-            Some(control),
+            controls,
         );
         let mut change: Option<Change> = Some(first);
         let mut retrying: Option<Change> = None;
@@ -450,7 +467,7 @@ impl RedisClusterBackplane {
                         changes.subscribe,
                         changes.unsubscribe,
                         Some(changes.version),
-                        None,
+                        Vec::new(),
                     ));
                 }
                 Event::Tick => {
@@ -460,8 +477,13 @@ impl RedisClusterBackplane {
                             .drain()
                             .filter(|topic| subscribed.contains(topic))
                             .collect();
-                        retrying =
-                            Some(self.change(connection.clone(), retry, Vec::new(), None, None));
+                        retrying = Some(self.change(
+                            connection.clone(),
+                            retry,
+                            Vec::new(),
+                            None,
+                            Vec::new(),
+                        ));
                     }
                 }
             }
@@ -480,9 +502,23 @@ impl RedisClusterBackplane {
         let (Value::BulkString(channel), Value::BulkString(payload)) = (channel, payload) else {
             return;
         };
-        if !channel.starts_with(self.channel.as_bytes())
-            || channel.get(self.channel.len()..self.channel.len() + 3) != Some(b":t:")
-        {
+        let prefix = self.channel.as_bytes();
+        let Some(kind) = channel.strip_prefix(prefix).and_then(|rest| rest.get(..3)) else {
+            return;
+        };
+        if kind != b":t:" {
+            let own = instance_channel(&self.channel, link.instance_id());
+            if channel[..] == *control_channel(&self.channel).as_bytes()
+                || channel[..] == *own.as_bytes()
+            {
+                match envelope::decode_control(payload) {
+                    Ok(control) => link.deliver_control(control),
+                    Err(error) => link.report(BackplaneError::Malformed(format!(
+                        "{error} (a control message on Redis sharded channel `{}`)",
+                        String::from_utf8_lossy(channel)
+                    ))),
+                }
+            }
             return;
         }
         match envelope::decode(payload) {
@@ -494,7 +530,7 @@ impl RedisClusterBackplane {
         }
     }
 
-    /// Subscribes to the channels of `subscribe` (and to `control`, the control channel) and
+    /// Subscribes to the channels of `subscribe` (and to `controls`, the control channels) and
     /// unsubscribes from those of `unsubscribe`, concurrently; resolves to `version` (to
     /// confirm; `None` for a retry) and the changes that failed.
     fn change(
@@ -503,17 +539,17 @@ impl RedisClusterBackplane {
         subscribe: Vec<Arc<str>>,
         unsubscribe: Vec<Arc<str>>,
         version: Option<InterestVersion>,
-        control: Option<Arc<str>>,
+        controls: Vec<Arc<str>>,
     ) -> Change {
         let prefix = self.channel.clone();
         Box::pin(async move {
             let mut commands = FuturesUnordered::new();
-            let control = control.map(|control| (control, true, true));
+            let controls = controls.into_iter().map(|control| (control, true, true));
             let topics = subscribe
                 .into_iter()
                 .map(|topic| (topic, true, false))
                 .chain(unsubscribe.into_iter().map(|topic| (topic, false, false)))
-                .chain(control);
+                .chain(controls);
             for (topic, subscribing, is_control) in topics {
                 let mut connection = connection.clone();
                 let mut channel = Vec::new();

@@ -275,6 +275,46 @@ pub(crate) fn control_channel(prefix: &str) -> String {
     format!("{prefix}:control")
 }
 
+/// The channel of the control messages addressed to `instance` under `prefix`
+/// (`<prefix>:i:<instance>`), which that instance subscribes to.
+pub(crate) fn instance_channel(prefix: &str, instance: anyws_core::InstanceId) -> String {
+    format!("{prefix}:i:{instance}")
+}
+
+/// What a driver sends: a relay, or a control message of the core's.
+pub(crate) enum Outbound {
+    Relay(anyws_core::Relay),
+    Control(anyws_core::Control),
+}
+
+/// The next relay or control message (control first); `None` once the server shuts down.
+pub(crate) async fn next_outbound(link: &BackplaneLink) -> Option<Outbound> {
+    let mut relay = pin!(link.next_relay());
+    let mut control = pin!(link.next_control());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(Some(control)) = control.as_mut().poll(cx) {
+            return Poll::Ready(Some(Outbound::Control(control)));
+        }
+        relay
+            .as_mut()
+            .poll(cx)
+            .map(|relay| relay.map(Outbound::Relay))
+    })
+    .await
+}
+
+/// The next relay or control message if one is queued, without waiting.
+pub(crate) fn try_next_outbound(link: &BackplaneLink) -> Option<Outbound> {
+    link.try_next_control()
+        .map(Outbound::Control)
+        .or_else(|| link.try_next_relay().map(Outbound::Relay))
+}
+
+/// Whether `channel` is one of the control channels (`control`, or this instance's `own`).
+fn is_control_channel(channel: &str, control: &str, own: &str) -> bool {
+    channel == control || channel == own
+}
+
 /// Channels subscribed to or unsubscribed from in one command, at most.
 const SUBSCRIBE_CHUNK: usize = 512;
 
@@ -360,14 +400,35 @@ impl RedisBackplane {
         let mut pipeline = redis::Pipeline::with_capacity(BATCH_RELAYS);
         let mut envelope = Vec::new();
         let mut channel = Vec::new();
-        while let Some(first) = link.next_relay().await {
+        while let Some(first) = next_outbound(link).await {
             // Take what else is queued, so that one round trip carries many relays.
             pipeline.clear();
             let mut bytes = 0;
             let mut next = Some(first);
             let mut count = 0;
-            while let Some(relay) = next.take() {
+            while let Some(outbound) = next.take() {
                 envelope.clear();
+                let relay = match outbound {
+                    Outbound::Relay(relay) => relay,
+                    Outbound::Control(control) => {
+                        envelope::encode_control(&control, &mut envelope);
+                        let channel = match control.to {
+                            Some(to) => instance_channel(&self.channel, to),
+                            None => control_channel(&self.channel),
+                        };
+                        pipeline
+                            .cmd("PUBLISH")
+                            .arg(channel)
+                            .arg(&envelope[..])
+                            .ignore();
+                        bytes += envelope.len();
+                        count += 1;
+                        if count < BATCH_RELAYS && bytes < BATCH_BYTES {
+                            next = try_next_outbound(link);
+                        }
+                        continue;
+                    }
+                };
                 match envelope::encode(&relay, &mut envelope) {
                     Ok(()) => {
                         match self.routing {
@@ -393,7 +454,7 @@ impl RedisBackplane {
                     ))),
                 }
                 if count < BATCH_RELAYS && bytes < BATCH_BYTES {
-                    next = link.try_next_relay();
+                    next = try_next_outbound(link);
                 }
             }
             if count == 0 {
@@ -457,10 +518,12 @@ impl RedisBackplane {
             let subscribing = async {
                 let mut pubsub: PubSub = self.client.get_async_pubsub().await?;
                 let snapshot = link.interest_snapshot();
+                pubsub.subscribe(control_channel(&self.channel)).await?;
+                let own = instance_channel(&self.channel, link.instance_id());
+                pubsub.subscribe(own).await?;
                 match self.routing {
                     Routing::OneChannel => pubsub.subscribe(&self.channel).await?,
                     Routing::Interest => {
-                        pubsub.subscribe(control_channel(&self.channel)).await?;
                         for chunk in snapshot.subscribe.chunks(SUBSCRIBE_CHUNK) {
                             pubsub.subscribe(self.channels(chunk)).await?;
                         }
@@ -523,6 +586,8 @@ impl RedisBackplane {
         let mut interest_changed: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
             None;
         let by_interest = self.routing == Routing::Interest;
+        let control = control_channel(&self.channel);
+        let own = instance_channel(&self.channel, link.instance_id());
         enum Event {
             Closed,
             Message(Option<redis::Msg>),
@@ -594,6 +659,17 @@ impl RedisBackplane {
                     return Some(BackplaneError::link(
                         "Redis: the pub/sub connection was lost; reconnecting",
                     ))
+                }
+                Event::Message(Some(message))
+                    if is_control_channel(message.get_channel_name(), &control, &own) =>
+                {
+                    match envelope::decode_control(message.get_payload_bytes()) {
+                        Ok(control) => link.deliver_control(control),
+                        Err(error) => link.report(BackplaneError::Malformed(format!(
+                            "{error} (a control message on Redis channel `{}`)",
+                            message.get_channel_name()
+                        ))),
+                    }
                 }
                 Event::Message(Some(message)) => {
                     match envelope::decode(message.get_payload_bytes()) {

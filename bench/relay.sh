@@ -5,6 +5,11 @@
 # for the same messages in the same run.
 #
 #   bench/relay.sh [RUNTIME] [MESSAGES] [SAMPLES]    # defaults tokio, 100000 and 2000
+#   bench/relay.sh rooms [RUNTIME] [MESSAGES]        # defaults tokio and 20000
+#
+# `rooms` runs bench/rooms.py instead: 2, 3 and 4 instances with disjoint rooms, relay CPU per
+# instance and relays received per instance with one channel against interest routing, in one
+# run (the ratio is the figure).
 #
 # redis-server and both fixture processes run pinned to CPU 0 (`taskset -c 0`), the client to
 # CPU 1. redis-server runs from a temporary directory on a free port with persistence off. The
@@ -12,6 +17,15 @@
 # back, 30-byte texts), and what the relay adds. Every step is bounded by `timeout`; all traffic
 # stays on 127.0.0.1. Other load on the two CPUs skews the figures: the load average is printed.
 set -euo pipefail
+
+if [[ ${1:-} == rooms ]]; then
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    if ! command -v redis-server >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    fi
+    (cd "$root" && timeout 1200 cargo build --release -p anyws-fixture)
+    exec timeout 900 python3 "$root/bench/rooms.py" --runtime "${2:-tokio}" --messages "${3:-20000}"
+fi
 
 runtime=${1:-tokio}
 messages=${2:-100000}

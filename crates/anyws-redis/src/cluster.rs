@@ -26,7 +26,7 @@
 //! Routing is always by interest (as [`Routing::Interest`](crate::Routing::Interest)): each topic
 //! has its own sharded channel, `<channel>:t:<topic>`, and an instance subscribes to it only
 //! while one of its peers is subscribed to the topic. The envelope is the same as with one
-//! Redis server ([`envelope`](crate::envelope)).
+//! Redis server ([`envelope`]).
 //!
 //! One cluster connection per instance (RESP3, one multiplexed connection per node) sends the
 //! relays and holds the subscriptions. The `redis` crate follows the cluster's topology: after a

@@ -18,6 +18,9 @@
 //! - **Throughput**: `--messages` messages sent back to back (fed in bursts of 64, one flush
 //!   each); messages per second from the first send to the last arrival at each subscriber, and
 //!   how many never arrived at the remote one (delivery across instances is at most once).
+//!   With `--rate N` they are sent at N per second instead (one every 1/N s, in bursts that
+//!   catch up with the schedule), and the p50/p99 latency of each message under that load is
+//!   printed too, for each subscriber.
 //!
 //! The last line starts with `RESULT` and holds the numbers as `key=value` pairs.
 
@@ -40,10 +43,12 @@ struct Options {
     messages: u64,
     size: usize,
     timeout: Duration,
+    /// Messages per second in the throughput run; `None`: back to back.
+    rate: Option<u64>,
 }
 
 const USAGE: &str = "usage: anyws-relay-bench --a ws://127.0.0.1:PA/ --b ws://127.0.0.1:PB/ \
-[--samples 2000] [--messages 100000] [--size 30] [--timeout-secs 120]";
+[--samples 2000] [--messages 100000] [--size 30] [--timeout-secs 120] [--rate MSGS_PER_SEC]";
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
@@ -54,6 +59,7 @@ impl Options {
             messages: 100_000,
             size: 30,
             timeout: Duration::from_secs(120),
+            rate: None,
         };
         while let Some(flag) = args.next() {
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -66,6 +72,7 @@ impl Options {
                 "--b" => options.b = value,
                 "--samples" => options.samples = number(&value)? as usize,
                 "--messages" => options.messages = number(&value)?,
+                "--rate" => options.rate = Some(number(&value)?.max(1)),
                 "--size" => options.size = number(&value)? as usize,
                 "--timeout-secs" => options.timeout = Duration::from_secs(number(&value)?),
                 other => return Err(format!("unknown argument `{other}`")),
@@ -231,10 +238,27 @@ async fn run(options: Options) -> Result<(), String> {
     let first = options.samples as u64;
     let end = first + options.messages;
     let started = Instant::now();
+    let sent_at = std::sync::Mutex::new(vec![started; options.messages as usize]);
     let sender = async {
         let mut seq = first;
         while seq < end {
-            let burst_end = (seq + 64).min(end);
+            let mut burst_end = (seq + 64).min(end);
+            if let Some(rate) = options.rate {
+                // Send what the schedule asks for by now, at least one.
+                let due = first + (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                if due <= seq {
+                    let next =
+                        started + Duration::from_secs_f64((seq - first) as f64 / rate as f64);
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let due = first + (started.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+                burst_end = due.clamp(seq + 1, end).min(seq + 64);
+                let now = Instant::now();
+                let mut times = sent_at.lock().unwrap_or_else(|e| e.into_inner());
+                for s in seq..burst_end {
+                    times[(s - first) as usize] = now;
+                }
+            }
             for s in seq..burst_end {
                 sink.feed(text(s, options.size))
                     .await
@@ -248,11 +272,13 @@ async fn run(options: Options) -> Result<(), String> {
     let count = |mut rx: mpsc::UnboundedReceiver<(u64, Instant)>, quiet: Duration| async move {
         let mut got = 0u64;
         let mut last = None;
+        let mut arrivals = Vec::new();
         loop {
             match tokio::time::timeout(quiet, rx.recv()).await {
                 Ok(Some((seq, at))) if (first..end).contains(&seq) => {
                     got += 1;
                     last = Some(at);
+                    arrivals.push((seq, at));
                     if got == end - first {
                         break;
                     }
@@ -261,12 +287,45 @@ async fn run(options: Options) -> Result<(), String> {
                 Ok(None) | Err(_) => break,
             }
         }
-        (got, last)
+        (got, last, arrivals)
     };
     let quiet = Duration::from_secs(5);
-    let (sent_by, (local_got, local_last), (remote_got, remote_last)) =
-        tokio::join!(sender, count(local_rx, quiet), count(remote_rx, quiet));
+    let (
+        sent_by,
+        (local_got, local_last, local_arrivals),
+        (remote_got, remote_last, remote_arrivals),
+    ) = tokio::join!(sender, count(local_rx, quiet), count(remote_rx, quiet));
     let sent_by = sent_by?;
+    if let Some(rate) = options.rate {
+        let times = sent_at.lock().unwrap_or_else(|e| e.into_inner());
+        let under_load = |arrivals: &[(u64, Instant)]| {
+            let mut latency: Vec<Duration> = arrivals
+                .iter()
+                .map(|(seq, at)| *at - times[(seq - first) as usize])
+                .collect();
+            latency.sort();
+            latency
+        };
+        let local = under_load(&local_arrivals);
+        let remote = under_load(&remote_arrivals);
+        let p = |v: &[Duration], q| micros(percentile(v, q));
+        println!(
+            "at {rate} msgs/s: same instance p50 {:.0} µs p99 {:.0} µs; other instance p50 {:.0} µs \
+             p99 {:.0} µs",
+            p(&local, 50.0),
+            p(&local, 99.0),
+            p(&remote, 50.0),
+            p(&remote, 99.0)
+        );
+        println!(
+            "RATE rate={rate} local_p50_us={:.0} local_p99_us={:.0} remote_p50_us={:.0} \
+             remote_p99_us={:.0}",
+            p(&local, 50.0),
+            p(&local, 99.0),
+            p(&remote, 50.0),
+            p(&remote, 99.0)
+        );
+    }
     let rate = |got: u64, last: Option<Instant>| {
         last.map_or(0.0, |last| got as f64 / (last - started).as_secs_f64())
     };

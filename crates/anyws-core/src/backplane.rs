@@ -26,10 +26,10 @@
 //!   connections.
 
 use event_listener::Event;
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -65,6 +65,15 @@ pub trait Backplane: Send + Sync + 'static {
     /// [`BackplaneLink::closed`] has resolved); a failure is reported with
     /// [`BackplaneLink::report`] and retried, never returned.
     async fn run(&self, link: BackplaneLink);
+
+    /// Whether this driver routes relays by interest: it receives the relays of a topic only
+    /// while this instance has subscribers to it, following [`BackplaneLink::interest_changed`]
+    /// and confirming each change with [`BackplaneLink::interest_applied`]. Default: `false`, a
+    /// driver that receives every relay; [`Server::backplane_synced`](crate::Server::backplane_synced)
+    /// then only waits for the connection.
+    fn routes_by_interest(&self) -> bool {
+        false
+    }
 }
 
 /// Identifies one server instance among those that share a backplane: a random 128-bit
@@ -180,6 +189,10 @@ pub(crate) trait Subscribers: Send + Sync {
     /// Delivers `message` to the local subscribers of `topic` in `namespace`, or in every
     /// namespace when it is `None`.
     fn deliver(&self, namespace: Option<&str>, topic: &str, message: Message);
+
+    /// The local peers of `namespace` (every namespace when it is `None`), as
+    /// `(namespace, id)`, for another instance's [`Server::cluster_peers`](crate::Server::cluster_peers).
+    fn local_peers(&self, namespace: Option<&str>) -> Vec<(String, String)>;
 }
 
 /// The server's side of a backplane: the queue of outgoing relays, the instance id, the error
@@ -198,6 +211,38 @@ pub(crate) struct Outgoing {
     on_error: ErrorCallback,
     /// Relays sent, received and dropped, for [`Server::stats`](crate::Server::stats).
     pub(crate) counted: crate::stats::RelayCounters,
+    /// Whether the driver routes by interest ([`Backplane::routes_by_interest`]).
+    pub(crate) routes_by_interest: bool,
+    interest: Mutex<Interest>,
+    /// Notified when a topic's interest changes (for the driver).
+    interest_changed: Event,
+    /// Notified when the driver confirms a change (for [`Outgoing::wait_synced`]).
+    interest_applied: Event,
+    /// Control messages to send, oldest first (at most [`MAX_QUEUED_CONTROLS`]).
+    controls: Mutex<VecDeque<Control>>,
+    controls_ready: Event,
+    /// The open peer queries of [`Server::cluster_peers`](crate::Server::cluster_peers), by id:
+    /// the answers so far.
+    pub(crate) queries: Mutex<HashMap<u64, Vec<ClusterPeer>>>,
+    pub(crate) next_query: AtomicU64,
+}
+
+/// Control messages waiting for the driver, at most; more are dropped (a query then simply
+/// gets fewer answers).
+const MAX_QUEUED_CONTROLS: usize = 1024;
+
+/// The topics this instance has subscribers to, counted per namespace (plus holds), and the
+/// changes the driver has not taken yet.
+#[derive(Default)]
+struct Interest {
+    /// Topic → namespaces with subscribers to it, plus [`TopicHold`]s.
+    topics: HashMap<Arc<str>, usize>,
+    /// Topics whose interest changed since the driver last took the changes.
+    pending: HashSet<Arc<str>>,
+    /// Bumped by every change.
+    version: u64,
+    /// The last version the driver confirmed.
+    applied: u64,
 }
 
 #[derive(Default)]
@@ -222,7 +267,95 @@ impl Outgoing {
             stopped_event: Event::new(),
             on_error,
             counted: Default::default(),
+            routes_by_interest: false,
+            interest: Mutex::new(Interest::default()),
+            interest_changed: Event::new(),
+            interest_applied: Event::new(),
+            controls: Mutex::new(VecDeque::new()),
+            controls_ready: Event::new(),
+            queries: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(1),
         }
+    }
+
+    /// Queues a control message for the driver; dropped when too many wait.
+    pub(crate) fn push_control(&self, control: Control) {
+        if self.is_closed() {
+            return;
+        }
+        let mut controls = self.controls.lock().unwrap_or_else(PoisonError::into_inner);
+        if controls.len() < MAX_QUEUED_CONTROLS {
+            controls.push_back(control);
+            drop(controls);
+            self.controls_ready.notify(1);
+        }
+    }
+
+    fn try_pop_control(&self) -> Option<Control> {
+        self.controls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    fn interest(&self) -> std::sync::MutexGuard<'_, Interest> {
+        self.interest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One more namespace (or hold) has an interest in `topic`.
+    pub(crate) fn topic_added(&self, topic: &Arc<str>) {
+        let mut interest = self.interest();
+        let count = interest.topics.entry(topic.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            interest.pending.insert(topic.clone());
+            interest.version += 1;
+            drop(interest);
+            self.interest_changed.notify(usize::MAX);
+        }
+    }
+
+    /// One namespace (or hold) less has an interest in `topic`.
+    pub(crate) fn topic_removed(&self, topic: &str) {
+        let mut interest = self.interest();
+        let Some((key, count)) = interest.topics.get_key_value(topic) else {
+            return;
+        };
+        if *count > 1 {
+            if let Some(count) = interest.topics.get_mut(topic) {
+                *count -= 1;
+            }
+            return;
+        }
+        let key = key.clone();
+        interest.topics.remove(topic);
+        interest.pending.insert(key);
+        interest.version += 1;
+        drop(interest);
+        self.interest_changed.notify(usize::MAX);
+    }
+
+    /// Resolves once every interest change made before the call is in effect on the backplane:
+    /// confirmed by an interest-routing driver, or, for any other driver, once it is connected.
+    pub(crate) async fn wait_synced(&self) {
+        if !self.routes_by_interest {
+            return self.wait_connected().await;
+        }
+        let version = self.interest().version;
+        loop {
+            if self.interest().applied >= version || self.is_closed() {
+                return;
+            }
+            let listener = self.interest_applied.listen();
+            if self.interest().applied >= version || self.is_closed() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    pub(crate) fn relays_received(&self) -> u64 {
+        self.counted.received.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -289,6 +422,9 @@ impl Outgoing {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.ready.notify(usize::MAX);
             self.closed_event.notify(usize::MAX);
+            self.interest_changed.notify(usize::MAX);
+            self.interest_applied.notify(usize::MAX);
+            self.controls_ready.notify(usize::MAX);
         }
     }
 
@@ -328,6 +464,147 @@ async fn wait_for(flag: &AtomicBool, event: &Event) {
     }
 }
 
+/// A control message between instances: the core's own traffic, not a relay; see
+/// [`BackplaneLink::next_control`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Control {
+    /// The instance that sent it.
+    pub origin: InstanceId,
+    /// The instance it is for, or `None` for every instance.
+    pub to: Option<InstanceId>,
+    /// What it says, in a form only the core reads; a driver carries it as it is.
+    pub payload: crate::Bytes,
+}
+
+impl Control {
+    /// A control message from `origin` to `to` (`None`: every instance), as read back from the
+    /// wire.
+    pub fn new(origin: InstanceId, to: Option<InstanceId>, payload: crate::Bytes) -> Self {
+        Self {
+            origin,
+            to,
+            payload,
+        }
+    }
+}
+
+/// What a [`Control`] payload says, as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ControlBody {
+    /// Who are your peers (of `namespace`, or all)? Answer to query `query`.
+    PeersQuery {
+        query: u64,
+        namespace: Option<String>,
+    },
+    /// The answer to query `query`: `(namespace, id)` of each peer.
+    PeersAnswer {
+        query: u64,
+        peers: Vec<(String, String)>,
+    },
+}
+
+/// One peer of an instance on the backplane; see
+/// [`Server::cluster_peers`](crate::Server::cluster_peers).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub struct ClusterPeer {
+    /// The instance it is connected to.
+    pub instance: InstanceId,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its id, as [`Peer::id`](crate::Peer::id) shows it on that instance.
+    pub id: String,
+}
+
+impl ClusterPeer {
+    /// The peer with `id` in `namespace` on `instance`.
+    pub fn new(instance: InstanceId, namespace: String, id: String) -> Self {
+        Self {
+            instance,
+            namespace,
+            id,
+        }
+    }
+}
+
+/// Asks the other instances for their peers (of `namespace`, or all) and returns the query's
+/// id; the answers gather in [`Outgoing::queries`] under it.
+pub(crate) fn ask_for_peers(outgoing: &Outgoing, namespace: Option<&str>) -> u64 {
+    let query = outgoing.next_query.fetch_add(1, Ordering::Relaxed);
+    outgoing
+        .queries
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(query, Vec::new());
+    let body = ControlBody::PeersQuery {
+        query,
+        namespace: namespace.map(str::to_owned),
+    };
+    if let Ok(payload) = serde_json::to_vec(&body) {
+        outgoing.push_control(Control::new(outgoing.instance, None, payload.into()));
+    }
+    query
+}
+
+/// A batch of interest changes for a driver that [routes by interest](Backplane::routes_by_interest);
+/// see [`BackplaneLink::take_interest_changes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InterestChanges {
+    /// Topics that now have subscribers on this instance: receive their relays.
+    pub subscribe: Vec<Arc<str>>,
+    /// Topics that no longer have any: stop receiving their relays.
+    pub unsubscribe: Vec<Arc<str>>,
+    /// Pass it to [`BackplaneLink::interest_applied`] once the changes are in effect.
+    pub version: InterestVersion,
+}
+
+impl InterestChanges {
+    /// Whether the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.subscribe.is_empty() && self.unsubscribe.is_empty()
+    }
+}
+
+/// Which interest changes a driver has applied; see [`BackplaneLink::interest_applied`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InterestVersion(u64);
+
+/// Keeps this instance's interest in a topic while it lives, as a subscriber would, without
+/// one; see [`Server::hold_topic`](crate::Server::hold_topic).
+#[must_use = "the interest ends when the hold is dropped"]
+pub struct TopicHold {
+    pub(crate) outgoing: Option<Arc<Outgoing>>,
+    pub(crate) topic: Arc<str>,
+}
+
+impl Drop for TopicHold {
+    fn drop(&mut self) {
+        if let Some(outgoing) = &self.outgoing {
+            outgoing.topic_removed(&self.topic);
+        }
+    }
+}
+
+impl fmt::Debug for TopicHold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicHold")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a backplane has done so far; see [`Server::backplane_stats`](crate::Server::backplane_stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackplaneStats {
+    /// Relays from other instances handed to [`BackplaneLink::deliver`] (a relay that came back
+    /// to its own instance is not counted, nor is a driver's control traffic).
+    pub relays_received: u64,
+}
+
 /// What a [`Backplane`] driver gets to work with: the outgoing relays, local delivery, error
 /// reporting, the connection state and timers on the server's runtime.
 ///
@@ -362,9 +639,149 @@ impl BackplaneLink {
         if relay.origin == self.outgoing.instance {
             return;
         }
+        self.outgoing.counted.received();
         if let Some(server) = self.server.upgrade() {
-            self.outgoing.counted.received();
             server.deliver(relay.namespace.as_deref(), &relay.topic, relay.message);
+        }
+    }
+
+    /// Resolves once this instance's interest has changed since the driver last took it with
+    /// [`take_interest_changes`](Self::take_interest_changes) or
+    /// [`interest_snapshot`](Self::interest_snapshot) (at once if it has), or the server shuts
+    /// down. Only drivers that [route by interest](Backplane::routes_by_interest) need it.
+    pub async fn interest_changed(&self) {
+        loop {
+            if !self.outgoing.interest().pending.is_empty() || self.is_closed() {
+                return;
+            }
+            let listener = self.outgoing.interest_changed.listen();
+            if !self.outgoing.interest().pending.is_empty() || self.is_closed() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// The topics whose interest changed since the last call (or the last
+    /// [`interest_snapshot`](Self::interest_snapshot)), each once, in no particular order:
+    /// to subscribe to, or to unsubscribe from. Changes made in between are batched: a topic
+    /// subscribed and unsubscribed again is listed once, in its current state, so a driver may
+    /// be asked to unsubscribe from a topic it never subscribed to.
+    pub fn take_interest_changes(&self) -> InterestChanges {
+        let mut interest = self.outgoing.interest();
+        let interest = &mut *interest;
+        let mut changes = InterestChanges {
+            subscribe: Vec::new(),
+            unsubscribe: Vec::new(),
+            version: InterestVersion(interest.version),
+        };
+        for topic in interest.pending.drain() {
+            if interest.topics.contains_key(&topic) {
+                changes.subscribe.push(topic);
+            } else {
+                changes.unsubscribe.push(topic);
+            }
+        }
+        changes
+    }
+
+    /// Every topic this instance has an interest in now, as
+    /// [`InterestChanges::subscribe`], for a driver that (re)connects; it also clears the
+    /// changes not taken yet.
+    pub fn interest_snapshot(&self) -> InterestChanges {
+        let mut interest = self.outgoing.interest();
+        interest.pending.clear();
+        InterestChanges {
+            subscribe: interest.topics.keys().cloned().collect(),
+            unsubscribe: Vec::new(),
+            version: InterestVersion(interest.version),
+        }
+    }
+
+    /// Confirms that the changes up to `version` are in effect on the broker: subscriptions made
+    /// before them now receive the other instances' relays. This wakes
+    /// [`Server::backplane_synced`](crate::Server::backplane_synced).
+    pub fn interest_applied(&self, version: InterestVersion) {
+        let mut interest = self.outgoing.interest();
+        if version.0 > interest.applied {
+            interest.applied = version.0;
+            drop(interest);
+            self.outgoing.interest_applied.notify(usize::MAX);
+        }
+    }
+
+    /// The next control message to send: to every other instance when
+    /// [`Control::to`] is `None`, otherwise to that one. `None` once the server shuts down.
+    /// Control messages are the core's own traffic between instances (the peer queries of
+    /// [`Server::cluster_peers`](crate::Server::cluster_peers)); a driver carries
+    /// [`Control::origin`] and [`Control::payload`] as they are, and hands what arrives to
+    /// [`deliver_control`](Self::deliver_control). A driver that does not carry them leaves
+    /// `cluster_peers` with the local peers only.
+    pub async fn next_control(&self) -> Option<Control> {
+        loop {
+            if let Some(control) = self.outgoing.try_pop_control() {
+                return Some(control);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            let listener = self.outgoing.controls_ready.listen();
+            if let Some(control) = self.outgoing.try_pop_control() {
+                return Some(control);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            listener.await;
+        }
+    }
+
+    /// The next control message if one is queued, without waiting.
+    pub fn try_next_control(&self) -> Option<Control> {
+        self.outgoing.try_pop_control()
+    }
+
+    /// Hands a control message from another instance to the core. One from this instance, or
+    /// for another one, is ignored; one that cannot be read is reported as
+    /// [`BackplaneError::Malformed`].
+    pub fn deliver_control(&self, control: Control) {
+        let me = self.outgoing.instance;
+        if control.origin == me || control.to.is_some_and(|to| to != me) {
+            return;
+        }
+        match serde_json::from_slice::<ControlBody>(&control.payload) {
+            Ok(ControlBody::PeersQuery { query, namespace }) => {
+                let Some(server) = self.server.upgrade() else {
+                    return;
+                };
+                let peers = server.local_peers(namespace.as_deref());
+                let answer = ControlBody::PeersAnswer { query, peers };
+                if let Ok(payload) = serde_json::to_vec(&answer) {
+                    self.outgoing.push_control(Control::new(
+                        me,
+                        Some(control.origin),
+                        payload.into(),
+                    ));
+                }
+            }
+            Ok(ControlBody::PeersAnswer { query, peers }) => {
+                let mut queries = self
+                    .outgoing
+                    .queries
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(answers) = queries.get_mut(&query) {
+                    answers.extend(peers.into_iter().map(|(namespace, id)| ClusterPeer {
+                        instance: control.origin,
+                        namespace,
+                        id,
+                    }));
+                }
+            }
+            Err(error) => self.report(BackplaneError::Malformed(format!(
+                "a control message from instance {}: {error}",
+                control.origin
+            ))),
         }
     }
 
@@ -477,6 +894,84 @@ mod tests {
         out.push(relay("dropped"));
         assert!(out.try_pop().is_some());
         assert!(out.try_pop().is_none());
+    }
+
+    struct Nobody;
+    impl Subscribers for Nobody {
+        fn deliver(&self, _: Option<&str>, _: &str, _: Message) {}
+        fn local_peers(&self, _: Option<&str>) -> Vec<(String, String)> {
+            Vec::new()
+        }
+    }
+
+    /// A link on `out` with no server behind it; timers are not used.
+    fn link(out: Arc<Outgoing>) -> BackplaneLink {
+        #[derive(Debug)]
+        struct NoRuntime;
+        impl Runtime for NoRuntime {
+            fn spawn(&self, _: crate::BoxFuture) {}
+            fn new_timer(
+                &self,
+                _: std::time::Instant,
+            ) -> std::pin::Pin<Box<dyn crate::AsyncTimer>> {
+                unreachable!("no timers in these tests")
+            }
+        }
+        BackplaneLink {
+            outgoing: out,
+            server: Weak::<Nobody>::new() as Weak<dyn Subscribers>,
+            runtime: Arc::new(NoRuntime),
+        }
+    }
+
+    fn sorted(topics: Vec<Arc<str>>) -> Vec<String> {
+        let mut topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        topics.sort();
+        topics
+    }
+
+    #[test]
+    fn interest_is_counted_and_changes_are_batched() {
+        let mut out = Outgoing::new(InstanceId::from_u128(9), 1 << 20, Arc::new(|_| {}));
+        out.routes_by_interest = true;
+        let out = Arc::new(out);
+        let link = link(out.clone());
+        let (a, b, c): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        // Two namespaces on `a`, one on `b`; `c` comes and goes before the driver looks.
+        out.topic_added(&a);
+        out.topic_added(&a);
+        out.topic_added(&b);
+        out.topic_added(&c);
+        out.topic_removed("c");
+        out.topic_removed("never-added");
+        futures_executor::block_on(link.interest_changed());
+        let changes = link.take_interest_changes();
+        assert_eq!(sorted(changes.subscribe), ["a", "b"]);
+        assert_eq!(sorted(changes.unsubscribe), ["c"]);
+        assert!(link.take_interest_changes().is_empty());
+
+        // One namespace leaves `a`: still interested, nothing changes.
+        out.topic_removed("a");
+        assert!(link.take_interest_changes().is_empty());
+        out.topic_removed("a");
+        let second = link.take_interest_changes();
+        assert_eq!(sorted(second.unsubscribe), ["a"]);
+        assert!(second.version > changes.version);
+
+        // Waiting for sync: done once the driver confirms the version of the last change.
+        out.topic_added(&c);
+        let mut synced = Box::pin(out.wait_synced());
+        assert!(futures_util::FutureExt::now_or_never(synced.as_mut()).is_none());
+        link.interest_applied(second.version);
+        assert!(futures_util::FutureExt::now_or_never(synced.as_mut()).is_none());
+        let snapshot = link.interest_snapshot();
+        assert_eq!(sorted(snapshot.subscribe), ["b", "c"]);
+        assert!(
+            link.take_interest_changes().is_empty(),
+            "the snapshot took them"
+        );
+        link.interest_applied(snapshot.version);
+        assert!(futures_util::FutureExt::now_or_never(synced.as_mut()).is_some());
     }
 
     #[test]

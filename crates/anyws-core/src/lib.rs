@@ -119,7 +119,10 @@ pub use bytes::Bytes;
 pub use http;
 
 pub use admission::Admission;
-pub use backplane::{Backplane, BackplaneError, BackplaneLink, InstanceId, Relay};
+pub use backplane::{
+    Backplane, BackplaneError, BackplaneLink, BackplaneStats, ClusterPeer, Control, InstanceId,
+    InterestChanges, InterestVersion, Relay, TopicHold,
+};
 pub use connection::PendingPeer;
 pub use error::{close_code, Error, SendError};
 pub use hooks::{CloseInfo, Hooks, Resolver};

@@ -66,6 +66,7 @@ impl Shared {
                         subscribers.remove(&peer.inner.key);
                         if subscribers.is_empty() {
                             ns.topics.remove(topic);
+                            self.topic_removed(topic);
                         }
                     }
                 }
@@ -107,10 +108,21 @@ impl Shared {
             None => topic.into(),
         };
         topics.push(topic.clone());
-        ns.topics
-            .entry(topic)
-            .or_default()
-            .insert(key, peer.clone());
+        let subscribers = ns.topics.entry(topic.clone()).or_default();
+        subscribers.insert(key, peer.clone());
+        if subscribers.len() == 1 {
+            if let Some(outgoing) = &self.outgoing {
+                outgoing.topic_added(&topic);
+            }
+        }
+    }
+
+    /// The last subscriber of `topic` in a namespace is gone: one namespace less is interested
+    /// in it on the backplane.
+    fn topic_removed(&self, topic: &str) {
+        if let Some(outgoing) = &self.outgoing {
+            outgoing.topic_removed(topic);
+        }
     }
 
     pub(crate) fn unsubscribe(&self, peer: &Peer, topic: &str) {
@@ -126,6 +138,7 @@ impl Shared {
                 subscribers.remove(&key);
                 if subscribers.is_empty() {
                     ns.topics.remove(topic);
+                    self.topic_removed(topic);
                 }
             }
         }
@@ -200,5 +213,23 @@ impl Shared {
 impl Subscribers for Shared {
     fn deliver(&self, namespace: Option<&str>, topic: &str, message: Message) {
         Shared::deliver(self, namespace, topic, message, None);
+    }
+
+    fn local_peers(&self, namespace: Option<&str>) -> Vec<(String, String)> {
+        let registry = self.read();
+        let list = |(name, ns): (&Arc<str>, &Namespace)| {
+            ns.peers
+                .values()
+                .map(|peer| (name.to_string(), peer.id().to_string()))
+                .collect::<Vec<_>>()
+        };
+        match namespace {
+            Some(namespace) => registry
+                .namespaces
+                .get_key_value(namespace)
+                .map(list)
+                .unwrap_or_default(),
+            None => registry.namespaces.iter().flat_map(list).collect(),
+        }
     }
 }

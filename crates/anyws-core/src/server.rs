@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use crate::admission::Admission;
-use crate::backplane::{print_error, ErrorCallback, Outgoing, Subscribers};
+use crate::backplane::{
+    print_error, BackplaneStats, ClusterPeer, ErrorCallback, Outgoing, Subscribers, TopicHold,
+};
 use crate::hooks::Single;
 use crate::peer::Transport;
 use crate::registry::Registry;
@@ -225,15 +227,14 @@ impl ServerBuilder {
         #[cfg(feature = "metrics")]
         crate::describe_metrics();
         let instance = InstanceId::random();
-        let outgoing = self.backplane.as_ref().map(|_| {
+        let outgoing = self.backplane.as_ref().map(|backplane| {
             let on_error = self
                 .on_backplane_error
                 .unwrap_or_else(|| Arc::new(print_error));
-            Arc::new(Outgoing::new(
-                instance,
-                self.limits.max_backplane_queue_bytes,
-                on_error,
-            ))
+            let mut outgoing =
+                Outgoing::new(instance, self.limits.max_backplane_queue_bytes, on_error);
+            outgoing.routes_by_interest = backplane.routes_by_interest();
+            Arc::new(outgoing)
         });
         let shared = Arc::new(Shared {
             resolver: self.resolver,
@@ -657,6 +658,79 @@ impl Server {
         if let Some(outgoing) = &self.shared.outgoing {
             outgoing.wait_connected().await;
         }
+    }
+
+    /// Resolves once every subscription change made before the call is in effect across the
+    /// backplane, so that a publish from any instance from then on reaches the subscribers of
+    /// this one. With a driver that [routes by interest](crate::Backplane::routes_by_interest)
+    /// that is when the driver confirms the changes; with another driver, when it is connected;
+    /// without a backplane, at once. Wrap it in a timeout: it waits for as long as the broker is
+    /// unreachable.
+    pub async fn backplane_synced(&self) {
+        if let Some(outgoing) = &self.shared.outgoing {
+            outgoing.wait_synced().await;
+        }
+    }
+
+    /// Keeps this instance's interest in `topic` on the backplane while the returned hold lives,
+    /// as a subscriber would: for example to have a subscription in effect
+    /// ([`backplane_synced`](Self::backplane_synced)) before a peer subscribes, or to keep it
+    /// warm while peers come and go. Without a backplane it does nothing.
+    pub fn hold_topic(&self, topic: &str) -> TopicHold {
+        let topic: Arc<str> = topic.into();
+        if let Some(outgoing) = &self.shared.outgoing {
+            outgoing.topic_added(&topic);
+        }
+        TopicHold {
+            outgoing: self.shared.outgoing.clone(),
+            topic,
+        }
+    }
+
+    /// The peers of `namespace` (of every namespace when it is `None`) on every instance that
+    /// shares the backplane, this one included: this instance asks the others over the backplane
+    /// and gathers the answers that come within `within`, then returns. An instance that is gone,
+    /// or too slow, simply does not answer. Without a backplane, the local peers. It always waits
+    /// `within` with a backplane, since it cannot know how many instances there are; a few
+    /// hundred milliseconds suit a broker nearby.
+    pub async fn cluster_peers(
+        &self,
+        namespace: Option<&str>,
+        within: std::time::Duration,
+    ) -> Vec<ClusterPeer> {
+        let local = |(namespace, id)| ClusterPeer::new(self.shared.instance, namespace, id);
+        let mut peers: Vec<ClusterPeer> = Subscribers::local_peers(&*self.shared, namespace)
+            .into_iter()
+            .map(local)
+            .collect();
+        let Some(outgoing) = &self.shared.outgoing else {
+            return peers;
+        };
+        let query = crate::backplane::ask_for_peers(outgoing, namespace);
+        let deadline = self.shared.runtime.now() + within;
+        {
+            let timer = crate::runtime::sleep_until(&*self.shared.runtime, deadline);
+            let closed = outgoing.wait_closed();
+            futures_util::pin_mut!(timer, closed);
+            futures_util::future::select(timer, closed).await;
+        }
+        let answers = outgoing
+            .queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&query)
+            .unwrap_or_default();
+        peers.extend(answers);
+        peers
+    }
+
+    /// What the backplane has done so far; all zero without a backplane.
+    pub fn backplane_stats(&self) -> BackplaneStats {
+        let mut stats = BackplaneStats::default();
+        if let Some(outgoing) = &self.shared.outgoing {
+            stats.relays_received = outgoing.relays_received();
+        }
+        stats
     }
 
     /// Starts the close handshake with every open peer.

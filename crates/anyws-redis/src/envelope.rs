@@ -9,11 +9,14 @@
 //! | … | 2 + T | topic length T (unsigned 16-bit big-endian), then T bytes of UTF-8 |
 //! | … | rest | the payload; UTF-8 for a text message |
 //!
+//! Control messages (the core's peer queries) travel in an envelope of their own on the control
+//! channels; see [`encode_control`].
+//!
 //! So a relay costs 20 bytes plus its topic (22 plus its namespace with one) on top of its
 //! payload. Namespaces and topics are at most [`MAX_NAME_LEN`] bytes long. [`decode`] checks
 //! everything and fails with an [`EnvelopeError`] on any input it cannot read; it never panics.
 
-use anyws_core::{Bytes, InstanceId, Message, Relay};
+use anyws_core::{Bytes, Control, InstanceId, Message, Relay};
 
 /// The version this crate writes and reads.
 pub const VERSION: u8 = 1;
@@ -105,9 +108,7 @@ pub fn decode(bytes: &[u8]) -> Result<Relay, EnvelopeError> {
     if version != VERSION {
         return Err(EnvelopeError::Version(version));
     }
-    let mut id = [0; 16];
-    id.copy_from_slice(take(&mut rest, 16, "instance id")?);
-    let origin = InstanceId::from_u128(u128::from_be_bytes(id));
+    let origin = take_instance(&mut rest)?;
     let flags = take(&mut rest, 1, "flags")?[0];
     if flags & !(BINARY | NAMESPACE) != 0 {
         return Err(EnvelopeError::Flags(flags));
@@ -146,6 +147,52 @@ fn take_name<'a>(rest: &mut &'a [u8], field: &'static str) -> Result<&'a str, En
     std::str::from_utf8(take(rest, len, field)?).map_err(|_| EnvelopeError::Utf8(field))
 }
 
+/// Flag of a control envelope: the addressee follows the origin.
+const ADDRESSED: u8 = 0b01;
+
+/// Appends the envelope of a control message (the core's own traffic between instances, on
+/// the control channels, never on a topic's): version `1`, the origin (16 bytes), flags (bit 0:
+/// an addressee follows), the addressee (16 bytes) with bit 0, then the payload.
+pub fn encode_control(control: &Control, out: &mut Vec<u8>) {
+    out.reserve(HEADER + 16 + control.payload.len());
+    out.push(VERSION);
+    out.extend_from_slice(&control.origin.as_u128().to_be_bytes());
+    match control.to {
+        Some(to) => {
+            out.push(ADDRESSED);
+            out.extend_from_slice(&to.as_u128().to_be_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&control.payload);
+}
+
+/// Reads a control envelope back.
+pub fn decode_control(bytes: &[u8]) -> Result<Control, EnvelopeError> {
+    let mut rest = bytes;
+    let version = take(&mut rest, 1, "version")?[0];
+    if version != VERSION {
+        return Err(EnvelopeError::Version(version));
+    }
+    let origin = take_instance(&mut rest)?;
+    let flags = take(&mut rest, 1, "flags")?[0];
+    if flags & !ADDRESSED != 0 {
+        return Err(EnvelopeError::Flags(flags));
+    }
+    let to = if flags & ADDRESSED != 0 {
+        Some(take_instance(&mut rest)?)
+    } else {
+        None
+    };
+    Ok(Control::new(origin, to, Bytes::copy_from_slice(rest)))
+}
+
+fn take_instance(rest: &mut &[u8]) -> Result<InstanceId, EnvelopeError> {
+    let mut id = [0; 16];
+    id.copy_from_slice(take(rest, 16, "instance id")?);
+    Ok(InstanceId::from_u128(u128::from_be_bytes(id)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +227,28 @@ mod tests {
         round_trip(&relay(None, "t", Message::from_binary(Vec::new())));
         let long = "n".repeat(MAX_NAME_LEN);
         round_trip(&relay(Some(&long), &long, Message::from_text("x")));
+    }
+
+    #[test]
+    fn control_envelopes_round_trip_and_refuse_garbage() {
+        let origin = InstanceId::from_u128(7);
+        for to in [None, Some(InstanceId::from_u128(u128::MAX))] {
+            let control = Control::new(origin, to, Bytes::from_static(b"{\"q\":1}"));
+            let mut out = Vec::new();
+            encode_control(&control, &mut out);
+            assert_eq!(decode_control(&out), Ok(control));
+            for cut in 0..18 {
+                assert!(
+                    decode_control(&out[..cut]).is_err(),
+                    "prefix of {cut} bytes"
+                );
+            }
+        }
+        assert_eq!(
+            decode_control(&[VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80]),
+            Err(EnvelopeError::Flags(0x80))
+        );
+        assert_eq!(decode_control(&[9]), Err(EnvelopeError::Version(9)));
     }
 
     #[test]

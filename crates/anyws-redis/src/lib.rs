@@ -98,6 +98,8 @@
 //! [`Limits::max_backplane_queue_bytes`]: anyws_core::Limits::max_backplane_queue_bytes
 #![deny(missing_docs)]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod envelope;
 
 use anyws_core::{async_trait, Backplane, BackplaneError, BackplaneLink};
@@ -135,6 +137,7 @@ pub enum Error {
 pub struct RedisBackplane {
     client: redis::Client,
     channel: String,
+    routing: Routing,
     min_reconnect_delay: Duration,
     max_reconnect_delay: Duration,
     connect_timeout: Duration,
@@ -147,6 +150,7 @@ impl fmt::Debug for RedisBackplane {
         f.debug_struct("RedisBackplane")
             .field("addr", &self.client.get_connection_info().addr())
             .field("channel", &self.channel)
+            .field("routing", &self.routing)
             .field("min_reconnect_delay", &self.min_reconnect_delay)
             .field("max_reconnect_delay", &self.max_reconnect_delay)
             .field("connect_timeout", &self.connect_timeout)
@@ -169,6 +173,7 @@ impl RedisBackplane {
         Self {
             client,
             channel: "anyws".to_owned(),
+            routing: Routing::default(),
             min_reconnect_delay: Duration::from_millis(50),
             max_reconnect_delay: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
@@ -177,9 +182,17 @@ impl RedisBackplane {
         }
     }
 
-    /// The Redis channel the instances share. Default: `anyws`.
+    /// The Redis channel the instances share, or with [`Routing::Interest`] the prefix of the
+    /// channels of each topic (`<channel>:t:<topic>`). Default: `anyws`.
     pub fn channel(mut self, channel: impl Into<String>) -> Self {
         self.channel = channel.into();
+        self
+    }
+
+    /// How relays find the instances that deliver them. Default: [`Routing::Interest`]. Every
+    /// instance on the same channel must use the same routing.
+    pub fn routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
         self
     }
 
@@ -218,6 +231,22 @@ impl RedisBackplane {
     }
 }
 
+/// How relays find the instances that deliver them; see [`RedisBackplane::routing`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Routing {
+    /// One Redis channel per topic (`<channel>:t:<topic>`): an instance subscribes to a topic's
+    /// channel only while one of its peers (in any namespace) is subscribed to the topic, so a
+    /// relay reaches only the instances that deliver it, and the work of each instance follows
+    /// its own rooms, not the whole cluster's publishes.
+    #[default]
+    Interest,
+    /// One Redis channel for every relay: each instance receives every publish of every other
+    /// instance, whether it has subscribers to the topic or not. Fewer subscriptions, and the
+    /// behaviour of earlier versions.
+    OneChannel,
+}
+
 #[async_trait]
 impl Backplane for RedisBackplane {
     async fn run(&self, link: BackplaneLink) {
@@ -226,7 +255,68 @@ impl Backplane for RedisBackplane {
         futures_util::future::join(send, receive).await;
         link.set_connected(false);
     }
+
+    fn routes_by_interest(&self) -> bool {
+        self.routing == Routing::Interest
+    }
 }
+
+/// Writes the Redis channel of `topic` under `prefix` (`<prefix>:t:<topic>`) into `out`.
+pub(crate) fn topic_channel(prefix: &str, topic: &str, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(b":t:");
+    out.extend_from_slice(topic.as_bytes());
+}
+
+/// The control channel under `prefix` (`<prefix>:control`), which every interest-routed
+/// instance subscribes to; it carries no relays.
+pub(crate) fn control_channel(prefix: &str) -> String {
+    format!("{prefix}:control")
+}
+
+/// The channel of the control messages addressed to `instance` under `prefix`
+/// (`<prefix>:i:<instance>`), which that instance subscribes to.
+pub(crate) fn instance_channel(prefix: &str, instance: anyws_core::InstanceId) -> String {
+    format!("{prefix}:i:{instance}")
+}
+
+/// What a driver sends: a relay, or a control message of the core's.
+pub(crate) enum Outbound {
+    Relay(anyws_core::Relay),
+    Control(anyws_core::Control),
+}
+
+/// The next relay or control message (control first); `None` once the server shuts down.
+pub(crate) async fn next_outbound(link: &BackplaneLink) -> Option<Outbound> {
+    let mut relay = pin!(link.next_relay());
+    let mut control = pin!(link.next_control());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(Some(control)) = control.as_mut().poll(cx) {
+            return Poll::Ready(Some(Outbound::Control(control)));
+        }
+        relay
+            .as_mut()
+            .poll(cx)
+            .map(|relay| relay.map(Outbound::Relay))
+    })
+    .await
+}
+
+/// The next relay or control message if one is queued, without waiting.
+pub(crate) fn try_next_outbound(link: &BackplaneLink) -> Option<Outbound> {
+    link.try_next_control()
+        .map(Outbound::Control)
+        .or_else(|| link.try_next_relay().map(Outbound::Relay))
+}
+
+/// Whether `channel` is one of the control channels (`control`, or this instance's `own`).
+fn is_control_channel(channel: &str, control: &str, own: &str) -> bool {
+    channel == control || channel == own
+}
+
+/// Channels subscribed to or unsubscribed from in one command, at most.
+const SUBSCRIBE_CHUNK: usize = 512;
 
 /// The wait before the next attempt: doubles from `min` up to `max`.
 struct Backoff {
@@ -309,19 +399,50 @@ impl RedisBackplane {
         let mut report_failure = true;
         let mut pipeline = redis::Pipeline::with_capacity(BATCH_RELAYS);
         let mut envelope = Vec::new();
-        while let Some(first) = link.next_relay().await {
+        let mut channel = Vec::new();
+        while let Some(first) = next_outbound(link).await {
             // Take what else is queued, so that one round trip carries many relays.
             pipeline.clear();
             let mut bytes = 0;
             let mut next = Some(first);
             let mut count = 0;
-            while let Some(relay) = next.take() {
+            while let Some(outbound) = next.take() {
                 envelope.clear();
-                match envelope::encode(&relay, &mut envelope) {
-                    Ok(()) => {
+                let relay = match outbound {
+                    Outbound::Relay(relay) => relay,
+                    Outbound::Control(control) => {
+                        envelope::encode_control(&control, &mut envelope);
+                        let channel = match control.to {
+                            Some(to) => instance_channel(&self.channel, to),
+                            None => control_channel(&self.channel),
+                        };
                         pipeline
                             .cmd("PUBLISH")
-                            .arg(&self.channel)
+                            .arg(channel)
+                            .arg(&envelope[..])
+                            .ignore();
+                        bytes += envelope.len();
+                        count += 1;
+                        if count < BATCH_RELAYS && bytes < BATCH_BYTES {
+                            next = try_next_outbound(link);
+                        }
+                        continue;
+                    }
+                };
+                match envelope::encode(&relay, &mut envelope) {
+                    Ok(()) => {
+                        match self.routing {
+                            Routing::Interest => {
+                                topic_channel(&self.channel, &relay.topic, &mut channel)
+                            }
+                            Routing::OneChannel => {
+                                channel.clear();
+                                channel.extend_from_slice(self.channel.as_bytes());
+                            }
+                        }
+                        pipeline
+                            .cmd("PUBLISH")
+                            .arg(&channel[..])
                             .arg(&envelope[..])
                             .ignore();
                         bytes += envelope.len();
@@ -333,7 +454,7 @@ impl RedisBackplane {
                     ))),
                 }
                 if count < BATCH_RELAYS && bytes < BATCH_BYTES {
-                    next = link.try_next_relay();
+                    next = try_next_outbound(link);
                 }
             }
             if count == 0 {
@@ -396,7 +517,19 @@ impl RedisBackplane {
         loop {
             let subscribing = async {
                 let mut pubsub: PubSub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&self.channel).await?;
+                let snapshot = link.interest_snapshot();
+                pubsub.subscribe(control_channel(&self.channel)).await?;
+                let own = instance_channel(&self.channel, link.instance_id());
+                pubsub.subscribe(own).await?;
+                match self.routing {
+                    Routing::OneChannel => pubsub.subscribe(&self.channel).await?,
+                    Routing::Interest => {
+                        for chunk in snapshot.subscribe.chunks(SUBSCRIBE_CHUNK) {
+                            pubsub.subscribe(self.channels(chunk)).await?;
+                        }
+                    }
+                }
+                link.interest_applied(snapshot.version);
                 Ok::<_, redis::RedisError>(pubsub)
             };
             let error = match bounded(link, self.connect_timeout, subscribing).await {
@@ -424,8 +557,21 @@ impl RedisBackplane {
         }
     }
 
+    /// The Redis channels of `topics`.
+    fn channels(&self, topics: &[std::sync::Arc<str>]) -> Vec<Vec<u8>> {
+        topics
+            .iter()
+            .map(|topic| {
+                let mut channel = Vec::new();
+                topic_channel(&self.channel, topic, &mut channel);
+                channel
+            })
+            .collect()
+    }
+
     /// Delivers what arrives on `pubsub` until the connection is lost (the error) or the
-    /// server shuts down (`None`). Pings every `health_check_interval`.
+    /// server shuts down (`None`). Pings every `health_check_interval`. With
+    /// [`Routing::Interest`], follows this instance's interest, one batch of changes at a time.
     async fn relay_incoming(&self, link: &BackplaneLink, pubsub: PubSub) -> Option<BackplaneError> {
         let (sink, mut stream) = pubsub.split();
         let runtime = link.runtime();
@@ -433,11 +579,22 @@ impl RedisBackplane {
         let mut closed = pin!(link.closed());
         type Ping = std::pin::Pin<Box<dyn Future<Output = redis::RedisResult<()>> + Send>>;
         let mut ping: Option<Ping> = None;
+        type Change = std::pin::Pin<
+            Box<dyn Future<Output = (anyws_core::InterestVersion, redis::RedisResult<()>)> + Send>,
+        >;
+        let mut change: Option<Change> = None;
+        let mut interest_changed: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
+            None;
+        let by_interest = self.routing == Routing::Interest;
+        let control = control_channel(&self.channel);
+        let own = instance_channel(&self.channel, link.instance_id());
         enum Event {
             Closed,
             Message(Option<redis::Msg>),
             Ping(redis::RedisResult<()>),
             Tick,
+            InterestChanged,
+            Changed(anyws_core::InterestVersion, redis::RedisResult<()>),
         }
         loop {
             let event = std::future::poll_fn(|cx| {
@@ -453,6 +610,20 @@ impl RedisBackplane {
                         return Poll::Ready(Event::Ping(result));
                     }
                 }
+                if let Some(pending) = change.as_mut() {
+                    if let Poll::Ready((version, result)) = pending.as_mut().poll(cx) {
+                        change = None;
+                        return Poll::Ready(Event::Changed(version, result));
+                    }
+                } else if by_interest {
+                    // One batch at a time: the next waits until this one is confirmed.
+                    let waiting =
+                        interest_changed.get_or_insert_with(|| Box::pin(link.interest_changed()));
+                    if waiting.as_mut().poll(cx).is_ready() {
+                        interest_changed = None;
+                        return Poll::Ready(Event::InterestChanged);
+                    }
+                }
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Tick);
                 }
@@ -461,10 +632,44 @@ impl RedisBackplane {
             .await;
             match event {
                 Event::Closed => return None,
+                Event::InterestChanged => {
+                    let changes = link.take_interest_changes();
+                    let subscribe = self.channels(&changes.subscribe);
+                    let unsubscribe = self.channels(&changes.unsubscribe);
+                    let mut sink = sink.clone();
+                    change = Some(Box::pin(async move {
+                        let result = async {
+                            for chunk in unsubscribe.chunks(SUBSCRIBE_CHUNK) {
+                                sink.unsubscribe(chunk).await?;
+                            }
+                            for chunk in subscribe.chunks(SUBSCRIBE_CHUNK) {
+                                sink.subscribe(chunk).await?;
+                            }
+                            Ok(())
+                        }
+                        .await;
+                        (changes.version, result)
+                    }));
+                }
+                Event::Changed(version, Ok(())) => link.interest_applied(version),
+                Event::Changed(_, Err(error)) => {
+                    return Some(redis_error("subscribe", error));
+                }
                 Event::Message(None) => {
                     return Some(BackplaneError::link(
                         "Redis: the pub/sub connection was lost; reconnecting",
                     ))
+                }
+                Event::Message(Some(message))
+                    if is_control_channel(message.get_channel_name(), &control, &own) =>
+                {
+                    match envelope::decode_control(message.get_payload_bytes()) {
+                        Ok(control) => link.deliver_control(control),
+                        Err(error) => link.report(BackplaneError::Malformed(format!(
+                            "{error} (a control message on Redis channel `{}`)",
+                            message.get_channel_name()
+                        ))),
+                    }
                 }
                 Event::Message(Some(message)) => {
                     match envelope::decode(message.get_payload_bytes()) {

@@ -1,6 +1,7 @@
 //! The Redis backplane in process, against a real `redis-server`: text and binary relays
-//! between an async-std server and a smol server, a malformed relay reported and survived, and
-//! a shutdown that closes the Redis connections.
+//! between an async-std server and a smol server, routed by interest (an instance without
+//! subscribers to a topic receives none of its relays), a malformed relay reported and
+//! survived, a shutdown that closes the Redis connections, and one-channel routing.
 
 use anyws_conformance::redis_server::RedisServer;
 use anyws_core::{async_trait, BackplaneError, Hooks, Message, Peer, Server, ServerBuilder};
@@ -115,6 +116,10 @@ fn relays_between_async_std_and_smol() {
             .await
             .expect("connect");
         assert_eq!(next(&mut ws).await, WsMessage::text("ready"));
+        // Routed by interest: A's subscription to `t` must be in effect on Redis first.
+        a.backplane_synced().await;
+        assert_eq!(subscribers(&redis, "anyws:t:t"), 1, "A only");
+        assert_eq!(subscribers(&redis, "anyws:t:not-subscribed"), 0);
 
         // Binary and text, byte for byte, each exactly as published on B.
         let binary: Vec<u8> = (0..=255).collect();
@@ -125,8 +130,8 @@ fn relays_between_async_std_and_smol() {
         assert_eq!(next(&mut ws).await, WsMessage::text("héllo"));
 
         // A malformed relay on the channel is reported and skipped; relaying goes on.
-        redis_command(&redis, &[b"PUBLISH", b"anyws", b"\x01not an envelope"]);
-        redis_command(&redis, &[b"PUBLISH", b"anyws", b""]);
+        redis_command(&redis, &[b"PUBLISH", b"anyws:t:t", b"\x01not an envelope"]);
+        redis_command(&redis, &[b"PUBLISH", b"anyws:t:t", b""]);
         b.publish("t", "after garbage");
         assert_eq!(next(&mut ws).await, WsMessage::text("after garbage"));
         for _ in 0..2 {
@@ -139,25 +144,74 @@ fn relays_between_async_std_and_smol() {
         b.publish("t", "from b");
         assert_eq!(next(&mut ws).await, WsMessage::text("from a"));
         assert_eq!(next(&mut ws).await, WsMessage::text("from b"));
+        // B has no subscribers: it received none of A's relays (A's publish to `t`), while A
+        // received B's four.
+        assert_eq!(b.backplane_stats().relays_received, 0);
+        assert_eq!(a.backplane_stats().relays_received, 4);
         drop(ws);
+        // The peer is gone, so A's interest in `t` ends.
+        let deadline = Instant::now() + TIMEOUT;
+        while subscribers(&redis, "anyws:t:t") != 0 {
+            assert!(Instant::now() < deadline, "A unsubscribed from t");
+            a.backplane_synced().await;
+            tokio::task::yield_now().await;
+        }
     });
 
-    // Shutdown ends the backplane: its subscription goes away.
-    assert_eq!(subscribers(&redis, "anyws"), 2);
+    // Shutdown ends the backplane: its subscription (to the control channel) goes away.
+    assert_eq!(subscribers(&redis, "anyws:control"), 2);
     async_std::task::block_on(a.shutdown());
     assert!(!a.is_backplane_connected());
     wait_until("A's subscription gone", || {
-        subscribers(&redis, "anyws") == 1
+        subscribers(&redis, "anyws:control") == 1
     });
     smol::block_on(b.shutdown());
     wait_until("B's subscription gone", || {
-        subscribers(&redis, "anyws") == 0
+        subscribers(&redis, "anyws:control") == 0
     });
     assert!(a_errors.try_recv().is_err(), "no other error on A");
-    // B received the same two malformed relays, and nothing else went wrong.
+    // B never subscribed to `t`, so it saw neither malformed relay, and nothing went wrong.
     let b_errors: Vec<String> = b_errors.try_iter().collect();
-    assert_eq!(b_errors.len(), 2, "{b_errors:?}");
-    assert!(b_errors.iter().all(|e| e.starts_with("malformed: ")));
+    assert!(b_errors.is_empty(), "{b_errors:?}");
+}
+
+/// `Routing::OneChannel`: every instance receives every relay on one channel, subscribers or
+/// not; the control to the interest-routed test above.
+#[test]
+fn one_channel_reaches_every_instance() {
+    let redis = RedisServer::start();
+    let backplane = || {
+        RedisBackplane::new(&redis.url())
+            .expect("a valid URL")
+            .routing(anyws_redis::Routing::OneChannel)
+    };
+    let a = ServerBuilder::new(Subscriber)
+        .backplane(backplane())
+        .build(anyws_smol::runtime());
+    let b = ServerBuilder::new(Subscriber)
+        .backplane(backplane())
+        .build(anyws_smol::runtime());
+    smol::block_on(async {
+        a.backplane_connected().await;
+        b.backplane_connected().await;
+        // Already in effect: one channel needs no subscription per topic.
+        a.backplane_synced().await;
+    });
+    assert_eq!(subscribers(&redis, "anyws"), 2);
+    b.publish("nobody-here", "x");
+    b.publish("nobody-here", "y");
+    wait_until("A received B's relays", || {
+        a.backplane_stats().relays_received == 2
+    });
+    assert_eq!(
+        b.backplane_stats().relays_received,
+        0,
+        "its own are ignored"
+    );
+    smol::block_on(async {
+        a.shutdown().await;
+        b.shutdown().await;
+    });
 }
 
 #[test]

@@ -61,6 +61,8 @@
 //! - `redis`: scale-out, as `anyws::redis`: a Redis backplane that relays pub/sub between
 //!   server instances (`ServerBuilder::backplane(anyws::redis::RedisBackplane::new(url)?)`), on
 //!   every runtime above.
+//! - `redis-cluster`: scale-out through a Redis Cluster's sharded pub/sub, as
+//!   `anyws::redis::cluster::RedisClusterBackplane`; implies `redis`.
 //! - `hyper` (implied by each adapter): the runtime-free hyper glue, as `anyws::hyper`: `upgrade`
 //!   inside any hyper service, a tower `WebSocketLayer`, `serve` on any listener.
 //!

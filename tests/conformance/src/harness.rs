@@ -423,7 +423,7 @@ impl Routes {
 
     /// Answers a request with this method, URI and headers: a whole body, or an event stream
     /// (`/clock`) whose response carries the `text/event-stream` headers.
-    pub fn answer(
+    pub async fn answer(
         &self,
         method: &http::Method,
         uri: &http::Uri,
@@ -439,15 +439,19 @@ impl Routes {
         match &self.counts {
             Some(counts) if uri.path() == "/soak/hooks" => counts.response(&self.server),
             Some(_) if uri.path() == "/soak/trim" => apps::trim_heap(),
-            _ => apps::answer(&self.server, &self.clocks, method, uri, headers),
+            _ => apps::answer(&self.server, &self.clocks, method, uri, headers).await,
         }
     }
 
     /// [`Routes::answer`] as a hyper response, the event stream served with
     /// [`anyws_hyper::event_stream_response`].
-    pub fn answer_hyper<B>(&self, request: &http::Request<B>) -> http::Response<anyws_hyper::Body> {
+    pub async fn answer_hyper<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> http::Response<anyws_hyper::Body> {
         let (parts, body) = self
             .answer(request.method(), request.uri(), request.headers())
+            .await
             .into_parts();
         match body {
             apps::Body::Full(bytes) => http::Response::from_parts(
@@ -468,7 +472,8 @@ impl anyws_hyper::Fallback for Routes {
         &self,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> Pin<Box<dyn Future<Output = http::Response<anyws_hyper::Body>> + Send>> {
-        Box::pin(std::future::ready(self.answer_hyper(&request)))
+        let routes = self.clone();
+        Box::pin(async move { routes.answer_hyper(&request).await })
     }
 }
 

@@ -15,12 +15,19 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// More `redis-server` arguments, such as the cluster mode's.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free loopback port; returns once it answers `PING`. Panics
     /// with instructions when `redis-server` is not installed (`scripts/test.sh` installs it).
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with more `redis-server` arguments (kept across restarts).
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -31,6 +38,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
         };
         server.restart();
         server
@@ -66,6 +74,7 @@ impl RedisServer {
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(Stdio::null())
@@ -104,8 +113,155 @@ impl RedisServer {
             && &reply == b"+PONG\r\n"
     }
 
+    /// Runs `redis-cli -p PORT ARGS...` against this server; returns its standard output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run redis-cli ({error})"));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Whether it runs now (not [`stop`](Self::stop)ped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+}
+
+/// A real Redis Cluster of `redis-server` nodes, masters only, each on a free loopback port in
+/// a temporary directory; made with `redis-cli --cluster create`. It runs with
+/// `cluster-require-full-coverage no`, so the other nodes go on serving while one is down, and
+/// a node timeout of 1 s. Dropping it kills every node.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `count` nodes (at least 3) and makes a cluster of them; returns once every node
+    /// reports `cluster_state:ok`.
+    pub fn start(count: usize) -> Self {
+        let cluster_args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+        ];
+        let nodes: Vec<RedisServer> = (0..count)
+            .map(|_| RedisServer::start_with(&cluster_args))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run redis-cli ({error})"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// `redis://127.0.0.1:PORT` of each node, comma-separated (the fixture's
+    /// `--redis-cluster`).
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(RedisServer::url).collect();
+        urls.join(",")
+    }
+
+    /// The nodes, in the order they were created.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Kills node `index`, as a crash would; its slots are down until it is back.
+    pub fn stop(&mut self, index: usize) {
+        self.nodes[index].stop();
+    }
+
+    /// Starts node `index` again on its port, with its cluster state, and waits until every
+    /// node reports `cluster_state:ok` and knows it is up again.
+    pub fn restart(&mut self, index: usize) {
+        self.nodes[index].restart();
+        self.wait_ok();
+    }
+
+    /// The node that serves the slot of `key`: its index in [`nodes`](Self::nodes).
+    pub fn node_of(&self, key: &str) -> usize {
+        let running = self
+            .nodes
+            .iter()
+            .find(|node| node.is_running())
+            .expect("a running node");
+        let slot: u16 = running
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
+        // `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges>...`
+        for line in running.cli(&["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(port) = fields
+                .get(1)
+                .and_then(|addr| addr.split(['@', ':']).nth(1))
+                .and_then(|port| port.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let serves = fields.iter().skip(8).any(|range| {
+                let (first, last) = range.split_once('-').unwrap_or((range, range));
+                match (first.parse::<u16>(), last.parse::<u16>()) {
+                    (Ok(first), Ok(last)) => (first..=last).contains(&slot),
+                    _ => false,
+                }
+            });
+            if serves {
+                if let Some(index) = self.nodes.iter().position(|n| n.port() == port) {
+                    return index;
+                }
+            }
+        }
+        panic!("no node serves slot {slot} of `{key}`")
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and sees no node failing.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.is_running()).all(|node| {
+                node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                    && !node.cli(&["CLUSTER", "NODES"]).contains("fail")
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster was not ok within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

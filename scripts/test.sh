@@ -22,12 +22,12 @@ step "clippy";  cargo clippy --workspace --all-targets --all-features -- -D warn
 step "docs";    RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features -q
 step "each feature alone"
 cargo check -q -p anyws --no-default-features
-for feature in tokio smol async-std axum actix hyper redis redis-cluster metrics admin; do
+for feature in tokio smol async-std axum actix hyper redis redis-cluster metrics admin tls "smol tls" "async-std tls"; do
   cargo check -q -p anyws --no-default-features --features "$feature"
 done
 cargo check -q -p anyws --all-features
 # The smol and async-std builds must not pull in a tokio runtime (hyper's tokio "sync" is fine).
-for feature in smol async-std "smol redis" "async-std redis" "smol redis-cluster" "async-std redis-cluster" "smol metrics admin" "async-std metrics admin"; do
+for feature in smol async-std "smol redis" "async-std redis" "smol redis-cluster" "async-std redis-cluster" "smol metrics admin" "async-std metrics admin" "smol tls" "async-std tls"; do
   if cargo tree -p anyws --no-default-features --features "$feature" -e features,normal,build -i tokio 2>/dev/null \
       | grep -E 'tokio feature "(rt|rt-multi-thread|net|time|io-util)"'; then
     echo "the $feature build pulls in tokio runtime features" >&2

@@ -133,13 +133,85 @@ pub struct AsyncStdListener(pub TcpListener);
 
 impl anyws_hyper::Listener for AsyncStdListener {
     type Io = ReadyStream;
+    type Connecting = std::future::Ready<std::io::Result<Self::Io>>;
 
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
-        let (stream, remote) = self.0.accept().await?;
-        let _ = stream.set_nodelay(true);
-        // async-std keeps its `async_io::Async` to itself: take the socket back out of it (the
-        // only handle, just accepted) and register it anew.
-        let stream = std::net::TcpStream::try_from(stream)?;
-        Ok((ReadyStream::try_from(stream)?, remote))
+    async fn accept(&mut self) -> std::io::Result<(Self::Connecting, SocketAddr)> {
+        let (stream, remote) = accept(&self.0).await?;
+        Ok((std::future::ready(Ok(stream)), remote))
+    }
+}
+
+/// Accepts a connection on `listener`, with `TCP_NODELAY`, as a [`ReadyStream`].
+async fn accept(listener: &TcpListener) -> std::io::Result<(ReadyStream, SocketAddr)> {
+    let (stream, remote) = listener.accept().await?;
+    let _ = stream.set_nodelay(true);
+    // async-std keeps its `async_io::Async` to itself: take the socket back out of it (the only
+    // handle, just accepted) and register it anew.
+    let stream = std::net::TcpStream::try_from(stream)?;
+    Ok((ReadyStream::try_from(stream)?, remote))
+}
+
+/// [`anyws_hyper::Serve`] on an async-std TLS listener, as [`serve_tls`] returns it.
+#[cfg(feature = "tls")]
+pub type ServeTls<F = NotFound> = anyws_hyper::Serve<AsyncStdTlsListener, F>;
+
+/// [`serve`] over TLS: `wss://` and `https://` with `tls`, a rustls configuration (see
+/// [`anyws_hyper::tls::load_pem`] and [`anyws_hyper::tls::server_config`], whose certificates
+/// can be replaced while running). Each connection's TLS handshake runs in its own task and
+/// must finish, with the request head, within the server's
+/// [`handshake_timeout`](anyws_core::Limits::handshake_timeout).
+#[cfg(feature = "tls")]
+pub fn serve_tls(
+    listener: TcpListener,
+    tls: impl Into<Arc<anyws_hyper::tls::rustls::ServerConfig>>,
+    server: Server,
+) -> ServeTls {
+    anyws_hyper::serve(AsyncStdTlsListener::new(listener, tls), server)
+}
+
+/// An async-std TCP listener whose connections speak TLS (`futures-rustls`), as an
+/// [`anyws_hyper::Listener`]; accepted sockets get `TCP_NODELAY` and are read through a
+/// [`ReadyStream`].
+#[cfg(feature = "tls")]
+pub struct AsyncStdTlsListener {
+    listener: TcpListener,
+    acceptor: futures_rustls::TlsAcceptor,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for AsyncStdTlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncStdTlsListener")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl AsyncStdTlsListener {
+    /// Accepts TLS connections on `listener` with the configuration `tls`.
+    pub fn new(
+        listener: TcpListener,
+        tls: impl Into<Arc<anyws_hyper::tls::rustls::ServerConfig>>,
+    ) -> Self {
+        Self {
+            listener,
+            acceptor: futures_rustls::TlsAcceptor::from(tls.into()),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl anyws_hyper::Listener for AsyncStdTlsListener {
+    type Io = anyws_hyper::FuturesIo<futures_rustls::server::TlsStream<ReadyStream>>;
+    type Connecting = anyws_smol::TlsConnecting;
+    const SECURE: bool = true;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Connecting, SocketAddr)> {
+        let (stream, remote) = accept(&self.listener).await?;
+        Ok((
+            anyws_smol::TlsConnecting::new(&self.acceptor, stream),
+            remote,
+        ))
     }
 }

@@ -38,6 +38,8 @@
 //! - [`serve`] accepts connections on a smol [`TcpListener`], upgrades WebSocket requests and
 //!   hands every other request to a [fallback](anyws_hyper::Serve::fallback). It shuts down
 //!   gracefully on a signal or on [`Server::shutdown`].
+//! - `serve_tls` (feature `tls`) does the same over TLS (`wss://`), with `futures-rustls` and
+//!   a rustls configuration from [`anyws_hyper::tls`].
 //! - [`upgrade`] handles one hyper request inside any hyper service running on smol.
 //! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
 //!   server-sent events, from a fallback or any hyper service.
@@ -70,8 +72,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use stream::ReadyStream;
+#[cfg(feature = "tls")]
+pub use tls::{serve_tls, ServeTls, SmolTlsListener, TlsConnecting};
 
 pub use anyws_hyper::{
     event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,
@@ -151,10 +157,11 @@ pub struct SmolListener(pub TcpListener);
 
 impl anyws_hyper::Listener for SmolListener {
     type Io = ReadyStream;
+    type Connecting = std::future::Ready<std::io::Result<Self::Io>>;
 
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+    async fn accept(&mut self) -> std::io::Result<(Self::Connecting, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((ReadyStream::from(stream), remote))
+        Ok((std::future::ready(Ok(ReadyStream::from(stream))), remote))
     }
 }

@@ -37,6 +37,8 @@
 //! - [`serve`] accepts connections on a listener, upgrades WebSocket requests and hands every
 //!   other request to a [fallback](Serve::fallback). It shuts down gracefully on a signal or on
 //!   [`Server::shutdown`].
+//! - `serve_tls` (feature `tls`) does the same over TLS (`wss://`), with `tokio-rustls` and a
+//!   rustls configuration from [`anyws_hyper::tls`].
 //! - [`upgrade`] handles one hyper request inside any hyper service: it answers the handshake and
 //!   runs the peer on the upgraded connection, or gives the request back when it is not a
 //!   WebSocket upgrade.
@@ -75,6 +77,11 @@ pub async fn serve_connection<F: Fallback>(stream: TcpStream, server: Server, fa
 }
 pub use runtime::{runtime, TokioRuntime};
 
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub use tls::{serve_tls, ServeTls, TlsConnecting, TokioTlsListener};
+
 use anyws_core::{Hooks, Server, ServerBuilder};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -111,11 +118,12 @@ pub struct TokioListener(pub TcpListener);
 
 impl anyws_hyper::Listener for TokioListener {
     type Io = TokioIo<TcpStream>;
+    type Connecting = std::future::Ready<std::io::Result<Self::Io>>;
 
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+    async fn accept(&mut self) -> std::io::Result<(Self::Connecting, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((TokioIo::new(stream), remote))
+        Ok((std::future::ready(Ok(TokioIo::new(stream))), remote))
     }
 }
 

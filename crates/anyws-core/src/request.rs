@@ -4,6 +4,7 @@ use bytes::Bytes;
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
+use http::uri::Scheme;
 use http::{Extensions, Method, Uri, Version};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -53,12 +54,14 @@ impl Request {
     /// keep alive.
     pub fn new(mut parts: Parts, remote_addr: Option<SocketAddr>) -> Self {
         compact(&mut parts);
+        let url = build_url(&parts).into_boxed_str();
+        // The scheme mark of a TLS connection's glue is in the URL now.
+        parts.extensions.remove::<Scheme>();
         if parts.extensions.is_empty() {
             // An HTTP layer may have stored and taken back values (hyper's upgrade handle): an
             // empty map can still hold its table, for as long as the peer lives.
             parts.extensions = Extensions::new();
         }
-        let url = build_url(&parts).into_boxed_str();
         Self {
             head: Head::Parts(Box::new(parts)),
             remote_addr,
@@ -194,7 +197,7 @@ impl Request {
         form_urlencoded::parse(self.query().unwrap_or("").as_bytes())
     }
 
-    /// The full URL: `http://` + `Host` header + path and query.
+    /// The full URL: `http://` (`https://` over TLS) + `Host` header + path and query.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -353,8 +356,12 @@ fn build_url(parts: &Parts) -> String {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut url = String::with_capacity(7 + host.len() + path.len());
-    url.push_str("http://");
+    // HTTP/2 requests carry their scheme; a TLS connection's glue marks its HTTP/1.1 requests.
+    let secure = parts.uri.scheme() == Some(&Scheme::HTTPS)
+        || parts.extensions.get::<Scheme>() == Some(&Scheme::HTTPS);
+    let scheme = if secure { "https://" } else { "http://" };
+    let mut url = String::with_capacity(scheme.len() + host.len() + path.len());
+    url.push_str(scheme);
     url.push_str(&host);
     if !path.starts_with('/') {
         url.push('/');
@@ -388,6 +395,13 @@ mod tests {
         assert_eq!(r.path(), "/room");
         assert_eq!(r.query(), Some("x=1"));
         assert_eq!(request("/", None).url(), "http://localhost/");
+        let (mut parts, ()) = http::Request::get("/a")
+            .header(HOST, "h")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts.extensions.insert(Scheme::HTTPS);
+        assert_eq!(Request::new(parts, None).url(), "https://h/a");
     }
 
     #[test]

@@ -27,10 +27,15 @@
 //!
 //! impl Listener for MyListener {
 //!     type Io = FuturesIo<futures_util::io::Cursor<Vec<u8>>>;
+//!     // Plain TCP is ready as accepted; a TLS listener does its handshake here.
+//!     type Connecting = std::future::Ready<std::io::Result<Self::Io>>;
 //!
-//!     async fn accept(&mut self) -> std::io::Result<(Self::Io, SocketAddr)> {
+//!     async fn accept(&mut self) -> std::io::Result<(Self::Connecting, SocketAddr)> {
 //!         match self.0.pop() {
-//!             Some((bytes, addr)) => Ok((FuturesIo::new(futures_util::io::Cursor::new(bytes)), addr)),
+//!             Some((bytes, addr)) => {
+//!                 let io = FuturesIo::new(futures_util::io::Cursor::new(bytes));
+//!                 Ok((std::future::ready(Ok(io)), addr))
+//!             }
 //!             None => std::future::pending().await,
 //!         }
 //!     }
@@ -47,10 +52,12 @@ mod serve;
 mod service;
 mod sse;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod tower;
 
 pub use io::{FuturesIo, HyperIo};
-pub use serve::{serve, serve_connection, Listener, Serve};
+pub use serve::{serve, serve_connection, serve_secure_connection, Listener, Serve};
 pub use service::{is_anyws_request, not_found, upgrade, Body, BoxError, Fallback, NotFound};
 pub use sse::{event_stream_body, event_stream_response};
 pub use timer::RuntimeTimer;

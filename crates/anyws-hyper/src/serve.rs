@@ -17,13 +17,25 @@ use crate::service::{handle, ConnectionCut, Fallback, NotFound};
 use crate::timer::sleep_until;
 use crate::RuntimeTimer;
 
-/// A source of connections for [`serve`]: each runtime adapter wraps its TCP listener in one.
+/// A source of connections for [`serve`]: each runtime adapter wraps its TCP listener in one,
+/// and its TLS listener.
 pub trait Listener: Send + 'static {
     /// A connection, as hyper reads and writes it.
     type Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
 
+    /// An accepted connection on its way to being ready: at once for plain TCP, after the TLS
+    /// handshake for TLS. It runs in the connection's own task, within the server's
+    /// [`handshake_timeout`](anyws_core::Limits::handshake_timeout), so a client that stalls
+    /// there holds up nobody else.
+    type Connecting: Future<Output = io::Result<Self::Io>> + Send + 'static;
+
+    /// Whether the connections are encrypted: requests on them read as `https://` (and peers'
+    /// URLs as `wss://`), through [`http::uri::Scheme::HTTPS`] in the request's extensions.
+    const SECURE: bool = false;
+
     /// Accepts the next connection and the client's address.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+    fn accept(&mut self)
+        -> impl Future<Output = io::Result<(Self::Connecting, SocketAddr)>> + Send;
 }
 
 /// Serves `server` on `listener`: WebSocket upgrades go to the server's hooks and every other
@@ -100,7 +112,7 @@ impl<L: Listener, F: Fallback> Serve<L, F> {
                     Either::Right(_) => break,
                 }
             };
-            let (io, remote) = match accepted {
+            let (connecting, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) if is_per_connection(&error) => continue,
                 Err(error) => {
@@ -110,11 +122,12 @@ impl<L: Listener, F: Fallback> Serve<L, F> {
                     continue;
                 }
             };
-            runtime.spawn(Box::pin(serve_connection(
-                io,
+            runtime.spawn(Box::pin(connect(
+                connecting,
                 remote,
                 server.clone(),
                 fallback.clone(),
+                L::SECURE,
             )));
         }
         drop(listener);
@@ -132,6 +145,35 @@ impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
     }
 }
 
+/// Waits for an accepted connection to be ready (its TLS handshake), within the handshake
+/// timeout, then serves it.
+async fn connect<C, I, F>(
+    connecting: C,
+    remote: SocketAddr,
+    server: Server,
+    fallback: F,
+    secure: bool,
+) where
+    C: Future<Output = io::Result<I>> + Send,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fallback,
+{
+    let runtime = server.runtime().clone();
+    let deadline = runtime.now() + server.limits().handshake_timeout;
+    let io = match select(pin!(connecting), pin!(sleep_until(&*runtime, deadline))).await {
+        Either::Left((Ok(io), _)) => io,
+        Either::Left((Err(error), _)) => {
+            tracing::debug!(target: "anyws", %error, %remote, "connection handshake failed");
+            return;
+        }
+        Either::Right(_) => {
+            tracing::debug!(target: "anyws", %remote, "connection handshake timed out");
+            return;
+        }
+    };
+    run_connection(io, remote, server, fallback, secure).await;
+}
+
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
 /// every other request to `fallback`, with the server's handshake timeout on the request head.
 /// hyper answers `431` to a head (request line and headers, counted as received) larger than
@@ -141,6 +183,24 @@ impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
 /// it ended while its client had stopped reading the stream (the connection is dropped), or
 /// soon after [`Server::shutdown`] begins.
 pub async fn serve_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fallback,
+{
+    run_connection(io, remote, server, fallback, false).await;
+}
+
+/// [`serve_connection`] for a connection the application accepted and decrypted itself (TLS):
+/// its requests read as `https://` and its peers' URLs as `wss://`.
+pub async fn serve_secure_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fallback,
+{
+    run_connection(io, remote, server, fallback, true).await;
+}
+
+async fn run_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F, secure: bool)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     F: Fallback,
@@ -157,7 +217,13 @@ where
         let server = for_service.clone();
         let fallback = fallback.clone();
         let cut = for_requests.clone();
-        async move { Ok::<_, Infallible>(handle(server, fallback, remote, request, &cut).await) }
+        async move {
+            let mut request = request;
+            if secure {
+                request.extensions_mut().insert(http::uri::Scheme::HTTPS);
+            }
+            Ok::<_, Infallible>(handle(server, fallback, remote, request, &cut).await)
+        }
     });
     let mut connection = pin!(http.serve_connection(io, service).with_upgrades());
     let shutdown = pin!(server.shutdown_started());

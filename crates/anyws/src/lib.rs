@@ -137,3 +137,11 @@ pub mod redis {
 pub mod hyper {
     pub use anyws_hyper::*;
 }
+
+/// TLS for the `serve_tls` functions of the runtime adapters: a rustls configuration from PEM
+/// files ([`load_pem`](anyws_hyper::tls::load_pem)), with [`Certificates`](anyws_hyper::tls::Certificates)
+/// that can be replaced while running.
+#[cfg(feature = "tls")]
+pub mod tls {
+    pub use anyws_hyper::tls::*;
+}

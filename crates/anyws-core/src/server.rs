@@ -430,8 +430,10 @@ impl Server {
     /// resolver, and runs the `upgrade` hook.
     ///
     /// This is the entry point for adapters. Call it for requests where
-    /// [`is_websocket_upgrade`](crate::is_websocket_upgrade) is true, send the response, and if it
-    /// carries a [`PendingPeer`], run it on the upgraded connection. A head larger than
+    /// [`is_websocket_upgrade`](crate::is_websocket_upgrade) is true, or for an HTTP/2 extended
+    /// `CONNECT` whose `:protocol` is `websocket` (RFC 8441; the answer is then `200` rather than
+    /// `101`), send the response, and if it carries a [`PendingPeer`], run it on the upgraded
+    /// connection or stream. A head larger than
     /// [`Limits::max_request_head_bytes`] gets `431`; a broken handshake (HTTP/1.0, an HTTP/1.1
     /// request without `Host`, a missing or wrong WebSocket header) a 4xx response, an unresolved
     /// path `404`; the checks of [`Server::admit`] (shutting down, origin, connection limits)
@@ -468,14 +470,19 @@ impl Server {
             return Handshake::internal_error();
         };
         let mut response = Response::new(Bytes::new());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        // Over HTTP/2 (RFC 8441) a `200` opens the stream, with no connection headers.
+        if accept_key.is_some() {
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        }
         let headers = response.headers_mut();
-        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        match HeaderValue::try_from(accept_key) {
-            Ok(v) => headers.insert(SEC_WEBSOCKET_ACCEPT, v),
-            Err(_) => return Handshake::internal_error(),
-        };
+        if let Some(accept_key) = accept_key {
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            match HeaderValue::try_from(accept_key) {
+                Ok(v) => headers.insert(SEC_WEBSOCKET_ACCEPT, v),
+                Err(_) => return Handshake::internal_error(),
+            };
+        }
         if let Some(protocol) = &accept.protocol {
             let offered = request.protocols().any(|p| p == protocol);
             match HeaderValue::try_from(protocol.as_str()) {

@@ -278,21 +278,39 @@ pub(crate) fn head_size(request: &Request) -> usize {
 }
 
 /// Checks a WebSocket upgrade request as RFC 6455 section 4.2.1 asks, returning the
-/// `Sec-WebSocket-Accept` value, or the 4xx response a broken handshake gets.
+/// `Sec-WebSocket-Accept` value (`None` for an HTTP/2 extended `CONNECT`, which has none), or
+/// the 4xx response a broken handshake gets.
 ///
 /// An upgrade over HTTP/1.0 gets `400`: `505` would say the major version is not supported,
 /// and `426` would need an `Upgrade` the client could follow on this connection, while an
-/// HTTP/1.0 server must ignore `Upgrade` altogether (RFC 9110 section 7.8).
+/// HTTP/1.0 server must ignore `Upgrade` altogether (RFC 9110 section 7.8). Over HTTP/2 the
+/// request is an extended `CONNECT` (RFC 8441) whose `:protocol` the HTTP layer has checked;
+/// it needs `Sec-WebSocket-Version: 13` and no key.
 pub(crate) fn check_handshake(
     method: &Method,
     version: Version,
     headers: &HeaderMap,
-) -> Result<String, Box<Response<Bytes>>> {
+) -> Result<Option<String>, Box<Response<Bytes>>> {
     if version < Version::HTTP_11 {
         return Err(refusal(
             StatusCode::BAD_REQUEST,
             "WebSocket upgrades need HTTP/1.1 or later",
         ));
+    }
+    if version >= Version::HTTP_2 {
+        if method != Method::CONNECT {
+            return Err(refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "WebSocket streams over HTTP/2 use an extended CONNECT",
+            ));
+        }
+        if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+            return Err(refusal(
+                StatusCode::BAD_REQUEST,
+                "unsupported Sec-WebSocket-Version; this server speaks 13",
+            ));
+        }
+        return Ok(None);
     }
     if method != Method::GET {
         return Err(refusal(
@@ -328,7 +346,9 @@ pub(crate) fn check_handshake(
             ))
         }
     };
-    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+    Ok(Some(tungstenite::handshake::derive_accept_key(
+        key.as_bytes(),
+    )))
 }
 
 /// A key is the base64 encoding of 16 bytes: 22 base64 characters and `==`.
@@ -362,7 +382,7 @@ mod tests {
     #[test]
     fn accepts_rfc_example() {
         let accept = check_handshake(&Method::GET, Version::HTTP_11, &headers(GOOD)).unwrap();
-        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(accept.as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
         assert!(is_websocket_upgrade(&headers(GOOD)));
         assert!(!is_websocket_upgrade(&headers(&[("upgrade", "h2c")])));
     }
@@ -399,7 +419,18 @@ mod tests {
         assert_eq!(status(Version::HTTP_09), Some(StatusCode::BAD_REQUEST));
         assert_eq!(status(Version::HTTP_10), Some(StatusCode::BAD_REQUEST));
         assert_eq!(status(Version::HTTP_11), None);
-        assert_eq!(status(Version::HTTP_2), None);
+        // Over HTTP/2, an extended CONNECT with version 13 and no key (RFC 8441).
+        assert_eq!(
+            status(Version::HTTP_2),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let h2 = |list: &[(&'static str, &'static str)]| {
+            check_handshake(&Method::CONNECT, Version::HTTP_2, &headers(list))
+        };
+        assert_eq!(h2(&[("sec-websocket-version", "13")]).unwrap(), None);
+        let refused = h2(&[]).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(h2(&[("sec-websocket-version", "8")]).is_err());
     }
 
     fn request(version: Version, list: &[(&'static str, &'static str)]) -> Request {

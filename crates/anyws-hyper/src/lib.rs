@@ -58,7 +58,9 @@ mod tower;
 
 pub use io::{FuturesIo, HyperIo};
 pub use serve::{serve, serve_connection, serve_secure_connection, Listener, Serve};
-pub use service::{is_anyws_request, not_found, upgrade, Body, BoxError, Fallback, NotFound};
+pub use service::{
+    is_anyws_request, is_websocket_connect, not_found, upgrade, Body, BoxError, Fallback, NotFound,
+};
 pub use sse::{event_stream_body, event_stream_response};
 pub use timer::RuntimeTimer;
 pub use tower::{RemoteAddr, WebSocketLayer, WebSocketService};

@@ -2,7 +2,7 @@
 
 use anyws_core::Server;
 use futures_util::future::{select, Either};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use std::convert::Infallible;
 use std::fmt;
@@ -13,6 +13,7 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::io::Prefixed;
 use crate::service::{handle, ConnectionCut, Fallback, NotFound};
 use crate::timer::sleep_until;
 use crate::RuntimeTimer;
@@ -206,10 +207,19 @@ where
     F: Fallback,
 {
     let runtime = server.runtime().clone();
-    let mut http = http1::Builder::new();
-    http.timer(RuntimeTimer(runtime.clone()))
-        .header_read_timeout(server.limits().handshake_timeout);
-    limit_head(&mut http, server.limits().max_request_head_bytes);
+    // HTTP/2 by its connection preface (prior knowledge in cleartext; what a client that
+    // negotiated `h2` over TLS sends first), HTTP/1.1 otherwise. A client that sends nothing
+    // gets the handshake timeout.
+    let deadline = runtime.now() + server.limits().handshake_timeout;
+    let (io, http2) = match select(
+        pin!(Prefixed::sniff(io)),
+        pin!(sleep_until(&*runtime, deadline)),
+    )
+    .await
+    {
+        Either::Left((Ok(sniffed), _)) => sniffed,
+        Either::Left((Err(_), _)) | Either::Right(_) => return,
+    };
     let for_service = server.clone();
     let cut = Arc::new(ConnectionCut::default());
     let for_requests = cut.clone();
@@ -225,17 +235,88 @@ where
             Ok::<_, Infallible>(handle(server, fallback, remote, request, &cut).await)
         }
     });
-    let mut connection = pin!(http.serve_connection(io, service).with_upgrades());
+    if http2 {
+        let mut http = http2::Builder::new(RuntimeExecutor(runtime.clone()));
+        http.timer(RuntimeTimer(runtime.clone()))
+            .enable_connect_protocol()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(
+                u32::try_from(server.limits().max_request_head_bytes).unwrap_or(u32::MAX),
+            );
+        let connection = pin!(http.serve_connection(io, service));
+        // Each stream's response is its own; a stalled SSE stream is held back by HTTP/2's flow
+        // control rather than by the connection, so the connection is never cut for one.
+        drive(connection, &server, None).await;
+    } else {
+        let mut http = http1::Builder::new();
+        http.timer(RuntimeTimer(runtime.clone()))
+            .header_read_timeout(server.limits().handshake_timeout);
+        limit_head(&mut http, server.limits().max_request_head_bytes);
+        let connection = pin!(http.serve_connection(io, service).with_upgrades());
+        drive(connection, &server, Some((&cut, remote))).await;
+    }
+}
+
+/// The most streams at once on one HTTP/2 connection (its `SETTINGS_MAX_CONCURRENT_STREAMS`):
+/// WebSocket streams and requests alike. Each WebSocket stream is a peer and counts against
+/// the connection limits as one.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// A served connection, HTTP/1.1 or HTTP/2: both shut down gracefully (HTTP/2 with a `GOAWAY`).
+trait Connection: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Connection for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S> Connection for hyper::server::conn::http2::Connection<I, S, RuntimeExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    RuntimeExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Runs `connection` until it ends, an SSE peer on it is cut off (`cut`, HTTP/1.1 only), or
+/// the server shuts down: then it finishes what is in flight and closes, within the close
+/// timeout.
+async fn drive<C: Connection>(
+    mut connection: Pin<&mut C>,
+    server: &Server,
+    cut: Option<(&Arc<ConnectionCut>, SocketAddr)>,
+) {
+    let runtime = server.runtime().clone();
     let shutdown = pin!(server.shutdown_started());
     // An SSE peer whose client stopped reading has ended: its response can never finish, so the
     // connection goes too.
-    let cut_off = pin!(cut.fired());
+    let cut_off = pin!(async {
+        match cut {
+            Some((cut, _)) => cut.fired().await,
+            None => std::future::pending().await,
+        }
+    });
     match select(connection.as_mut(), select(shutdown, cut_off)).await {
         Either::Left((Err(error), _)) if error.is_parse_too_large() => {
             // hyper answered `431` itself, before any upgrade could be looked at.
             server.record_refusal(
                 hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                Some(remote),
+                cut.map(|(_, remote)| remote),
             );
             return;
         }
@@ -246,6 +327,19 @@ where
     connection.as_mut().graceful_shutdown();
     let deadline = runtime.now() + server.limits().close_timeout;
     let _ = select(connection, pin!(sleep_until(&*runtime, deadline))).await;
+}
+
+/// hyper's executor on the core's runtime seam: HTTP/2 runs each stream's work as a task.
+#[derive(Clone)]
+pub(crate) struct RuntimeExecutor(Arc<dyn anyws_core::Runtime>);
+
+impl<F> hyper::rt::Executor<F> for RuntimeExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(Box::pin(future));
+    }
 }
 
 /// hyper's default read buffer limit (8 KiB + 400 KiB), which also caps the request head.

@@ -125,9 +125,23 @@ impl ConnectionCut {
 
 /// Whether `upgrade` takes a request with this method and these headers: a WebSocket upgrade,
 /// or a request of the SSE transport when `server` has it on.
+///
+/// An HTTP/2 WebSocket stream (an extended `CONNECT`, RFC 8441) is told by its `:protocol`,
+/// which only the whole request carries: see [`is_websocket_connect`].
 pub fn is_anyws_request(server: &Server, method: &http::Method, headers: &http::HeaderMap) -> bool {
     is_websocket_upgrade(headers)
         || (server.sse_enabled() && sse_request_kind(method, headers).is_some())
+}
+
+/// Whether `request` opens a WebSocket over HTTP/2: an extended `CONNECT` whose `:protocol`
+/// is `websocket` (RFC 8441). hyper accepts those once `enable_connect_protocol` is set on its
+/// HTTP/2 builder, as [`serve`](crate::serve) does.
+pub fn is_websocket_connect<B>(request: &hyper::Request<B>) -> bool {
+    request.method() == http::Method::CONNECT
+        && request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// Handles one request inside any hyper service: a WebSocket upgrade, or, when the server has
@@ -181,7 +195,7 @@ async fn serve_request<B>(
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
 {
-    if !is_websocket_upgrade(request.headers()) {
+    if !is_websocket_upgrade(request.headers()) && !is_websocket_connect(&request) {
         if server.sse_enabled() && sse_request_kind(request.method(), request.headers()).is_some() {
             return sse(server, request, remote_addr, cut).await;
         }

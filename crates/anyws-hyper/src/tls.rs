@@ -125,14 +125,15 @@ impl ResolvesServerCert for Certificates {
 }
 
 /// A rustls server configuration for `certificates`: the `ring` provider with its default
-/// protocol versions (TLS 1.2 and 1.3) and cipher suites, no client authentication, and ALPN `http/1.1`.
+/// protocol versions (TLS 1.2 and 1.3) and cipher suites, no client authentication, and ALPN
+/// `h2` (preferred) and `http/1.1`: the serving functions speak both.
 pub fn server_config(certificates: Arc<Certificates>) -> ServerConfig {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring's provider supports the default protocol versions")
         .with_no_client_auth()
         .with_cert_resolver(certificates);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config
 }
 
@@ -211,7 +212,10 @@ mod tests {
         let certificates = Certificates::from_pem_files(&cert, &key).unwrap();
         let first = certificates.current();
         let config = server_config(certificates.clone());
-        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         let (cert2, key2) = files(&temp_dir("load2"));
         certificates.reload_pem_files(&cert2, &key2).unwrap();
         assert_ne!(first.cert, certificates.current().cert);

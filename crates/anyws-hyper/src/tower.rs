@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{is_anyws_request, Body};
+use crate::{is_anyws_request, is_websocket_connect, Body};
 
 /// Wraps a service so that WebSocket upgrades, on any path, go to an anyws [`Server`] (and the
 /// SSE transport's requests too, when the server has it on) and every other request goes on to
@@ -72,7 +72,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if !is_anyws_request(&self.server, request.method(), request.headers()) {
+        if !is_anyws_request(&self.server, request.method(), request.headers())
+            && !is_websocket_connect(&request)
+        {
             let future = self.inner.call(request);
             return Box::pin(async move { Ok(future.await?.map(Either::Right)) });
         }

@@ -70,6 +70,10 @@ use tower_service::Service;
 
 /// An axum extractor for a WebSocket upgrade request; [`WebSocketUpgrade::on`] hands it to an
 /// anyws server. Requests that are not upgrades are refused with `426 Upgrade Required`.
+///
+/// Over HTTP/2 a WebSocket opens with an extended `CONNECT` (RFC 8441), which the extractor
+/// takes as well: route it with `axum::routing::any` rather than `get`, and serve with HTTP/2's
+/// extended CONNECT enabled (axum's `serve` does).
 #[derive(Debug)]
 pub struct WebSocketUpgrade {
     request: Request,
@@ -79,7 +83,7 @@ impl<S: Send + Sync> FromRequest<S> for WebSocketUpgrade {
     type Rejection = Response;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        if is_websocket_upgrade(request.headers()) {
+        if is_websocket_upgrade(request.headers()) || anyws_hyper::is_websocket_connect(&request) {
             Ok(Self { request })
         } else {
             Err((StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade").into_response())

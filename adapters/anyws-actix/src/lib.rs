@@ -39,6 +39,13 @@
 //! the two: the payload for reading, the response body for writing (bounded, so a slow client
 //! pushes back). The peer's task runs on the actix worker that accepted the connection.
 //!
+//! # TLS and HTTP/2
+//!
+//! actix-web serves TLS itself (`HttpServer::bind_rustls_0_23` with its `rustls-0_23` feature);
+//! requests on such a listener read as `https://` and peers as `wss://`. actix-web has no
+//! extended `CONNECT` (RFC 8441), so WebSockets there run over HTTP/1.1 only; a browser on an
+//! HTTP/2 connection to the same origin opens a separate HTTP/1.1 connection for them.
+//!
 //! # Runtime
 //!
 //! [`ActixRuntime`] implements the core's [`Runtime`] with `actix_rt::spawn`
@@ -251,7 +258,12 @@ fn parts(request: &HttpRequest) -> Option<http::request::Parts> {
     for (name, value) in request.headers() {
         builder = builder.header(name.as_str(), value.as_bytes());
     }
-    builder.body(()).ok().map(|r| r.into_parts().0)
+    let mut parts = builder.body(()).ok()?.into_parts().0;
+    if request.app_config().secure() {
+        // Served over TLS (actix-web's `bind_rustls_0_23` and the like): the URL reads `https://`.
+        parts.extensions.insert(http::uri::Scheme::HTTPS);
+    }
+    Some(parts)
 }
 
 /// An actix (`http` 0.2) version as an `http` 1.x one.

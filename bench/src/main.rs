@@ -86,6 +86,8 @@
 //! (Start the server as a simple command, as here, so that `$!` is its own pid: `taskset`
 //! execs it, but `cd dir && server &` would background a subshell instead.)
 
+mod deflate;
+
 use futures_util::{SinkExt, StreamExt};
 use std::process::ExitCode;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -100,12 +102,14 @@ const USAGE: &str = "\
 usage: anyws-bench control-server --port P [--app echo|chatroom] [--small-buffers]
        anyws-bench idle --url ws://127.0.0.1:P/ --connections N --server-pid PID
                         [--concurrency C] [--timeout-secs S] [--settle-ms MS]
+                        [--deflate [--size BYTES]]
        anyws-bench chat --url ws://127.0.0.1:P/ --clients N --server-pid PID
                         [--messages M] [--batches B] [--timeout-secs S] [--nagle]
+                        [--deflate [--size BYTES]]
        anyws-bench echo --url ws://127.0.0.1:P/ --connections N --size BYTES --server-pid PID
                         [--rounds R] [--timeout-secs S]
        anyws-bench broadcast --url ws://127.0.0.1:P/ --subscribers N --server-pid PID
-                        [--rounds R] [--timeout-secs S]";
+                        [--rounds R] [--timeout-secs S] [--deflate [--size BYTES]]";
 
 /// The open-file limit both modes ask for; the hard limit caps it.
 const WANTED_NOFILE: u64 = 65536;
@@ -374,6 +378,9 @@ struct IdleOptions {
     concurrency: usize,
     timeout: Duration,
     settle: Duration,
+    /// `--deflate`: offer permessage-deflate and echo a compressible text of `size` bytes.
+    deflate: bool,
+    size: usize,
 }
 
 impl IdleOptions {
@@ -384,8 +391,11 @@ impl IdleOptions {
         let mut concurrency = 200;
         let mut timeout_secs = 300;
         let mut settle_ms = 1000;
+        let (mut deflate, mut size) = (false, 256);
         for (flag, value) in flags(args) {
             match flag.as_str() {
+                "--deflate" if value.is_none() => deflate = true,
+                "--size" => size = number(&flag, value)?,
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
                 "--settle-ms" => settle_ms = number(&flag, value)?,
                 "--connections" => connections = number(&flag, value)?,
@@ -411,6 +421,8 @@ impl IdleOptions {
             concurrency,
             timeout: Duration::from_secs(timeout_secs),
             settle: Duration::from_millis(settle_ms),
+            deflate,
+            size,
         })
     }
 }
@@ -511,6 +523,9 @@ fn idle(options: IdleOptions) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    if options.deflate {
+        return runtime.block_on(deflate::idle_run(options, ticks_per_second));
+    }
     runtime.block_on(idle_run(options, ticks_per_second))
 }
 
@@ -612,6 +627,9 @@ struct ChatOptions {
     server_pid: u32,
     timeout: Duration,
     nagle: bool,
+    /// `--deflate`: offer permessage-deflate and send compressible texts of `size` bytes.
+    deflate: bool,
+    size: usize,
 }
 
 impl ChatOptions {
@@ -623,8 +641,11 @@ impl ChatOptions {
         let mut server_pid = None;
         let mut timeout_secs = 300;
         let mut nagle = false;
+        let (mut deflate, mut size) = (false, 200);
         for (flag, value) in flags(args) {
             match flag.as_str() {
+                "--deflate" if value.is_none() => deflate = true,
+                "--size" => size = number(&flag, value)?,
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
                 "--nagle" if value.is_none() => nagle = true,
                 "--clients" => clients = number(&flag, value)?,
@@ -652,6 +673,8 @@ impl ChatOptions {
             server_pid: server_pid.ok_or("chat needs --server-pid")?,
             timeout: Duration::from_secs(timeout_secs),
             nagle,
+            deflate,
+            size,
         })
     }
 }
@@ -721,7 +744,14 @@ fn chat(options: ChatOptions) -> Result<(), String> {
     // Spawned, so that the coordinator runs on the runtime's worker with the client tasks
     // rather than on this thread, which `block_on` would use.
     let run = runtime.spawn(async move {
-        tokio::time::timeout(timeout, chat_run(options, ticks_per_second))
+        let run = async move {
+            if options.deflate {
+                deflate::chat_run(options, ticks_per_second).await
+            } else {
+                chat_run(options, ticks_per_second).await
+            }
+        };
+        tokio::time::timeout(timeout, run)
             .await
             .unwrap_or_else(|_| Err(format!("chat: not done after {timeout:?}")))
     });
@@ -1173,6 +1203,9 @@ struct BroadcastOptions {
     rounds: usize,
     server_pid: u32,
     timeout: Duration,
+    /// `--deflate`: offer permessage-deflate and publish a compressible text of `size` bytes.
+    deflate: bool,
+    size: usize,
 }
 
 impl BroadcastOptions {
@@ -1182,9 +1215,12 @@ impl BroadcastOptions {
         let mut rounds = 20;
         let mut server_pid = None;
         let mut timeout_secs = 300;
+        let (mut deflate, mut size) = (false, 1024);
         for (flag, value) in flags(args) {
             match flag.as_str() {
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--deflate" if value.is_none() => deflate = true,
+                "--size" => size = number(&flag, value)?,
                 "--subscribers" => subscribers = number(&flag, value)?,
                 "--rounds" => rounds = number(&flag, value)?,
                 "--server-pid" => server_pid = Some(number(&flag, value)?),
@@ -1202,6 +1238,8 @@ impl BroadcastOptions {
             rounds,
             server_pid: server_pid.ok_or("broadcast needs --server-pid")?,
             timeout: Duration::from_secs(timeout_secs),
+            deflate,
+            size,
         })
     }
 }
@@ -1215,6 +1253,9 @@ fn broadcast(options: BroadcastOptions) -> Result<(), String> {
         ));
     }
     let timeout = options.timeout;
+    if options.deflate {
+        return run_spawned("broadcast", timeout, deflate::broadcast_run(options));
+    }
     run_spawned("broadcast", timeout, broadcast_run(options))
 }
 

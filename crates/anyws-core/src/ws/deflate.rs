@@ -63,6 +63,9 @@ pub struct Deflate {
     window_bits: u8,
     mem_level: u8,
     threshold: usize,
+    /// A publish is compressed once for all its recipients without context (`false` only as
+    /// the benchmark's control, through [`Deflate::__compress_per_recipient`]).
+    compress_once: bool,
 }
 
 impl Deflate {
@@ -74,6 +77,7 @@ impl Deflate {
             window_bits: 15,
             mem_level: 8,
             threshold: 128,
+            compress_once: true,
         }
     }
 
@@ -118,6 +122,21 @@ impl Deflate {
     /// Whether this is [`Deflate::dedicated`] (context takeover).
     pub fn is_dedicated(&self) -> bool {
         self.dedicated
+    }
+
+    /// Not part of the API: every recipient of a publish compresses it itself, as if each
+    /// had been sent on its own, instead of the recipients without context sharing one
+    /// compressed copy. Only the benchmark uses it, as the control for compress-once
+    /// (`anyws-fixture --deflate shared-per-recipient`).
+    #[doc(hidden)]
+    pub fn __compress_per_recipient(mut self) -> Self {
+        self.compress_once = false;
+        self
+    }
+
+    /// Whether a publish is compressed once for all its recipients without context.
+    pub(crate) fn compresses_once(&self) -> bool {
+        self.compress_once
     }
 
     /// The [`threshold`](Deflate::threshold): messages this long or longer are compressed.

@@ -17,3 +17,7 @@ struct Sse;
 #[cfg(doctest)]
 #[doc = include_str!("scale-out.md")]
 struct ScaleOut;
+
+#[cfg(doctest)]
+#[doc = include_str!("compression.md")]
+struct Compression;

@@ -413,8 +413,7 @@ mod tests {
         .unwrap();
         assert!(shared.server_no_takeover);
         assert_eq!((shared.server_window, shared.client_window), (15, 15));
-        let dedicated =
-            Negotiated::parse("permessage-deflate; client_max_window_bits=10").unwrap();
+        let dedicated = Negotiated::parse("permessage-deflate; client_max_window_bits=10").unwrap();
         assert!(!dedicated.server_no_takeover);
         assert_eq!(dedicated.client_window, 10);
         assert_eq!(Negotiated::parse("x-webkit-deflate-frame"), None);
@@ -555,7 +554,10 @@ pub(super) async fn idle_run(options: super::IdleOptions, ticks: u64) -> Result<
     let after = sample(pid, ticks)?;
 
     let n = clients.len();
-    let negotiated = clients.iter().filter(|(c, _)| c.negotiated.is_some()).count();
+    let negotiated = clients
+        .iter()
+        .filter(|(c, _)| c.negotiated.is_some())
+        .count();
     let compressed = clients.iter().filter(|(_, compressed)| *compressed).count();
     let rss_delta = after.rss_kib.saturating_sub(before.rss_kib);
     let cpu_delta = after.cpu_us.saturating_sub(before.cpu_us);
@@ -674,7 +676,9 @@ pub(super) async fn chat_run(options: super::ChatOptions, ticks: u64) -> Result<
         while done < n {
             let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
                 .await
-                .map_err(|_| format!("chat: batch {batch}: {done} of {n} clients done after 60 s"))?;
+                .map_err(|_| {
+                    format!("chat: batch {batch}: {done} of {n} clients done after 60 s")
+                })?;
             match event {
                 Some(ChatEvent::BatchDone { batch: got, .. }) if got == batch => done += 1,
                 Some(ChatEvent::BatchDone { client, batch: got }) => {

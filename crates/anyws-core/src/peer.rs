@@ -127,7 +127,9 @@ impl Peer {
         shared: Arc<Shared>,
     ) -> Self {
         let limit = shared.limits.max_buffered_bytes;
-        let key = shared.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = shared
+            .next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut request = request;
         request.pack();
         Self {

@@ -432,6 +432,11 @@ impl Inflater {
 
 impl Extension for Inflater {
     fn decode(&mut self, payload: Vec<u8>, max_size: usize) -> Result<Vec<u8>, ReadError> {
+        // An empty payload carries no data (the tail alone would open a stored block that never
+        // ends, leaving a decompressor with context in its middle): nothing to inflate.
+        if payload.is_empty() {
+            return Ok(payload);
+        }
         if self.takeover {
             let window = self.window;
             let inflate = self
@@ -503,7 +508,9 @@ impl Compressor {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Option<R> {
         let payload = message.bytes();
-        if !message.compressible() || payload.len() < config.threshold {
+        // An empty message has nothing to compress, and a compressor with context would emit
+        // nothing for it after a flush: not even the empty block the reader's tail completes.
+        if !message.compressible() || payload.len() < config.threshold || payload.is_empty() {
             return None;
         }
         match self {
@@ -749,6 +756,38 @@ mod tests {
             })
             .unwrap();
         assert_eq!(inflater.decode(ok, 1 << 20).unwrap(), text.as_bytes());
+    }
+
+    /// A compressor that keeps its context emits nothing for an empty message after a flush
+    /// (zlib has no progress to make), and four bytes of tail alone are not a complete block:
+    /// an inflater with context was left inside a stored block, and read the next message as
+    /// its contents. Empty messages now go uncompressed, and an empty compressed payload
+    /// inflates to nothing without touching the decompressor.
+    #[test]
+    fn empty_messages_keep_the_context_intact() {
+        for config in [Deflate::dedicated(), Deflate::shared()] {
+            let config = config.threshold(0);
+            let n = negotiate(&config, &offer(&["permessage-deflate"])).unwrap();
+            let mut compressor = Compressor::new(&n);
+            let mut inflater = Inflater::new(&n);
+            let mut first = b"{\"type\":\"chat\",".to_vec();
+            first.resize(56, 0xff);
+            let texts = [first.clone(), Vec::new(), Vec::new(), Vec::new(), first];
+            for text in texts {
+                let message = Message::from_binary(text.clone());
+                let Some(compressed) = compressor.compress(&config, &message, None, |b| b.to_vec())
+                else {
+                    assert!(
+                        text.is_empty(),
+                        "only empty messages go plain at threshold 0"
+                    );
+                    // What a client's compressor may send for one all the same.
+                    assert_eq!(inflater.decode(Vec::new(), 0).unwrap(), b"");
+                    continue;
+                };
+                assert_eq!(inflater.decode(compressed, text.len()).unwrap(), text);
+            }
+        }
     }
 
     #[test]

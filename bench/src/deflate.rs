@@ -12,10 +12,16 @@
 //! server keeps its context between messages, and otherwise with one per thread, reset after
 //! each message.
 
+use super::{peak_rss_kib, sample, scheduled_ns, ChatEvent};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use futures_util::StreamExt;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
 
 /// The four bytes a sync flush ends with, which RFC 7692 leaves off the wire.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -398,76 +404,11 @@ pub(crate) async fn close(mut connection: Connection) {
         while connection.stream.read(&mut sink).await.ok()? > 0 {}
         Some(())
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closing).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_parse() {
-        let shared = Negotiated::parse(
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-        )
-        .unwrap();
-        assert!(shared.server_no_takeover);
-        assert_eq!((shared.server_window, shared.client_window), (15, 15));
-        let dedicated = Negotiated::parse("permessage-deflate; client_max_window_bits=10").unwrap();
-        assert!(!dedicated.server_no_takeover);
-        assert_eq!(dedicated.client_window, 10);
-        assert_eq!(Negotiated::parse("x-webkit-deflate-frame"), None);
-    }
-
-    #[test]
-    fn compressed_messages_inflate_back() {
-        let text = text_of(1000, "t");
-        assert_eq!(text.len(), 1000);
-        let compressed = compress(text.as_bytes(), 15);
-        assert!(compressed.len() < 300, "{}", compressed.len());
-        for no_takeover in [true, false] {
-            let mut reader = FrameReader::new(Some(Negotiated {
-                server_no_takeover: no_takeover,
-                server_window: 15,
-                client_window: 15,
-            }));
-            for _ in 0..3 {
-                let message = reader.finish(TEXT, true, compressed.clone()).unwrap();
-                assert_eq!(message.payload, text.as_bytes());
-            }
-        }
-    }
-
-    #[test]
-    fn frames_round_trip_through_the_reader() {
-        let mut reader = FrameReader::new(None);
-        // A server frame is unmasked: build one by hand, split in two fragments.
-        let payload = b"hello there";
-        reader.buffer.extend_from_slice(&[0x01, 5]);
-        reader.buffer.extend_from_slice(&payload[..5]);
-        reader.buffer.extend_from_slice(&[0x89, 0]); // a ping in between
-        reader.buffer.extend_from_slice(&[0x80, 6]);
-        reader.buffer.extend_from_slice(&payload[5..]);
-        let message = reader.parse().unwrap().unwrap();
-        assert_eq!((message.opcode, message.compressed), (TEXT, false));
-        assert_eq!(message.payload, payload);
-        assert!(reader.parse().unwrap().is_none());
-        let mut out = Vec::new();
-        encode_frame(&mut out, TEXT, true, &[7; 300]);
-        assert_eq!(&out[..4], &[0xc1, 0xfe, 1, 44]);
-        assert_eq!(out.len(), 4 + 4 + 300);
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // The `--deflate` runs of the idle, chat and broadcast modes.
-
-use super::{peak_rss_kib, sample, scheduled_ns, ChatEvent};
-use futures_util::StreamExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
 
 /// The server's threshold: the client compresses what it sends from this size on, as the
 /// anyws fixture does (`Deflate`'s default).
@@ -853,4 +794,62 @@ pub(super) async fn broadcast_run(options: super::BroadcastOptions) -> Result<()
     })
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse() {
+        let shared = Negotiated::parse(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        )
+        .unwrap();
+        assert!(shared.server_no_takeover);
+        assert_eq!((shared.server_window, shared.client_window), (15, 15));
+        let dedicated = Negotiated::parse("permessage-deflate; client_max_window_bits=10").unwrap();
+        assert!(!dedicated.server_no_takeover);
+        assert_eq!(dedicated.client_window, 10);
+        assert_eq!(Negotiated::parse("x-webkit-deflate-frame"), None);
+    }
+
+    #[test]
+    fn compressed_messages_inflate_back() {
+        let text = text_of(1000, "t");
+        assert_eq!(text.len(), 1000);
+        let compressed = compress(text.as_bytes(), 15);
+        assert!(compressed.len() < 300, "{}", compressed.len());
+        for no_takeover in [true, false] {
+            let mut reader = FrameReader::new(Some(Negotiated {
+                server_no_takeover: no_takeover,
+                server_window: 15,
+                client_window: 15,
+            }));
+            for _ in 0..3 {
+                let message = reader.finish(TEXT, true, compressed.clone()).unwrap();
+                assert_eq!(message.payload, text.as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_through_the_reader() {
+        let mut reader = FrameReader::new(None);
+        // A server frame is unmasked: build one by hand, split in two fragments.
+        let payload = b"hello there";
+        reader.buffer.extend_from_slice(&[0x01, 5]);
+        reader.buffer.extend_from_slice(&payload[..5]);
+        reader.buffer.extend_from_slice(&[0x89, 0]); // a ping in between
+        reader.buffer.extend_from_slice(&[0x80, 6]);
+        reader.buffer.extend_from_slice(&payload[5..]);
+        let message = reader.parse().unwrap().unwrap();
+        assert_eq!((message.opcode, message.compressed), (TEXT, false));
+        assert_eq!(message.payload, payload);
+        assert!(reader.parse().unwrap().is_none());
+        let mut out = Vec::new();
+        encode_frame(&mut out, TEXT, true, &[7; 300]);
+        assert_eq!(&out[..4], &[0xc1, 0xfe, 1, 44]);
+        assert_eq!(out.len(), 4 + 4 + 300);
+    }
 }

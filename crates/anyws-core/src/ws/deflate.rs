@@ -43,9 +43,23 @@ const KEEP_SCRATCH: usize = 64 * 1024;
 ///   `2^window_bits` bytes for the client's context when it keeps one (32 KiB by default;
 ///   less when the client accepts a smaller `client_max_window_bits`).
 ///
-/// A message shorter than [`threshold`](Deflate::threshold) is sent uncompressed, as is one
-/// made with [`Message::without_compression`]. Peers whose clients did not offer the extension
-/// get plain frames; a publish reaches every kind of peer with the same message.
+/// A message shorter than [`threshold`](Deflate::threshold) is sent uncompressed, as is an
+/// empty one and one made with [`Message::without_compression`]. Peers whose clients did not
+/// offer the extension get plain frames; a publish reaches every kind of peer with the same
+/// message.
+///
+/// Defaults, in both modes: [`level`](Deflate::level) 1, [`window_bits`](Deflate::window_bits)
+/// 15 (a 32 KiB window), [`mem_level`](Deflate::mem_level) 8 (a 128 KiB hash table),
+/// [`threshold`](Deflate::threshold) 128 bytes.
+///
+/// What a client sends compressed is inflated at most to
+/// [`max_message_size`](crate::Limits::max_message_size) plus one byte: a message that would
+/// inflate past it closes the peer with 1009, whatever its compressed size, and one that does
+/// not inflate (not DEFLATE data) with 1007. A frame with RSV1 set when the extension was not
+/// negotiated closes with 1002.
+///
+/// See the guide's compression page (`docs/compression.md`) for when to turn it on and what
+/// each mode costs.
 ///
 /// ```
 /// use anyws_core::{Deflate, Hooks, ServerBuilder};
@@ -69,7 +83,10 @@ pub struct Deflate {
 }
 
 impl Deflate {
-    /// No context takeover: nothing per peer between messages; see the [type docs](Deflate).
+    /// No context takeover in either direction: the server answers an offer with
+    /// `server_no_context_takeover; client_no_context_takeover`, compresses and inflates with
+    /// its thread's codecs, and keeps nothing per peer between messages; a publish is compressed
+    /// once for all its recipients. The defaults are in the [type docs](Deflate).
     pub fn shared() -> Self {
         Self {
             dedicated: false,
@@ -81,7 +98,10 @@ impl Deflate {
         }
     }
 
-    /// Context takeover, with a compressor per peer; see the [type docs](Deflate).
+    /// Context takeover, as the client offers it: each peer gets its own compressor on its
+    /// first compressed message (about 256 KiB at the defaults, see the [type docs](Deflate))
+    /// and keeps it, and its own decompressor when the client keeps its context (2^`window_bits`
+    /// bytes of window, which the server asks the client to respect when the offer allows).
     pub fn dedicated() -> Self {
         Self {
             dedicated: true,

@@ -49,7 +49,7 @@
 #   broadcast-deflate  10,000 / 300 subscribers; one publish of a 1 KiB text to all, 20 / 3
 #                   rounds: server CPU per delivered with `--deflate shared` (compressed once per
 #                   publish) against `--deflate shared-per-recipient` (every subscriber compresses
-#                   it itself) and `off`.
+#                   it itself) and `off`. DEFLATE_BROADCAST_BYTES=N publishes N bytes instead.
 #
 # Every server runs under a watchdog and every client under `timeout`; nothing outlives the
 # script. The figures are noisy on a shared machine (the load average is printed with each
@@ -96,6 +96,7 @@ else
     broadcast_subscribers=10000 broadcast_rounds=20
     dedicated_connections=1000 chat_deflate_batches=10
 fi
+deflate_broadcast_bytes=${DEFLATE_BROADCAST_BYTES:-1024}
 
 echo "== building anyws-fixture and anyws-bench (release)"
 timeout 1800 cargo build --release -q -p anyws-fixture -p anyws-bench
@@ -269,7 +270,7 @@ client_args() {
     idle-deflate) echo "idle --deflate --size 256 --connections $idle_connections --settle-ms $idle_settle_ms" ;;
     dedicated) echo "idle --deflate --size 256 --connections $dedicated_connections --settle-ms $idle_settle_ms" ;;
     chat-deflate) echo "chat --deflate --size 200 --clients 32 --messages 100 --batches $chat_deflate_batches" ;;
-    broadcast-deflate) echo "broadcast --deflate --size 1024 --subscribers $broadcast_subscribers --rounds $broadcast_rounds" ;;
+    broadcast-deflate) echo "broadcast --deflate --size $deflate_broadcast_bytes --subscribers $broadcast_subscribers --rounds $broadcast_rounds" ;;
     esac
 }
 
@@ -537,7 +538,7 @@ for workload in $workloads; do
             "client_cpu_pct:client CPU %:%.0f:plain"
         ;;
     broadcast-deflate)
-        deflate_table broadcast-deflate "permessage-deflate, broadcast: one publish of 1 KiB to $broadcast_subscribers subscribers, $broadcast_rounds rounds" \
+        deflate_table broadcast-deflate "permessage-deflate, broadcast: one publish of $deflate_broadcast_bytes B to $broadcast_subscribers subscribers, $broadcast_rounds rounds" \
             "cpu_ns_per_msg:server CPU ns per delivered:%.0f" \
             "last_ms_median:ms until the last subscriber has it (median):%.2f" \
             "compressed_pct:delivered compressed %:%.1f:plain"

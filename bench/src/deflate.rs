@@ -640,26 +640,7 @@ pub(super) async fn chat_run(options: super::ChatOptions, ticks: u64) -> Result<
         batch_tx
             .send(batch)
             .map_err(|_| "chat: every client task has ended".to_owned())?;
-        let mut done = 0;
-        while done < n {
-            let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
-                .await
-                .map_err(|_| {
-                    format!("chat: batch {batch}: {done} of {n} clients done after 60 s")
-                })?;
-            match event {
-                Some(ChatEvent::BatchDone { batch: got, .. }) if got == batch => done += 1,
-                Some(ChatEvent::BatchDone { client, batch: got }) => {
-                    return Err(format!(
-                        "chat: client {client} finished batch {got} during batch {batch}"
-                    ))
-                }
-                Some(ChatEvent::Failed { client, error }) => {
-                    return Err(format!("chat: batch {batch}: client {client}: {error}"))
-                }
-                None => return Err(format!("chat: batch {batch}: every client task ended")),
-            }
-        }
+        super::wait_for_batch(&mut events, batch, n).await?;
     }
     let secs = measured_from.elapsed().as_secs_f64();
     let after = sample(pid, ticks)?;
@@ -771,17 +752,7 @@ pub(super) async fn broadcast_run(options: super::BroadcastOptions) -> Result<()
             .write_all(&frame)
             .await
             .map_err(|error| format!("broadcast: send failed: {error}"))?;
-        match tokio::time::timeout(Duration::from_secs(60), rounds_done.recv()).await {
-            Ok(Some(Ok(()))) => {}
-            Ok(Some(Err(error))) => return Err(format!("broadcast: round {round}: {error}")),
-            Ok(None) => return Err("broadcast: every reader has ended".to_owned()),
-            Err(_) => {
-                return Err(format!(
-                    "broadcast: round {round}: {} of {n} delivered after 60 s",
-                    received.load(Ordering::Acquire)
-                ))
-            }
-        }
+        super::wait_for_round(&mut rounds_done, round, &received, n).await?;
         if round >= 1 {
             latencies.push(started.elapsed().as_secs_f64() * 1e3);
         }

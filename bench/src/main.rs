@@ -713,6 +713,34 @@ enum ChatEvent {
     Failed { client: usize, error: String },
 }
 
+/// Waits until each of the `n` clients has reported batch `batch` done; an error when one
+/// fails, reports another batch, or nothing comes for 60 s.
+async fn wait_for_batch(
+    events: &mut mpsc::UnboundedReceiver<ChatEvent>,
+    batch: usize,
+    n: usize,
+) -> Result<(), String> {
+    let mut done = 0;
+    while done < n {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .map_err(|_| format!("chat: batch {batch}: {done} of {n} clients done after 60 s"))?;
+        match event {
+            Some(ChatEvent::BatchDone { batch: got, .. }) if got == batch => done += 1,
+            Some(ChatEvent::BatchDone { client, batch: got }) => {
+                return Err(format!(
+                    "chat: client {client} finished batch {got} during batch {batch}"
+                ))
+            }
+            Some(ChatEvent::Failed { client, error }) => {
+                return Err(format!("chat: batch {batch}: client {client}: {error}"))
+            }
+            None => return Err(format!("chat: batch {batch}: every client task ended")),
+        }
+    }
+    Ok(())
+}
+
 /// Opens one connection and waits for the server's `ready`. Unless `nagle`, the socket gets
 /// TCP_NODELAY, so the client's flushes go out at once, as the servers' do.
 async fn open_chat_client(url: &str, nagle: bool) -> Result<Client, String> {
@@ -858,26 +886,7 @@ async fn chat_run(options: ChatOptions, ticks_per_second: u64) -> Result<(), Str
         batch_tx
             .send(batch)
             .map_err(|_| "chat: every client task has ended".to_owned())?;
-        let mut done = 0;
-        while done < n {
-            let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
-                .await
-                .map_err(|_| {
-                    format!("chat: batch {batch}: {done} of {n} clients done after 60 s")
-                })?;
-            match event {
-                Some(ChatEvent::BatchDone { batch: got, .. }) if got == batch => done += 1,
-                Some(ChatEvent::BatchDone { client, batch: got }) => {
-                    return Err(format!(
-                        "chat: client {client} finished batch {got} during batch {batch}"
-                    ))
-                }
-                Some(ChatEvent::Failed { client, error }) => {
-                    return Err(format!("chat: batch {batch}: client {client}: {error}"))
-                }
-                None => return Err(format!("chat: batch {batch}: every client task ended")),
-            }
-        }
+        wait_for_batch(&mut events, batch, n).await?;
         if batch >= 2 {
             batch_secs.push(started.elapsed().as_secs_f64());
         }
@@ -1259,6 +1268,25 @@ fn broadcast(options: BroadcastOptions) -> Result<(), String> {
     run_spawned("broadcast", timeout, broadcast_run(options))
 }
 
+/// Waits for a broadcast round's end (every one of the `n` subscribers counted into `received`);
+/// an error when a reader fails or the round is not done within 60 s.
+async fn wait_for_round(
+    rounds_done: &mut mpsc::UnboundedReceiver<Result<(), String>>,
+    round: usize,
+    received: &std::sync::atomic::AtomicUsize,
+    n: usize,
+) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(60), rounds_done.recv()).await {
+        Ok(Some(Ok(()))) => Ok(()),
+        Ok(Some(Err(error))) => Err(format!("broadcast: round {round}: {error}")),
+        Ok(None) => Err("broadcast: every reader has ended".to_owned()),
+        Err(_) => Err(format!(
+            "broadcast: round {round}: {} of {n} delivered after 60 s",
+            received.load(std::sync::atomic::Ordering::Acquire)
+        )),
+    }
+}
+
 /// One publish to every subscriber of the chat room: `subscribers` connections join the room
 /// (each waits for `ready`), then, one round at a time, the first sends a short text, which the
 /// chat room sends back to it and publishes to all the others. A round ends when the last
@@ -1339,17 +1367,7 @@ async fn broadcast_run(options: BroadcastOptions) -> Result<(), String> {
             .send(Message::text(format!("broadcast {round}")))
             .await
             .map_err(|error| format!("broadcast: send failed: {error}"))?;
-        match tokio::time::timeout(Duration::from_secs(60), rounds_done.recv()).await {
-            Ok(Some(Ok(()))) => {}
-            Ok(Some(Err(error))) => return Err(format!("broadcast: round {round}: {error}")),
-            Ok(None) => return Err("broadcast: every reader has ended".to_owned()),
-            Err(_) => {
-                return Err(format!(
-                    "broadcast: round {round}: {} of {n} delivered after 60 s",
-                    received.load(Ordering::Acquire)
-                ))
-            }
-        }
+        wait_for_round(&mut rounds_done, round, &received, n).await?;
         if round >= 1 {
             latencies.push(started.elapsed().as_secs_f64() * 1e3);
         }

@@ -55,6 +55,12 @@
 //!   member. It reports the server's CPU (schedstat) per delivered message and the min/median/max
 //!   time until the last subscriber has the text.
 //!
+//! `idle`, `chat` and `broadcast` take `--deflate [--size BYTES]`: the client then speaks
+//! WebSocket itself (`deflate.rs`), offers `permessage-deflate; client_max_window_bits` as
+//! browsers do, sends compressible JSON texts of BYTES bytes (defaults 256, 200 and 1024)
+//! compressed when the server accepted the offer, and inflates and checks every message; the
+//! `RESULT` line also counts what came compressed.
+//!
 //! Every mode prints a last line starting with `RESULT` that holds the numbers as
 //! `key=value` pairs for scripts.
 //!

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use zlib_rs::{DeflateConfig, DeflateFlush, InflateFlush, Status};
 
 use super::{Extension, ReadError};
@@ -209,6 +209,24 @@ impl Negotiated {
         }
         value
     }
+}
+
+/// The answers given so far (`Negotiated::response`), shared by the peers that got the same
+/// one: a peer then holds a pointer, not a copy of 75 bytes. There are at most a few hundred
+/// different answers (two context flags, and each window said or not, 9 to 15 bits).
+static ANSWERS: Mutex<Vec<Arc<str>>> = Mutex::new(Vec::new());
+
+/// The `Sec-WebSocket-Extensions` value of the `101` for `negotiated`, shared with every other
+/// connection that got the same answer.
+pub(crate) fn answer(negotiated: &Negotiated) -> Arc<str> {
+    let response = negotiated.response();
+    let mut answers = ANSWERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = answers.iter().find(|known| ***known == *response) {
+        return known.clone();
+    }
+    let answer: Arc<str> = response.into();
+    answers.push(answer.clone());
+    answer
 }
 
 /// The first offer of permessage-deflate in `headers` that `config` can honour, and what was
@@ -633,6 +651,35 @@ mod tests {
             .unwrap(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
+    }
+
+    #[test]
+    fn peers_share_their_answer() {
+        let shared = Deflate::shared();
+        let browser = negotiate(
+            &shared,
+            &offer(&["permessage-deflate; client_max_window_bits"]),
+        );
+        let plain = negotiate(&shared, &offer(&["permessage-deflate"]));
+        let (a, b) = (
+            super::answer(&browser.unwrap()),
+            super::answer(&plain.unwrap()),
+        );
+        assert_eq!(
+            &*a,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "one allocation for every peer with this answer"
+        );
+        let small = negotiate(
+            &shared,
+            &offer(&["permessage-deflate; server_max_window_bits=10"]),
+        );
+        let c = super::answer(&small.unwrap());
+        assert!(c.ends_with("server_max_window_bits=10"));
+        assert!(!Arc::ptr_eq(&a, &c));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 // The Bun control for bench/run.sh: Bun's native WebSocket server (uWebSockets) serving the two
 // apps of `anyws-fixture`, with the same behaviour:
 //
-//   PORT=P bun bench/bun-server.js --app echo|chatroom
+//   PORT=P bun bench/bun-server.js --app echo|chatroom [--deflate]
 //
 // - echo: every text or binary message goes back to its sender unchanged;
 // - chatroom: open subscribes the peer to `room` and sends `ready`; every message goes back to
@@ -11,8 +11,12 @@
 // It listens on 127.0.0.1:PORT and prints a `listening on 127.0.0.1:PORT` line, as the fixture
 // does. Messages up to 16 MiB are accepted, the fixture's default limit; idle connections are
 // never timed out during a run (the fixture's idle timeout is 120 s); compression is off, as in
-// anyws.
+// anyws, unless `--deflate`: then `perMessageDeflate: true` (Bun answers an offer with both
+// `*_no_context_takeover`: its shared compressor and decompressor) and every send and publish
+// asks for compression, as `anyws-fixture --deflate shared` compresses every message of the
+// threshold's size or more.
 const appIndex = process.argv.indexOf("--app");
+const deflate = process.argv.includes("--deflate");
 const app = appIndex > 0 ? process.argv[appIndex + 1] : "echo";
 if (app !== "echo" && app !== "chatroom") {
   console.error(`bun-server.js: --app takes echo or chatroom, not ${app}`);
@@ -28,7 +32,7 @@ const websocket =
   app === "echo"
     ? {
         message(ws, message) {
-          ws.send(message);
+          ws.send(message, deflate);
         },
       }
     : {
@@ -37,8 +41,8 @@ const websocket =
           ws.send("ready");
         },
         message(ws, message) {
-          ws.send(message);
-          ws.publish("room", message);
+          ws.send(message, deflate);
+          ws.publish("room", message, deflate);
         },
       };
 
@@ -55,12 +59,12 @@ const server = Bun.serve({
     ...websocket,
     maxPayloadLength: 16 * 1024 * 1024,
     idleTimeout: 0,
-    perMessageDeflate: false,
+    perMessageDeflate: deflate,
     publishToSelf: false,
   },
 });
 
-console.error(`bun-server.js: ${app} app, Bun ${Bun.version}, listening on 127.0.0.1:${server.port}`);
+console.error(`bun-server.js: ${app} app, compression ${deflate ? "on" : "off"}, Bun ${Bun.version}, listening on 127.0.0.1:${server.port}`);
 process.on("SIGTERM", () => {
   server.stop(true);
   process.exit(0);

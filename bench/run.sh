@@ -32,6 +32,25 @@
 #              delivered message (from /proc/PID/task/*/schedstat) and the median time until
 #              the last subscriber has it.
 #
+# permessage-deflate workloads (RFC 7692). The load client speaks the extension itself
+# (`anyws-bench MODE --deflate`): it offers `permessage-deflate; client_max_window_bits`, as
+# browsers do, sends compressible JSON texts compressed, and inflates and checks every message.
+# Each anyws server runs twice, with the fixture's `--deflate` in two settings, and Bun with and
+# without `perMessageDeflate`; tt is left out (tungstenite has no permessage-deflate). Every
+# figure is also given against the row named as the control:
+#   idle-deflate    10,000 / 200 connections to `--app echo`, each echoing one 256 B text:
+#                   KiB and CPU per connection with `--deflate shared` against `--deflate off`
+#                   (the same clients, whose offer is then declined).
+#   dedicated       1,000 / 50 connections, as idle-deflate: `--deflate dedicated` (each peer
+#                   keeps a compressor and a decompressor with context) against `off`.
+#   chat-deflate    32 clients in one chat room, each sends 100 texts of 200 B per batch, 10 / 2
+#                   batches: server CPU per 1,000 delivered with `--deflate shared` against
+#                   `off`, and against Bun with `perMessageDeflate: true`.
+#   broadcast-deflate  10,000 / 300 subscribers; one publish of a 1 KiB text to all, 20 / 3
+#                   rounds: server CPU per delivered with `--deflate shared` (compressed once per
+#                   publish) against `--deflate shared-per-recipient` (every subscriber compresses
+#                   it itself) and `off`. DEFLATE_BROADCAST_BYTES=N publishes N bytes instead.
+#
 # Every server runs under a watchdog and every client under `timeout`; nothing outlives the
 # script. The figures are noisy on a shared machine (the load average is printed with each
 # run); compare the ratios, which come from the same invocation. Exits non-zero when a run
@@ -42,7 +61,7 @@ set -euo pipefail
 usage="usage: bench/run.sh [--smoke] [--only 'SERVER...'] [--workloads 'WORKLOAD...']"
 smoke=false
 all_servers="anyws-tokio anyws-smol anyws-async-std tt bun"
-all_workloads="chat32 chat8 idle echo20 echo16k broadcast"
+all_workloads="chat32 chat8 idle echo20 echo16k broadcast idle-deflate dedicated chat-deflate broadcast-deflate"
 servers=$all_servers
 workloads=$all_workloads
 while (($#)); do
@@ -70,11 +89,14 @@ if $smoke; then
     chat32_batches=2 chat8_batches=2 idle_connections=200 idle_settle_ms=200
     echo20_connections=10 echo20_rounds=20 echo16k_connections=10 echo16k_rounds=5
     broadcast_subscribers=300 broadcast_rounds=3
+    dedicated_connections=50 chat_deflate_batches=2
 else
     chat32_batches=20 chat8_batches=100 idle_connections=10000 idle_settle_ms=1000
     echo20_connections=100 echo20_rounds=2000 echo16k_connections=200 echo16k_rounds=100
     broadcast_subscribers=10000 broadcast_rounds=20
+    dedicated_connections=1000 chat_deflate_batches=10
 fi
+deflate_broadcast_bytes=${DEFLATE_BROADCAST_BYTES:-1024}
 
 echo "== building anyws-fixture and anyws-bench (release)"
 timeout 1800 cargo build --release -q -p anyws-fixture -p anyws-bench
@@ -184,13 +206,56 @@ free_port() {
 }
 
 # server_command SERVER APP: the command line that serves APP (echo|chatroom) as SERVER; the
-# word @PORT@ stands for the port.
+# word @PORT@ stands for the port. A SERVER of the compression workloads carries its setting
+# after a `+`: anyws-tokio+shared runs the fixture with `--deflate shared`, bun+deflate runs Bun
+# with `perMessageDeflate`, bun+off without.
 server_command() {
-    case $1 in
-    anyws-*) echo "$fixture --runtime ${1#anyws-} --app $2" ;;
+    local name=${1%%+*} setting=
+    [[ $1 == *+* ]] && setting=${1#*+}
+    case $name in
+    anyws-*) echo "$fixture --runtime ${name#anyws-} --app $2${setting:+ --deflate $setting}" ;;
     tt) echo "$bench control-server --port @PORT@ --app $2" ;;
-    bun) echo "$bun $root/bench/bun-server.js --app $2" ;;
+    bun) echo "$bun $root/bench/bun-server.js --app $2$([[ $setting == deflate ]] && echo " --deflate")" ;;
     esac
+}
+
+# deflate_workload WORKLOAD: whether WORKLOAD is one of the compression workloads.
+deflate_workload() {
+    case $1 in
+    idle-deflate | dedicated | chat-deflate | broadcast-deflate) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# settings WORKLOAD: the settings each server runs a compression workload with, the first being
+# the one measured and the others its controls (for anyws; Bun gets deflate and off).
+settings() {
+    case $1 in
+    idle-deflate) echo "shared off" ;;
+    dedicated) echo "dedicated off" ;;
+    chat-deflate) echo "shared off" ;;
+    broadcast-deflate) echo "shared shared-per-recipient off" ;;
+    esac
+}
+
+# runs_for WORKLOAD: the servers (with their settings) WORKLOAD runs against. The smoke run
+# keeps the compression workloads short: the first anyws runtime only, and Bun.
+runs_for() {
+    local name setting out= anyws_runs=0
+    if ! deflate_workload "$1"; then
+        echo "$servers"
+        return
+    fi
+    for name in $servers; do
+        case $name in
+        anyws-*)
+            $smoke && ((anyws_runs++ > 0)) && continue
+            for setting in $(settings "$1"); do out+=" $name+$setting"; done
+            ;;
+        bun) [[ $1 == dedicated ]] || out+=" bun+deflate bun+off" ;;
+        esac
+    done
+    echo "$out"
 }
 
 # client_args WORKLOAD: the load client's mode and arguments for WORKLOAD.
@@ -202,12 +267,16 @@ client_args() {
     echo20) echo "echo --connections $echo20_connections --size 20 --rounds $echo20_rounds" ;;
     echo16k) echo "echo --connections $echo16k_connections --size 16384 --rounds $echo16k_rounds" ;;
     broadcast) echo "broadcast --subscribers $broadcast_subscribers --rounds $broadcast_rounds" ;;
+    idle-deflate) echo "idle --deflate --size 256 --connections $idle_connections --settle-ms $idle_settle_ms" ;;
+    dedicated) echo "idle --deflate --size 256 --connections $dedicated_connections --settle-ms $idle_settle_ms" ;;
+    chat-deflate) echo "chat --deflate --size 200 --clients 32 --messages 100 --batches $chat_deflate_batches" ;;
+    broadcast-deflate) echo "broadcast --deflate --size $deflate_broadcast_bytes --subscribers $broadcast_subscribers --rounds $broadcast_rounds" ;;
     esac
 }
 
 app_for() {
     case $1 in
-    chat* | broadcast) echo chatroom ;;
+    chat* | broadcast*) echo chatroom ;;
     *) echo echo ;;
     esac
 }
@@ -271,12 +340,14 @@ field() {
 }
 
 label() {
-    case $1 in
-    anyws-tokio) echo "anyws, tokio" ;;
-    anyws-smol) echo "anyws, smol" ;;
-    anyws-async-std) echo "anyws, async-std" ;;
+    local setting=
+    [[ $1 == *+* ]] && setting=${1#*+}
+    case ${1%%+*} in
+    anyws-tokio) echo "anyws, tokio${setting:+, $setting}" ;;
+    anyws-smol) echo "anyws, smol${setting:+, $setting}" ;;
+    anyws-async-std) echo "anyws, async-std${setting:+, $setting}" ;;
     tt) echo "tokio-tungstenite (control)" ;;
-    bun) echo "Bun $("$bun" --version) (control)" ;;
+    bun) echo "Bun $("$bun" --version)${setting:+, $([[ $setting == deflate ]] && echo perMessageDeflate || echo off)} (control)" ;;
     esac
 }
 
@@ -331,11 +402,88 @@ table() {
     done
 }
 
+# controls_of WORKLOAD RUN: the runs RUN's figures are compared with. The measured setting of an
+# anyws server against its other settings and Bun with compression; a control setting against
+# `off` (and `off` against Bun without compression); Bun with compression against Bun without.
+controls_of() {
+    local workload=$1 run=$2 name=${2%%+*} setting=${2#*+} first other
+    read -r first _ <<<"$(settings "$workload")"
+    case $name in
+    bun) [[ $setting == deflate ]] && echo "bun+off" ;;
+    *)
+        if [[ $setting == "$first" ]]; then
+            for other in $(settings "$workload"); do
+                [[ $other == "$first" ]] || echo "$name+$other"
+            done
+            echo "bun+deflate"
+        elif [[ $setting == off ]]; then
+            echo "bun+off"
+        else
+            echo "$name+off"
+        fi
+        ;;
+    esac
+}
+
+# short RUN: how a ratio names the run it is against.
+short() {
+    case $1 in
+    bun+deflate) echo "bun perMessageDeflate" ;;
+    bun+off) echo "bun off" ;;
+    *) echo "${1#*+}" ;;
+    esac
+}
+
+# deflate_table WORKLOAD TITLE KEY:HEADING:FORMAT[:plain]...: a Markdown table of a compression
+# workload, one row per run, each figure with its ratios against the runs `controls_of` names
+# (none for a `plain` column).
+deflate_table() {
+    local workload=$1 title=$2 spec run line key heading format plain value control cv ratio sep
+    shift 2
+    echo
+    echo "### $title"
+    echo
+    line="| server |"
+    for spec in "$@"; do
+        IFS=: read -r key heading format plain <<<"$spec"
+        line+=" $heading |"
+    done
+    echo "$line"
+    line="|---|"
+    for spec in "$@"; do line+="---|"; done
+    echo "$line"
+    for run in $(runs_for "$workload"); do
+        line="| $(label "$run") |"
+        for spec in "$@"; do
+            IFS=: read -r key heading format plain <<<"$spec"
+            value=$(field "$workload" "$run" "$key")
+            if [[ -z $value ]]; then
+                line+=" n/a |"
+                continue
+            fi
+            line+=" $(printf "$format" "$value")"
+            sep=" ("
+            if [[ -z $plain ]]; then
+                for control in $(controls_of "$workload" "$run"); do
+                    cv=$(field "$workload" "$control" "$key")
+                    ratio=$(awk -v v="$value" -v c="$cv" 'BEGIN { if (c + 0 > 0) printf "%.2f", v / c }')
+                    [[ -n $ratio ]] || continue
+                    line+="$sep${ratio}× $(short "$control")"
+                    sep=", "
+                done
+            fi
+            [[ $sep == ", " ]] && line+=")"
+            line+=" |"
+        done
+        echo "$line"
+    done
+}
+
 started=$(date +%s)
 echo "== run.sh$($smoke && echo " --smoke"): servers: $servers; workloads: $workloads;" \
     "server on CPU $server_cpu, client on CPU $client_cpu; $(nproc) CPUs; $(uname -r)"
 for workload in $workloads; do
-    for name in $servers; do
+    for name in $(runs_for "$workload"); do
         run_one "$workload" "$name"
     done
 done
@@ -345,6 +493,8 @@ echo "## Results ($(date -u '+%Y-%m-%d %H:%M UTC'), $(($(date +%s) - started)) s
 echo
 echo "Every figure is followed by its ratio against the tokio-tungstenite control (tt) and"
 echo "Bun (bun) from this same run; below 1 means less than the control (for msgs/s: slower)."
+echo "In the permessage-deflate tables each figure is followed by its ratio against the runs"
+echo "named in its parentheses, from this same run: the same server with another setting, or Bun."
 for workload in $workloads; do
     case $workload in
     chat32 | chat8)
@@ -371,6 +521,27 @@ for workload in $workloads; do
         table broadcast "Broadcast, one publish to $broadcast_subscribers subscribers, $broadcast_rounds rounds" \
             "cpu_ns_per_msg:server CPU ns per delivered:%.0f" \
             "last_ms_median:ms until the last subscriber has it (median):%.2f"
+        ;;
+    idle-deflate | dedicated)
+        count=$idle_connections
+        [[ $workload == dedicated ]] && count=$dedicated_connections
+        deflate_table "$workload" "permessage-deflate, $workload: $count connections, each echoing one 256 B text" \
+            "kib_per_conn:server KiB per connection:%.2f" \
+            "cpu_us_per_conn:server CPU µs per connection opened:%.1f" \
+            "compressed:echoes that came compressed:%d:plain"
+        ;;
+    chat-deflate)
+        deflate_table chat-deflate "permessage-deflate, chat room: 32 clients x 100 texts of 200 B per batch, $chat_deflate_batches batches" \
+            "cpu_us_per_1k:server CPU µs per 1,000 delivered:%.1f" \
+            "msgs_per_sec:delivered msgs/s:%.0f" "hwm_kib:peak RSS KiB:%.0f" \
+            "compressed_pct:delivered compressed %:%.1f:plain" \
+            "client_cpu_pct:client CPU %:%.0f:plain"
+        ;;
+    broadcast-deflate)
+        deflate_table broadcast-deflate "permessage-deflate, broadcast: one publish of $deflate_broadcast_bytes B to $broadcast_subscribers subscribers, $broadcast_rounds rounds" \
+            "cpu_ns_per_msg:server CPU ns per delivered:%.0f" \
+            "last_ms_median:ms until the last subscriber has it (median):%.2f" \
+            "compressed_pct:delivered compressed %:%.1f:plain"
         ;;
     esac
 done

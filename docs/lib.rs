@@ -21,3 +21,7 @@ struct ScaleOut;
 #[cfg(doctest)]
 #[doc = include_str!("observability.md")]
 struct Observability;
+
+#[cfg(doctest)]
+#[doc = include_str!("compression.md")]
+struct Compression;

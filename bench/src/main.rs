@@ -55,6 +55,12 @@
 //!   member. It reports the server's CPU (schedstat) per delivered message and the min/median/max
 //!   time until the last subscriber has the text.
 //!
+//! `idle`, `chat` and `broadcast` take `--deflate [--size BYTES]`: the client then speaks
+//! WebSocket itself (`deflate.rs`), offers `permessage-deflate; client_max_window_bits` as
+//! browsers do, sends compressible JSON texts of BYTES bytes (defaults 256, 200 and 1024)
+//! compressed when the server accepted the offer, and inflates and checks every message; the
+//! `RESULT` line also counts what came compressed.
+//!
 //! Every mode prints a last line starting with `RESULT` that holds the numbers as
 //! `key=value` pairs for scripts.
 //!
@@ -86,6 +92,8 @@
 //! (Start the server as a simple command, as here, so that `$!` is its own pid: `taskset`
 //! execs it, but `cd dir && server &` would background a subshell instead.)
 
+mod deflate;
+
 use futures_util::{SinkExt, StreamExt};
 use std::process::ExitCode;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -100,12 +108,14 @@ const USAGE: &str = "\
 usage: anyws-bench control-server --port P [--app echo|chatroom] [--small-buffers]
        anyws-bench idle --url ws://127.0.0.1:P/ --connections N --server-pid PID
                         [--concurrency C] [--timeout-secs S] [--settle-ms MS]
+                        [--deflate [--size BYTES]]
        anyws-bench chat --url ws://127.0.0.1:P/ --clients N --server-pid PID
                         [--messages M] [--batches B] [--timeout-secs S] [--nagle]
+                        [--deflate [--size BYTES]]
        anyws-bench echo --url ws://127.0.0.1:P/ --connections N --size BYTES --server-pid PID
                         [--rounds R] [--timeout-secs S]
        anyws-bench broadcast --url ws://127.0.0.1:P/ --subscribers N --server-pid PID
-                        [--rounds R] [--timeout-secs S]";
+                        [--rounds R] [--timeout-secs S] [--deflate [--size BYTES]]";
 
 /// The open-file limit both modes ask for; the hard limit caps it.
 const WANTED_NOFILE: u64 = 65536;
@@ -374,6 +384,9 @@ struct IdleOptions {
     concurrency: usize,
     timeout: Duration,
     settle: Duration,
+    /// `--deflate`: offer permessage-deflate and echo a compressible text of `size` bytes.
+    deflate: bool,
+    size: usize,
 }
 
 impl IdleOptions {
@@ -384,8 +397,11 @@ impl IdleOptions {
         let mut concurrency = 200;
         let mut timeout_secs = 300;
         let mut settle_ms = 1000;
+        let (mut deflate, mut size) = (false, 256);
         for (flag, value) in flags(args) {
             match flag.as_str() {
+                "--deflate" if value.is_none() => deflate = true,
+                "--size" => size = number(&flag, value)?,
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
                 "--settle-ms" => settle_ms = number(&flag, value)?,
                 "--connections" => connections = number(&flag, value)?,
@@ -411,6 +427,8 @@ impl IdleOptions {
             concurrency,
             timeout: Duration::from_secs(timeout_secs),
             settle: Duration::from_millis(settle_ms),
+            deflate,
+            size,
         })
     }
 }
@@ -511,6 +529,9 @@ fn idle(options: IdleOptions) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    if options.deflate {
+        return runtime.block_on(deflate::idle_run(options, ticks_per_second));
+    }
     runtime.block_on(idle_run(options, ticks_per_second))
 }
 
@@ -612,6 +633,9 @@ struct ChatOptions {
     server_pid: u32,
     timeout: Duration,
     nagle: bool,
+    /// `--deflate`: offer permessage-deflate and send compressible texts of `size` bytes.
+    deflate: bool,
+    size: usize,
 }
 
 impl ChatOptions {
@@ -623,8 +647,11 @@ impl ChatOptions {
         let mut server_pid = None;
         let mut timeout_secs = 300;
         let mut nagle = false;
+        let (mut deflate, mut size) = (false, 200);
         for (flag, value) in flags(args) {
             match flag.as_str() {
+                "--deflate" if value.is_none() => deflate = true,
+                "--size" => size = number(&flag, value)?,
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
                 "--nagle" if value.is_none() => nagle = true,
                 "--clients" => clients = number(&flag, value)?,
@@ -652,6 +679,8 @@ impl ChatOptions {
             server_pid: server_pid.ok_or("chat needs --server-pid")?,
             timeout: Duration::from_secs(timeout_secs),
             nagle,
+            deflate,
+            size,
         })
     }
 }
@@ -690,6 +719,34 @@ enum ChatEvent {
     Failed { client: usize, error: String },
 }
 
+/// Waits until each of the `n` clients has reported batch `batch` done; an error when one
+/// fails, reports another batch, or nothing comes for 60 s.
+async fn wait_for_batch(
+    events: &mut mpsc::UnboundedReceiver<ChatEvent>,
+    batch: usize,
+    n: usize,
+) -> Result<(), String> {
+    let mut done = 0;
+    while done < n {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .map_err(|_| format!("chat: batch {batch}: {done} of {n} clients done after 60 s"))?;
+        match event {
+            Some(ChatEvent::BatchDone { batch: got, .. }) if got == batch => done += 1,
+            Some(ChatEvent::BatchDone { client, batch: got }) => {
+                return Err(format!(
+                    "chat: client {client} finished batch {got} during batch {batch}"
+                ))
+            }
+            Some(ChatEvent::Failed { client, error }) => {
+                return Err(format!("chat: batch {batch}: client {client}: {error}"))
+            }
+            None => return Err(format!("chat: batch {batch}: every client task ended")),
+        }
+    }
+    Ok(())
+}
+
 /// Opens one connection and waits for the server's `ready`. Unless `nagle`, the socket gets
 /// TCP_NODELAY, so the client's flushes go out at once, as the servers' do.
 async fn open_chat_client(url: &str, nagle: bool) -> Result<Client, String> {
@@ -721,7 +778,14 @@ fn chat(options: ChatOptions) -> Result<(), String> {
     // Spawned, so that the coordinator runs on the runtime's worker with the client tasks
     // rather than on this thread, which `block_on` would use.
     let run = runtime.spawn(async move {
-        tokio::time::timeout(timeout, chat_run(options, ticks_per_second))
+        let run = async move {
+            if options.deflate {
+                deflate::chat_run(options, ticks_per_second).await
+            } else {
+                chat_run(options, ticks_per_second).await
+            }
+        };
+        tokio::time::timeout(timeout, run)
             .await
             .unwrap_or_else(|_| Err(format!("chat: not done after {timeout:?}")))
     });
@@ -828,26 +892,7 @@ async fn chat_run(options: ChatOptions, ticks_per_second: u64) -> Result<(), Str
         batch_tx
             .send(batch)
             .map_err(|_| "chat: every client task has ended".to_owned())?;
-        let mut done = 0;
-        while done < n {
-            let event = tokio::time::timeout(Duration::from_secs(60), events.recv())
-                .await
-                .map_err(|_| {
-                    format!("chat: batch {batch}: {done} of {n} clients done after 60 s")
-                })?;
-            match event {
-                Some(ChatEvent::BatchDone { batch: got, .. }) if got == batch => done += 1,
-                Some(ChatEvent::BatchDone { client, batch: got }) => {
-                    return Err(format!(
-                        "chat: client {client} finished batch {got} during batch {batch}"
-                    ))
-                }
-                Some(ChatEvent::Failed { client, error }) => {
-                    return Err(format!("chat: batch {batch}: client {client}: {error}"))
-                }
-                None => return Err(format!("chat: batch {batch}: every client task ended")),
-            }
-        }
+        wait_for_batch(&mut events, batch, n).await?;
         if batch >= 2 {
             batch_secs.push(started.elapsed().as_secs_f64());
         }
@@ -1173,6 +1218,9 @@ struct BroadcastOptions {
     rounds: usize,
     server_pid: u32,
     timeout: Duration,
+    /// `--deflate`: offer permessage-deflate and publish a compressible text of `size` bytes.
+    deflate: bool,
+    size: usize,
 }
 
 impl BroadcastOptions {
@@ -1182,9 +1230,12 @@ impl BroadcastOptions {
         let mut rounds = 20;
         let mut server_pid = None;
         let mut timeout_secs = 300;
+        let (mut deflate, mut size) = (false, 1024);
         for (flag, value) in flags(args) {
             match flag.as_str() {
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--deflate" if value.is_none() => deflate = true,
+                "--size" => size = number(&flag, value)?,
                 "--subscribers" => subscribers = number(&flag, value)?,
                 "--rounds" => rounds = number(&flag, value)?,
                 "--server-pid" => server_pid = Some(number(&flag, value)?),
@@ -1202,6 +1253,8 @@ impl BroadcastOptions {
             rounds,
             server_pid: server_pid.ok_or("broadcast needs --server-pid")?,
             timeout: Duration::from_secs(timeout_secs),
+            deflate,
+            size,
         })
     }
 }
@@ -1215,7 +1268,29 @@ fn broadcast(options: BroadcastOptions) -> Result<(), String> {
         ));
     }
     let timeout = options.timeout;
+    if options.deflate {
+        return run_spawned("broadcast", timeout, deflate::broadcast_run(options));
+    }
     run_spawned("broadcast", timeout, broadcast_run(options))
+}
+
+/// Waits for a broadcast round's end (every one of the `n` subscribers counted into `received`);
+/// an error when a reader fails or the round is not done within 60 s.
+async fn wait_for_round(
+    rounds_done: &mut mpsc::UnboundedReceiver<Result<(), String>>,
+    round: usize,
+    received: &std::sync::atomic::AtomicUsize,
+    n: usize,
+) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(60), rounds_done.recv()).await {
+        Ok(Some(Ok(()))) => Ok(()),
+        Ok(Some(Err(error))) => Err(format!("broadcast: round {round}: {error}")),
+        Ok(None) => Err("broadcast: every reader has ended".to_owned()),
+        Err(_) => Err(format!(
+            "broadcast: round {round}: {} of {n} delivered after 60 s",
+            received.load(std::sync::atomic::Ordering::Acquire)
+        )),
+    }
 }
 
 /// One publish to every subscriber of the chat room: `subscribers` connections join the room
@@ -1298,17 +1373,7 @@ async fn broadcast_run(options: BroadcastOptions) -> Result<(), String> {
             .send(Message::text(format!("broadcast {round}")))
             .await
             .map_err(|error| format!("broadcast: send failed: {error}"))?;
-        match tokio::time::timeout(Duration::from_secs(60), rounds_done.recv()).await {
-            Ok(Some(Ok(()))) => {}
-            Ok(Some(Err(error))) => return Err(format!("broadcast: round {round}: {error}")),
-            Ok(None) => return Err("broadcast: every reader has ended".to_owned()),
-            Err(_) => {
-                return Err(format!(
-                    "broadcast: round {round}: {} of {n} delivered after 60 s",
-                    received.load(Ordering::Acquire)
-                ))
-            }
-        }
+        wait_for_round(&mut rounds_done, round, &received, n).await?;
         if round >= 1 {
             latencies.push(started.elapsed().as_secs_f64() * 1e3);
         }

@@ -102,8 +102,9 @@ pub(crate) struct PeerInner {
     pub(crate) namespace: Arc<str>,
     context: Option<Context>,
     protocol: Option<Box<str>>,
-    /// The `Sec-WebSocket-Extensions` value of the `101`, when an extension was negotiated.
-    extensions: Option<Box<str>>,
+    /// The `Sec-WebSocket-Extensions` value of the `101`, when an extension was negotiated;
+    /// shared by the peers that got the same answer (see `deflate::answer`).
+    extensions: Option<Arc<str>>,
     transport: Transport,
     pub(crate) topics: Mutex<Vec<Arc<str>>>,
     pub(crate) outbox: Outbox,
@@ -124,7 +125,7 @@ impl Peer {
         namespace: Arc<str>,
         context: Option<Context>,
         protocol: Option<String>,
-        extensions: Option<String>,
+        extensions: Option<Arc<str>>,
         transport: Transport,
         shared: Arc<Shared>,
     ) -> Self {
@@ -142,7 +143,7 @@ impl Peer {
                 namespace,
                 context,
                 protocol: protocol.map(String::into_boxed_str),
-                extensions: extensions.map(String::into_boxed_str),
+                extensions,
                 transport,
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(limit),

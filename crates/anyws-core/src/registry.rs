@@ -179,7 +179,11 @@ impl Shared {
         // With compression on, the recipients share one `Prepared`, so that those that
         // compress without context compress it once between them.
         let frame = match &self.deflate {
-            Some(config) if message.compressible() && message.len() >= config.min_size() => {
+            Some(config)
+                if config.compresses_once()
+                    && message.compressible()
+                    && message.len() >= config.min_size() =>
+            {
                 Outbound::Prepared(Arc::new(Prepared::new(message)))
             }
             _ => Outbound::Message(message),

@@ -495,9 +495,9 @@ impl Server {
             .deflate
             .as_ref()
             .and_then(|config| deflate::negotiate(config, request.headers()));
-        let extensions = deflate.map(|negotiated| negotiated.response());
+        let extensions = deflate.map(|negotiated| deflate::answer(&negotiated));
         if let Some(value) = &extensions {
-            match HeaderValue::try_from(value.as_str()) {
+            match HeaderValue::try_from(&**value) {
                 Ok(v) => headers.insert(SEC_WEBSOCKET_EXTENSIONS, v),
                 Err(_) => return Handshake::internal_error(),
             };
@@ -570,7 +570,7 @@ impl Server {
         &self,
         request: Request,
         accept: Accept,
-        extensions: Option<String>,
+        extensions: Option<Arc<str>>,
         transport: Transport,
     ) -> Peer {
         let name = accept.namespace.as_deref().unwrap_or(request.path());

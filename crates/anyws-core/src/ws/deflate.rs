@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use zlib_rs::{DeflateConfig, DeflateFlush, InflateFlush, Status};
 
 use super::{Extension, ReadError};
@@ -43,9 +43,23 @@ const KEEP_SCRATCH: usize = 64 * 1024;
 ///   `2^window_bits` bytes for the client's context when it keeps one (32 KiB by default;
 ///   less when the client accepts a smaller `client_max_window_bits`).
 ///
-/// A message shorter than [`threshold`](Deflate::threshold) is sent uncompressed, as is one
-/// made with [`Message::without_compression`]. Peers whose clients did not offer the extension
-/// get plain frames; a publish reaches every kind of peer with the same message.
+/// A message shorter than [`threshold`](Deflate::threshold) is sent uncompressed, as is an
+/// empty one and one made with [`Message::without_compression`]. Peers whose clients did not
+/// offer the extension get plain frames; a publish reaches every kind of peer with the same
+/// message.
+///
+/// Defaults, in both modes: [`level`](Deflate::level) 1, [`window_bits`](Deflate::window_bits)
+/// 15 (a 32 KiB window), [`mem_level`](Deflate::mem_level) 8 (a 128 KiB hash table),
+/// [`threshold`](Deflate::threshold) 128 bytes.
+///
+/// What a client sends compressed is inflated at most to
+/// [`max_message_size`](crate::Limits::max_message_size) plus one byte: a message that would
+/// inflate past it closes the peer with 1009, whatever its compressed size, and one that does
+/// not inflate (not DEFLATE data) with 1007. A frame with RSV1 set when the extension was not
+/// negotiated closes with 1002.
+///
+/// See the guide's compression page (`docs/compression.md`) for when to turn it on and what
+/// each mode costs.
 ///
 /// ```
 /// use anyws_core::{Deflate, Hooks, ServerBuilder};
@@ -63,10 +77,16 @@ pub struct Deflate {
     window_bits: u8,
     mem_level: u8,
     threshold: usize,
+    /// A publish is compressed once for all its recipients without context (`false` only as
+    /// the benchmark's control, through [`Deflate::__compress_per_recipient`]).
+    compress_once: bool,
 }
 
 impl Deflate {
-    /// No context takeover: nothing per peer between messages; see the [type docs](Deflate).
+    /// No context takeover in either direction: the server answers an offer with
+    /// `server_no_context_takeover; client_no_context_takeover`, compresses and inflates with
+    /// its thread's codecs, and keeps nothing per peer between messages; a publish is compressed
+    /// once for all its recipients. The defaults are in the [type docs](Deflate).
     pub fn shared() -> Self {
         Self {
             dedicated: false,
@@ -74,10 +94,14 @@ impl Deflate {
             window_bits: 15,
             mem_level: 8,
             threshold: 128,
+            compress_once: true,
         }
     }
 
-    /// Context takeover, with a compressor per peer; see the [type docs](Deflate).
+    /// Context takeover, as the client offers it: each peer gets its own compressor on its
+    /// first compressed message (about 256 KiB at the defaults, see the [type docs](Deflate))
+    /// and keeps it, and its own decompressor when the client keeps its context (2^`window_bits`
+    /// bytes of window, which the server asks the client to respect when the offer allows).
     pub fn dedicated() -> Self {
         Self {
             dedicated: true,
@@ -118,6 +142,21 @@ impl Deflate {
     /// Whether this is [`Deflate::dedicated`] (context takeover).
     pub fn is_dedicated(&self) -> bool {
         self.dedicated
+    }
+
+    /// Not part of the API: every recipient of a publish compresses it itself, as if each
+    /// had been sent on its own, instead of the recipients without context sharing one
+    /// compressed copy. Only the benchmark uses it, as the control for compress-once
+    /// (`anyws-fixture --deflate shared-per-recipient`).
+    #[doc(hidden)]
+    pub fn __compress_per_recipient(mut self) -> Self {
+        self.compress_once = false;
+        self
+    }
+
+    /// Whether a publish is compressed once for all its recipients without context.
+    pub(crate) fn compresses_once(&self) -> bool {
+        self.compress_once
     }
 
     /// The [`threshold`](Deflate::threshold): messages this long or longer are compressed.
@@ -170,6 +209,24 @@ impl Negotiated {
         }
         value
     }
+}
+
+/// The answers given so far (`Negotiated::response`), shared by the peers that got the same
+/// one: a peer then holds a pointer, not a copy of 75 bytes. There are at most a few hundred
+/// different answers (two context flags, and each window said or not, 9 to 15 bits).
+static ANSWERS: Mutex<Vec<Arc<str>>> = Mutex::new(Vec::new());
+
+/// The `Sec-WebSocket-Extensions` value of the `101` for `negotiated`, shared with every other
+/// connection that got the same answer.
+pub(crate) fn answer(negotiated: &Negotiated) -> Arc<str> {
+    let response = negotiated.response();
+    let mut answers = ANSWERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = answers.iter().find(|known| ***known == *response) {
+        return known.clone();
+    }
+    let answer: Arc<str> = response.into();
+    answers.push(answer.clone());
+    answer
 }
 
 /// The first offer of permessage-deflate in `headers` that `config` can honour, and what was
@@ -413,6 +470,11 @@ impl Inflater {
 
 impl Extension for Inflater {
     fn decode(&mut self, payload: Vec<u8>, max_size: usize) -> Result<Vec<u8>, ReadError> {
+        // An empty payload carries no data (the tail alone would open a stored block that never
+        // ends, leaving a decompressor with context in its middle): nothing to inflate.
+        if payload.is_empty() {
+            return Ok(payload);
+        }
         if self.takeover {
             let window = self.window;
             let inflate = self
@@ -484,7 +546,9 @@ impl Compressor {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Option<R> {
         let payload = message.bytes();
-        if !message.compressible() || payload.len() < config.threshold {
+        // An empty message has nothing to compress, and a compressor with context would emit
+        // nothing for it after a flush: not even the empty block the reader's tail completes.
+        if !message.compressible() || payload.len() < config.threshold || payload.is_empty() {
             return None;
         }
         match self {
@@ -587,6 +651,35 @@ mod tests {
             .unwrap(),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
+    }
+
+    #[test]
+    fn peers_share_their_answer() {
+        let shared = Deflate::shared();
+        let browser = negotiate(
+            &shared,
+            &offer(&["permessage-deflate; client_max_window_bits"]),
+        );
+        let plain = negotiate(&shared, &offer(&["permessage-deflate"]));
+        let (a, b) = (
+            super::answer(&browser.unwrap()),
+            super::answer(&plain.unwrap()),
+        );
+        assert_eq!(
+            &*a,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "one allocation for every peer with this answer"
+        );
+        let small = negotiate(
+            &shared,
+            &offer(&["permessage-deflate; server_max_window_bits=10"]),
+        );
+        let c = super::answer(&small.unwrap());
+        assert!(c.ends_with("server_max_window_bits=10"));
+        assert!(!Arc::ptr_eq(&a, &c));
     }
 
     #[test]
@@ -730,6 +823,38 @@ mod tests {
             })
             .unwrap();
         assert_eq!(inflater.decode(ok, 1 << 20).unwrap(), text.as_bytes());
+    }
+
+    /// A compressor that keeps its context emits nothing for an empty message after a flush
+    /// (zlib has no progress to make), and four bytes of tail alone are not a complete block:
+    /// an inflater with context was left inside a stored block, and read the next message as
+    /// its contents. Empty messages now go uncompressed, and an empty compressed payload
+    /// inflates to nothing without touching the decompressor.
+    #[test]
+    fn empty_messages_keep_the_context_intact() {
+        for config in [Deflate::dedicated(), Deflate::shared()] {
+            let config = config.threshold(0);
+            let n = negotiate(&config, &offer(&["permessage-deflate"])).unwrap();
+            let mut compressor = Compressor::new(&n);
+            let mut inflater = Inflater::new(&n);
+            let mut first = b"{\"type\":\"chat\",".to_vec();
+            first.resize(56, 0xff);
+            let texts = [first.clone(), Vec::new(), Vec::new(), Vec::new(), first];
+            for text in texts {
+                let message = Message::from_binary(text.clone());
+                let Some(compressed) = compressor.compress(&config, &message, None, |b| b.to_vec())
+                else {
+                    assert!(
+                        text.is_empty(),
+                        "only empty messages go plain at threshold 0"
+                    );
+                    // What a client's compressor may send for one all the same.
+                    assert_eq!(inflater.decode(Vec::new(), 0).unwrap(), b"");
+                    continue;
+                };
+                assert_eq!(inflater.decode(compressed, text.len()).unwrap(), text);
+            }
+        }
     }
 
     #[test]

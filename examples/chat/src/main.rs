@@ -11,7 +11,9 @@
 //! cargo run --release -p chat
 //! ```
 //!
-//! then open <http://127.0.0.1:3000> in two tabs. The port comes from `PORT` (default 3000) and
+//! then open <http://127.0.0.1:3000> in two tabs. With `TLS_CERT=cert.pem TLS_KEY=key.pem` it
+//! serves HTTPS instead, and a browser opens its WebSocket on the page's HTTP/2 connection
+//! (RFC 8441); the server prints which HTTP version each peer came over. The port comes from `PORT` (default 3000) and
 //! the address from `HOST` (default 127.0.0.1), e.g. `HOST=0.0.0.0 PORT=8080 cargo run --release -p chat`.
 //!
 //! The page connects to `ws://<host>/_ws`. Any path upgrades, but a peer's namespace is its URL
@@ -52,6 +54,12 @@ fn short_id(peer: &Peer) -> String {
 impl Hooks for Chat {
     async fn open(&self, peer: &Peer) {
         peer.subscribe(TOPIC);
+        // Over HTTPS a browser that holds an HTTP/2 connection opens its WebSocket on it.
+        println!(
+            "{} joined over {:?}",
+            short_id(peer),
+            peer.request().version()
+        );
         let line = format!("{} joined", short_id(peer));
         // The newcomer sees its own join line too, so it learns its name.
         let _ = peer.send(line.as_str());
@@ -127,18 +135,44 @@ async fn main() -> std::io::Result<()> {
         Err(_) => 3000,
     };
 
+    // With `TLS_CERT` and `TLS_KEY` (PEM files), the page and its WebSocket go over HTTPS, and
+    // browsers speak HTTP/2 to it.
+    let tls = match (std::env::var_os("TLS_CERT"), std::env::var_os("TLS_KEY")) {
+        (Some(cert), Some(key)) => Some(anyws::tls::load_pem(cert, key).map_err(|error| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, error.to_string())
+        })?),
+        (None, None) => None,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "TLS_CERT and TLS_KEY go together",
+            ))
+        }
+    };
     let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
-    println!("chat demo on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("chat demo on {scheme}://{}", listener.local_addr()?);
 
     // The SSE transport serves the same hooks to pages opened with `?transport=sse`; their peers
     // share the room with the WebSocket ones.
     let server = anyws::ServerBuilder::new(Chat)
         .sse(true)
         .build(anyws::tokio::runtime());
-    anyws::tokio::serve(listener, server)
-        .fallback(page)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match tls {
+        Some(tls) => {
+            anyws::tokio::serve_tls(listener, tls, server)
+                .fallback(page)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            anyws::tokio::serve(listener, server)
+                .fallback(page)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

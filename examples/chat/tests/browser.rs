@@ -20,6 +20,11 @@ static BROWSER: Mutex<()> = Mutex::new(());
 
 /// Runs one scenario of `chat.cjs` and fails with its output unless every check held.
 fn scenario(name: &str) {
+    scenario_with(name, &[]);
+}
+
+/// [`scenario`] with extra environment variables for the chat server.
+fn scenario_with(name: &str, env: &[(&str, &Path)]) {
     let _one_at_a_time = BROWSER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -53,6 +58,7 @@ fn scenario(name: &str) {
         .env("NODE_MODULES", &node_modules)
         .env("OUT_DIR", &out_dir)
         .env("CHROMIUM", &chromium)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|error| panic!("cannot run node ({error}): {setup}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -90,4 +96,19 @@ fn websocket_page_and_sse_page_see_each_other() {
 #[test]
 fn sse_page_reconnects_after_the_server_restarts() {
     scenario("sse-restart");
+}
+
+/// Over HTTPS with a throwaway certificate: Chromium loads the page over HTTP/2 and opens the
+/// WebSocket on that connection (RFC 8441), and the chat works as over HTTP/1.1.
+#[test]
+fn https_pages_chat_over_http2() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chat-https");
+    std::fs::create_dir_all(&dir).expect("a directory for the certificate");
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("a self-signed certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).expect("write cert.pem");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key.pem");
+    scenario_with("https", &[("TLS_CERT", &cert), ("TLS_KEY", &key)]);
 }

@@ -31,6 +31,9 @@ const scenarios = {
   mixed: (env) => exchange(env, "", "?transport=sse"),
   // A page reconnects by itself after the server restarts.
   restart: (env) => restart(env, ""),
+  // Over HTTPS (TLS_CERT and TLS_KEY set): the page comes over HTTP/2, and its WebSocket opens
+  // on that connection (RFC 8441), as the server's log of each peer's HTTP version shows.
+  https: (env) => https(env),
   "sse-restart": (env) => restart(env, "?transport=sse"),
 };
 
@@ -43,9 +46,11 @@ class ChatServer {
     });
     const server = new ChatServer(child);
     const lines = readline.createInterface({ input: child.stdout });
+    server.log = [];
     server.url = await new Promise((resolve, reject) => {
       lines.on("line", (line) => {
-        const found = /chat demo on (http:\/\/\S+)/.exec(line);
+        server.log.push(line);
+        const found = /chat demo on (https?:\/\/\S+)/.exec(line);
         if (found) resolve(found[1]);
       });
       child.on("exit", (code) => reject(new Error(`chat server exited with ${code} before listening`)));
@@ -73,7 +78,8 @@ process.on("exit", () => running.forEach((server) => server.child.kill("SIGKILL"
 /** One user: a chat page in a browser context of its own. */
 class User {
   static async open(env, query) {
-    const context = await env.browser.newContext();
+    // The HTTPS scenario's certificate is self-signed.
+    const context = await env.browser.newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();
     page.setDefaultTimeout(STEP_TIMEOUT);
     const user = new User(context, page);
@@ -202,6 +208,25 @@ async function restart(env, query) {
   await a.expectLines([`${a.name} joined`, `${name} joined`, `${name}: back again`]);
   await screenshot(env, a);
   expectNoErrors(a, OUTAGE_ERROR);
+}
+
+async function https(env) {
+  if (!env.server.url.startsWith("https://")) throw new Error(`the server is not on HTTPS: ${env.server.url}`);
+  await exchange(env, "", "");
+  const a = await User.open(env, "");
+  const protocol = await a.page.evaluate(() => performance.getEntriesByType("navigation")[0].nextHopProtocol);
+  if (protocol !== "h2") throw new Error(`the page came over ${protocol}, not h2`);
+  await a.say("over http/2");
+  await a.expectLines([`${a.name} joined`, `${a.name}: over http/2`]);
+  const joined = env.server.log.filter((line) => / joined over /.test(line));
+  if (!joined.some((line) => line === `${a.name} joined over HTTP/2.0`)) {
+    throw new Error(`the server saw ${a.name} over something else: ${JSON.stringify(joined)}`);
+  }
+  if (!joined.every((line) => line.endsWith("HTTP/2.0"))) {
+    throw new Error(`a WebSocket went over HTTP/1.1: ${JSON.stringify(joined)}`);
+  }
+  await screenshot(env, a);
+  expectNoErrors(a);
 }
 
 async function main() {

@@ -61,11 +61,7 @@ pub async fn request_head_over_the_limit_gets_431(harness: &dyn Harness) {
 
     let (response, mut raw) = f.raw_upgrade("/", &[&big_header(12_000)]).await;
     assert_eq!(response.status, 101, "12 KB head: {}", response.status_line);
-    let welcome = raw.read_data().await;
-    assert_eq!(welcome.opcode, OP_TEXT);
-    let (id, _) = parse_welcome(&String::from_utf8_lossy(&welcome.payload));
-    raw.send_text("ping").await;
-    assert_eq!(raw.read_data().await.payload, b"pong");
+    let id = open_finished(&mut raw).await;
     carries_on(&f, &[&id]).await;
 }
 
@@ -75,8 +71,7 @@ pub async fn request_head_limit_follows_the_option(harness: &dyn Harness) {
     let f = Fixture::start(harness, Options::new().max_request_head_bytes(64 << 10)).await;
     let (response, mut raw) = f.raw_upgrade("/", &[&big_header(20_000)]).await;
     assert_eq!(response.status, 101, "20 KB head: {}", response.status_line);
-    let welcome = raw.read_data().await;
-    let (id, _) = parse_welcome(&String::from_utf8_lossy(&welcome.payload));
+    let id = open_finished(&mut raw).await;
     let (response, raw) = f.raw_upgrade("/", &[&big_header(70_000)]).await;
     assert_eq!(response.status, 431, "70 KB head: {}", response.status_line);
     assert_closed(raw.stream, "70 KB head").await;
@@ -106,9 +101,22 @@ pub async fn handshake_needs_http_1_1_and_host(harness: &dyn Harness) {
     assert_eq!(hook_counts(&f).await.upgrades, 0, "a hook saw the request");
     f.assert_peers(&[]).await;
     // The same request with `Host` over HTTP/1.1 is fine.
-    let (response, _) = send(&f, &upgrade).await;
+    let (response, mut raw) = f.raw_upgrade("/", &[]).await;
     assert_eq!(response.status, 101, "{}", response.status_line);
-    carries_on(&f, &[]).await;
+    let id = open_finished(&mut raw).await;
+    carries_on(&f, &[&id]).await;
+}
+
+/// Reads the welcome of a peer opened by a raw upgrade, then a `pong` to its `ping`: its `open`
+/// hook has finished (its `joined` line is out), so a peer opened after it hears nothing of it.
+/// Returns its id.
+async fn open_finished(raw: &mut RawWs) -> String {
+    let welcome = raw.read_data().await;
+    assert_eq!(welcome.opcode, OP_TEXT);
+    let (id, _) = parse_welcome(&String::from_utf8_lossy(&welcome.payload));
+    raw.send_text("ping").await;
+    assert_eq!(raw.read_data().await.payload, b"pong");
+    id
 }
 
 /// Over the SSE transport: an event-stream `GET` with a 20,000-byte header gets `431` and one

@@ -191,6 +191,22 @@ pub fn inflate(decompress: &mut Decompress, payload: &[u8]) -> Result<Vec<u8>, S
     }
 }
 
+/// `len` bytes of text whose only repetitions are copies of one 1500-byte block of
+/// pseudo-random letters: it compresses well only with a window of 2 KiB or more, and a
+/// compressor that uses a larger window than agreed refers back too far for [`inflate`].
+pub fn far_repeats(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    let block: Vec<u8> = (0..1500)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            b'a' + (state % 26) as u8
+        })
+        .collect();
+    block.iter().copied().cycle().take(len).collect()
+}
+
 /// A message as it came from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -352,16 +368,7 @@ mod tests {
         assert_eq!(inflate(&mut decompress, &compressed).unwrap(), text);
 
         // Copies 1500 bytes back, past a 1 KiB window: the 10-bit decompressor refuses them.
-        let mut state = 0x9e37_79b9_u32;
-        let block: Vec<u8> = (0..1500)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as u8
-            })
-            .collect();
-        let twice: Vec<u8> = block.iter().chain(&block).copied().collect();
+        let twice = far_repeats(3000);
         let wide = deflate(&mut Compress::new(Compression::best(), false), &twice);
         assert!(wide.len() < 1600, "{}", wide.len());
         assert!(inflate(&mut Decompress::new_with_window_bits(false, 10), &wide).is_err());

@@ -166,22 +166,12 @@ macro_rules! deflate_tests {
 #[macro_export]
 macro_rules! __deflate_scenario_test {
     ($harness:expr; $mode:ident; $name:ident) => {
-        #[test]
-        fn $name() {
-            fn scenario(
-                harness: &dyn $crate::Harness,
-            ) -> ::std::pin::Pin<
-                ::std::boxed::Box<
-                    dyn ::std::future::Future<Output = ()> + ::std::marker::Send + '_,
-                >,
-            > {
-                ::std::boxed::Box::pin($crate::scenarios::deflate::$name(
-                    harness,
-                    $crate::scenarios::deflate::Mode::$mode,
-                ))
-            }
-            $crate::run(&$harness, scenario);
-        }
+        $crate::__test!(
+            $name;
+            $harness;
+            $crate::scenarios::deflate::$name,
+            $crate::scenarios::deflate::Mode::$mode
+        );
     };
 }
 
@@ -189,6 +179,15 @@ macro_rules! __deflate_scenario_test {
 #[macro_export]
 macro_rules! __scenario_test {
     ($harness:expr; $module:ident :: $name:ident) => {
+        $crate::__test!($name; $harness; $crate::scenarios::$module::$name);
+    };
+}
+
+/// Defines `#[test] fn $name` that runs `$scenario(harness, $args...)` against `$harness`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __test {
+    ($name:ident; $harness:expr; $scenario:path $(, $arg:expr)*) => {
         #[test]
         fn $name() {
             fn scenario(
@@ -198,7 +197,7 @@ macro_rules! __scenario_test {
                     dyn ::std::future::Future<Output = ()> + ::std::marker::Send + '_,
                 >,
             > {
-                ::std::boxed::Box::pin($crate::scenarios::$module::$name(harness))
+                ::std::boxed::Box::pin($scenario(harness $(, $arg)*))
             }
             $crate::run(&$harness, scenario);
         }

@@ -33,22 +33,6 @@ impl Mode {
 /// What browsers offer.
 const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
-/// `len` bytes of text whose only repetitions are copies of one 1500-byte block of
-/// pseudo-random letters: it compresses well only with a window of 2 KiB or more, and a
-/// compressor that uses a larger window than agreed refers back too far for the client.
-fn far_repeats(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_u32;
-    let block: Vec<u8> = (0..1500)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            b'a' + (state % 26) as u8
-        })
-        .collect();
-    block.iter().copied().cycle().take(len).collect()
-}
-
 /// `debug.websocket.extensions` of a conformance-app peer.
 async fn debug_extensions(ws: &mut DeflateWs) -> String {
     ws.send_plain(OP_TEXT, b"debug").await;

@@ -126,7 +126,7 @@ pub async fn negotiation(harness: &dyn Harness, mode: Mode) {
     assert_eq!(debug_extensions(&mut ws).await, value);
     let text = String::from_utf8(far_repeats(20_000)).expect("ASCII");
     ws.send_compressed(OP_TEXT, text.as_bytes()).await;
-    // The echo, and the publish of it to this peer does not come (publish skips the sender).
+    // Only the echo comes back: the publish of it skips the sender.
     let echo = ws.recv_text_eq(&text).await;
     assert!(echo.compressed, "a 20 KB echo is compressed");
 }

@@ -3,8 +3,9 @@
 # tests (the chat demo's among them in headless Chromium), and Autobahn|Testsuite. Needs only the
 # Rust toolchain on Debian; it installs the rest itself: redis-server from Debian, chromium, node
 # and playwright-core for the browser test (scripts/browser-setup.sh), the npm packages of the SSE
-# clients into tests/conformance/sse-client/node_modules and target/node, Autobahn|Testsuite into
-# target/wstest.
+# clients into tests/conformance/sse-client/node_modules and target/node (with node's `ws` for the
+# permessage-deflate interop test), Python's `websockets` into a virtual environment in
+# target/python, Autobahn|Testsuite into target/wstest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -47,9 +48,18 @@ if [ ! -d "$sse_client/node_modules/crossws" ] || [ ! -d "$sse_client/node_modul
   npm ci --prefix "$sse_client" --no-audit --no-fund
 fi
 # The EventSource check of /clock (tests/fixture/tests/eventsource.rs) runs the `eventsource`
-# package of its own.
-if [ ! -d target/node/node_modules/eventsource ]; then
-  npm install --prefix target/node --no-audit --no-fund eventsource@3 >/dev/null
+# package of its own, and the permessage-deflate interop test (tests/fixture/tests/interop.rs)
+# node's `ws` and Python's `websockets`, in a virtual environment of its own.
+if [ ! -d target/node/node_modules/eventsource ] || [ ! -d target/node/node_modules/ws ]; then
+  npm install --prefix target/node --no-audit --no-fund eventsource@3 ws@8 >/dev/null
+fi
+if ! target/python/bin/python -c 'import websockets' >/dev/null 2>&1; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -m ensurepip --version >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  rm -rf target/python
+  python3 -m venv target/python
+  target/python/bin/pip install -q --disable-pip-version-check websockets==17.4
 fi
 step "browser"; bash scripts/browser-setup.sh
 step "tests";   cargo test --workspace --all-features

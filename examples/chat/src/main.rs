@@ -19,7 +19,9 @@
 //! The page connects to `ws://<host>/_ws`. Any path upgrades, but a peer's namespace is its URL
 //! path and `publish` stays inside a namespace, so all pages use the same path to share a room.
 //! It shows who joins and leaves, and reconnects by itself (with backoff up to 10 s) when the
-//! connection drops, e.g. across a server restart.
+//! connection drops, e.g. across a server restart. Its WebSocket negotiates permessage-deflate
+//! ([`Deflate::shared`](anyws::Deflate::shared)): lines of 128 bytes or more travel
+//! compressed both ways, each published line compressed once for every page.
 //!
 //! With `?transport=sse` (<http://127.0.0.1:3000/?transport=sse>) the page speaks crossws's
 //! Server-Sent Events protocol on the same URL instead: an `EventSource` receives, and each
@@ -154,9 +156,12 @@ async fn main() -> std::io::Result<()> {
     println!("chat demo on {scheme}://{}", listener.local_addr()?);
 
     // The SSE transport serves the same hooks to pages opened with `?transport=sse`; their peers
-    // share the room with the WebSocket ones.
+    // share the room with the WebSocket ones. Browsers offer permessage-deflate; in shared mode
+    // a line of 128 bytes or more is compressed once for every page it goes to, and a page costs
+    // no compression memory between lines.
     let server = anyws::ServerBuilder::new(Chat)
         .sse(true)
+        .deflate(anyws::Deflate::shared())
         .build(anyws::tokio::runtime());
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

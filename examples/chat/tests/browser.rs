@@ -1,7 +1,9 @@
 //! The chat demo in a real browser: headless Chromium (Debian's `/usr/bin/chromium`), driven by
 //! playwright-core from node, against the `chat` binary. Each test runs one scenario of
 //! `tests/browser/chat.cjs`, which starts the server on a free port, checks the pages (messages
-//! both ways, `#status`, join and leave lines, no console errors) and saves a screenshot to
+//! both ways, `#status`, join and leave lines, no console errors; on WebSocket pages, that
+//! Chromium negotiated permessage-deflate, as the `101` it received says, and that a line above
+//! the compression threshold reaches both pages) and saves a screenshot to
 //! `target/browser/chat-<scenario>.png`.
 //!
 //! `bash scripts/browser-setup.sh` installs what this needs (chromium, node and npm when missing,

@@ -65,6 +65,7 @@
 
 pub mod apps;
 pub mod client;
+pub mod deflate_client;
 mod harness;
 pub mod redis_server;
 pub mod scenarios;
@@ -136,10 +137,57 @@ macro_rules! sse_tests {
     };
 }
 
+/// Defines, in modules `deflate::shared` and `deflate::dedicated`, one `#[test]` per scenario
+/// of the permessage-deflate list ([`scenarios::deflate`]), each run against `$harness` with
+/// the server in that mode (`--deflate shared` or `--deflate dedicated`).
+///
+/// ```ignore
+/// anyws_conformance::deflate_tests!(anyws_conformance::InProcess(MyAdapter));
+/// ```
+#[macro_export]
+macro_rules! deflate_tests {
+    ($harness:expr) => {
+        mod deflate {
+            mod shared {
+                #[allow(unused_imports)]
+                use super::super::*;
+                $crate::__for_each_deflate_scenario!($crate::__deflate_scenario_test; $harness; Shared);
+            }
+            mod dedicated {
+                #[allow(unused_imports)]
+                use super::super::*;
+                $crate::__for_each_deflate_scenario!($crate::__deflate_scenario_test; $harness; Dedicated);
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __deflate_scenario_test {
+    ($harness:expr; $mode:ident; $name:ident) => {
+        $crate::__test!(
+            $name;
+            $harness;
+            $crate::scenarios::deflate::$name,
+            $crate::scenarios::deflate::Mode::$mode
+        );
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __scenario_test {
     ($harness:expr; $module:ident :: $name:ident) => {
+        $crate::__test!($name; $harness; $crate::scenarios::$module::$name);
+    };
+}
+
+/// Defines `#[test] fn $name` that runs `$scenario(harness, $args...)` against `$harness`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __test {
+    ($name:ident; $harness:expr; $scenario:path $(, $arg:expr)*) => {
         #[test]
         fn $name() {
             fn scenario(
@@ -149,7 +197,7 @@ macro_rules! __scenario_test {
                     dyn ::std::future::Future<Output = ()> + ::std::marker::Send + '_,
                 >,
             > {
-                ::std::boxed::Box::pin($crate::scenarios::$module::$name(harness))
+                ::std::boxed::Box::pin($scenario(harness $(, $arg)*))
             }
             $crate::run(&$harness, scenario);
         }
@@ -166,9 +214,22 @@ mod tests {
         };
     }
 
+    macro_rules! is_a_deflate_scenario {
+        ($harness:expr; $mode:ident; $name:ident) => {
+            let _: crate::Scenario = |harness| {
+                Box::pin(crate::scenarios::deflate::$name(
+                    harness,
+                    crate::scenarios::deflate::Mode::$mode,
+                ))
+            };
+        };
+    }
+
     #[test]
     fn every_scenario_is_listed_and_send() {
         crate::__for_each_scenario!(is_a_scenario; ());
         crate::__for_each_sse_scenario!(is_a_scenario; ());
+        crate::__for_each_deflate_scenario!(is_a_deflate_scenario; (); Shared);
+        crate::__for_each_deflate_scenario!(is_a_deflate_scenario; (); Dedicated);
     }
 }

@@ -61,3 +61,4 @@ impl Adapter for AsyncStd {
 
 anyws_conformance::tests!(InProcess(AsyncStd));
 anyws_conformance::sse_tests!(InProcess(AsyncStd));
+anyws_conformance::deflate_tests!(InProcess(AsyncStd));

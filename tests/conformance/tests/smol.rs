@@ -44,3 +44,4 @@ impl Adapter for Smol {
 
 anyws_conformance::tests!(InProcess(Smol));
 anyws_conformance::sse_tests!(InProcess(Smol));
+anyws_conformance::deflate_tests!(InProcess(Smol));

@@ -51,3 +51,4 @@ impl Adapter for Tokio {
 
 anyws_conformance::tests!(InProcess(Tokio));
 anyws_conformance::sse_tests!(InProcess(Tokio));
+anyws_conformance::deflate_tests!(InProcess(Tokio));

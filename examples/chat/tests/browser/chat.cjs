@@ -83,6 +83,10 @@ class User {
     const page = await context.newPage();
     page.setDefaultTimeout(STEP_TIMEOUT);
     const user = new User(context, page);
+    // The WebSocket handshakes as Chromium saw them, through the DevTools protocol.
+    const devtools = await context.newCDPSession(page);
+    devtools.on("Network.webSocketHandshakeResponseReceived", (event) => user.handshakes.push(event.response));
+    await devtools.send("Network.enable");
     await page.goto(env.server.url + "/" + query);
     await user.waitForStatus("connected");
     // The server greets a newcomer with its own join line first: that names the user.
@@ -94,6 +98,7 @@ class User {
     this.context = context;
     this.page = page;
     this.errors = []; // console errors and uncaught exceptions
+    this.handshakes = []; // the 101 responses of its WebSockets
     page.on("console", (message) => {
       if (message.type() === "error") this.errors.push(message.text());
     });
@@ -143,6 +148,24 @@ class User {
     return found[1];
   }
 
+  /**
+   * Checks that Chromium negotiated permessage-deflate on the page's last WebSocket as the demo
+   * configures it (shared: no context takeover either way).
+   */
+  expectDeflate() {
+    const response = this.handshakes[this.handshakes.length - 1];
+    if (!response || response.status !== 101) {
+      throw new Error(`no 101 for the WebSocket of ${this.name}: ${JSON.stringify(this.handshakes)}`);
+    }
+    const name = Object.keys(response.headers).find((key) => key.toLowerCase() === "sec-websocket-extensions");
+    const value = name ? response.headers[name] : "";
+    const params = value.split(";").map((part) => part.trim());
+    const wanted = ["permessage-deflate", "server_no_context_takeover", "client_no_context_takeover"];
+    if (params[0] !== wanted[0] || !wanted.every((param) => params.includes(param))) {
+      throw new Error(`Chromium did not negotiate permessage-deflate for ${this.name}: Sec-WebSocket-Extensions ${JSON.stringify(value)}`);
+    }
+  }
+
   /** Types `text` and sends it with the button, or with Enter when `enter` is set. */
   async say(text, { enter = false } = {}) {
     await this.page.fill("#message", text);
@@ -182,12 +205,23 @@ async function exchange(env, queryA, queryB) {
   await a.expectLines([`${a.name} joined`, `${b.name} joined`, fromA, fromB]);
   await b.expectLines([`${b.name} joined`, fromA, fromB]);
   if ((await a.page.inputValue("#message")) !== "") throw new Error("the input was not cleared after sending");
+
+  // WebSocket pages negotiated permessage-deflate; a line above the server's threshold (128
+  // bytes) goes up compressed by Chromium and comes back compressed, to both pages.
+  for (const [user, query] of [[a, queryA], [b, queryB]]) {
+    if (!query.includes("transport=sse")) user.expectDeflate();
+  }
+  const long = "a longer line, " + "compressed on the wire both ways, ".repeat(12).trim();
+  await b.say(long);
+  const fromBLong = `${b.name}: ${long}`;
+  await a.expectLines([`${a.name} joined`, `${b.name} joined`, fromA, fromB, fromBLong]);
+  await b.expectLines([`${b.name} joined`, fromA, fromB, fromBLong]);
   await screenshot(env, a);
 
   expectNoErrors(a);
   expectNoErrors(b);
   await b.leave();
-  await a.expectLines([`${a.name} joined`, `${b.name} joined`, fromA, fromB, `${b.name} left`]);
+  await a.expectLines([`${a.name} joined`, `${b.name} joined`, fromA, fromB, fromBLong, `${b.name} left`]);
   expectNoErrors(a);
 }
 
@@ -202,8 +236,9 @@ async function restart(env, query) {
   env.server = await ChatServer.start(port);
   await a.waitForStatus("connected");
 
-  // A new connection is a new peer with a new name.
+  // A new connection is a new peer with a new name, and negotiates compression again.
   const name = await a.joinedName(1);
+  if (!query.includes("transport=sse")) a.expectDeflate();
   await a.say("back again");
   await a.expectLines([`${a.name} joined`, `${name} joined`, `${name}: back again`]);
   await screenshot(env, a);

@@ -16,6 +16,7 @@ macro_rules! on_a_default_server {
 }
 
 pub mod clock;
+pub mod deflate;
 pub mod hardening;
 pub mod heads;
 pub mod lifecycle;
@@ -118,5 +119,18 @@ macro_rules! __for_each_sse_scenario {
         $m!($harness; sse::peers_listed_from_open);
         $m!($harness; heads::sse_request_heads);
         $m!($harness; stats::stats_count_sse_peers);
+    };
+}
+
+/// Calls `$m!($harness; $mode; scenario)` for every scenario of the permessage-deflate list
+/// ([`deflate`]); `$mode` is a [`deflate::Mode`] variant.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_deflate_scenario {
+    ($m:path; $harness:expr; $mode:ident) => {
+        $m!($harness; $mode; negotiation);
+        $m!($harness; $mode; echo);
+        $m!($harness; $mode; mixed_peers_in_a_topic);
+        $m!($harness; $mode; bad_input);
     };
 }

@@ -288,11 +288,13 @@ pub fn check_inflate(data: &[u8]) {
                 }
             }
         } else {
-            let compressed = server.compress(message);
-            let back = reader
-                .inflate(compressed, message.len())
-                .expect("what the server compresses inflates");
-            assert_eq!(back, message);
+            // What goes plain (empty, or no smaller without context takeover) is not inflated.
+            if let Some(compressed) = server.compress(message) {
+                let back = reader
+                    .inflate(compressed, message.len())
+                    .expect("what the server compresses inflates");
+                assert_eq!(back, message);
+            }
         }
     }
 }

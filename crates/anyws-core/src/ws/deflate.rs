@@ -499,8 +499,9 @@ impl Extension for Inflater {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) message: Message,
-    /// The compressed payload and the window it was compressed with.
-    compressed: OnceLock<(u8, Bytes)>,
+    /// The window it was compressed with, and the compressed payload (`None` when compressing
+    /// did not make it smaller: it goes plain).
+    compressed: OnceLock<(u8, Option<Bytes>)>,
 }
 
 impl Prepared {
@@ -537,7 +538,8 @@ impl Compressor {
     }
 
     /// Compresses `message` (or takes the compressed bytes `prepared` holds) and hands the
-    /// payload to `f`; `None`, without calling `f`, when the message goes uncompressed.
+    /// payload to `f`; `None`, without calling `f`, when the message goes uncompressed: opted
+    /// out, under the threshold, or, without context takeover, no smaller compressed.
     pub(crate) fn compress<R>(
         &mut self,
         config: &Deflate,
@@ -554,18 +556,22 @@ impl Compressor {
         match self {
             Self::Shared { window } => {
                 let window = *window;
+                // Without context takeover each message stands alone, so one that does not
+                // shrink (already compressed, random, or too short for the level's codes) goes
+                // plain. With context it cannot: the peer's decompressor must see every byte.
+                let smaller = |out: &[u8]| out.len() < payload.len();
                 if let Some(prepared) = prepared {
                     let (used, bytes) = prepared.compressed.get_or_init(|| {
                         with_shared_compressed(config, window, payload, |out| {
-                            (window, Bytes::copy_from_slice(out))
+                            (window, smaller(out).then(|| Bytes::copy_from_slice(out)))
                         })
                     });
                     // Data compressed with a smaller window reads fine with a larger one.
                     if *used <= window {
-                        return Some(f(bytes));
+                        return bytes.as_deref().map(f);
                     }
                 }
-                Some(with_shared_compressed(config, window, payload, f))
+                with_shared_compressed(config, window, payload, |out| smaller(out).then(|| f(out)))
             }
             Self::Dedicated { window, deflate } => {
                 let window = *window;
@@ -876,5 +882,37 @@ mod tests {
             );
         }
         assert_eq!(inflater.decode(compressed, 300).unwrap(), text.as_bytes());
+    }
+
+    #[test]
+    fn what_does_not_shrink_goes_plain_without_context_takeover() {
+        // Pseudo-random bytes do not compress.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..1500)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let message = Message::from_binary(noise);
+        let shared = Deflate::shared();
+        let n = negotiate(&shared, &offer(&["permessage-deflate"])).unwrap();
+        let mut compressor = Compressor::new(&n);
+        assert!(compressor
+            .compress(&shared, &message, None, |_| ())
+            .is_none());
+        let prepared = Prepared::new(message.clone());
+        assert!(compressor
+            .compress(&shared, &message, Some(&prepared), |_| ())
+            .is_none());
+        // With context takeover every message is compressed, shrinking or not.
+        let dedicated = Deflate::dedicated();
+        let n = negotiate(&dedicated, &offer(&["permessage-deflate"])).unwrap();
+        let mut compressor = Compressor::new(&n);
+        assert!(compressor
+            .compress(&dedicated, &message, None, |_| ())
+            .is_some());
     }
 }

@@ -97,12 +97,11 @@ impl Deflate {
         }
     }
 
-    /// Compresses `payload` as the server sends it.
-    pub fn compress(&mut self, payload: &[u8]) -> Vec<u8> {
+    /// Compresses `payload` as the server sends it; `None` when it goes plain.
+    pub fn compress(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
         let message = crate::Message::from_binary(Bytes::copy_from_slice(payload));
         self.compressor
             .compress(&self.config, &message, None, <[u8]>::to_vec)
-            .unwrap_or_default()
     }
 
     /// Inflates a compressed message from the client to at most `max_size` bytes; `Err` with

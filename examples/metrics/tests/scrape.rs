@@ -84,8 +84,17 @@ fn prometheus_text_follows_the_clients() {
         .trim_end_matches('/')
         .to_owned();
 
+    // A client's `101` can arrive before its `open` hook has subscribed it: each says `sync`
+    // and reads its echo first (hooks run in order), so that both are in the room before the
+    // counted messages. `a` is alone for its own, and hears `b`'s.
+    let sync = Message::text("sync");
     let (mut a, _) = tungstenite::connect(&url).expect("first client");
+    a.send(sync.clone()).unwrap();
+    assert_eq!(a.read().unwrap(), sync);
     let (mut b, _) = tungstenite::connect(&url).expect("second client");
+    b.send(sync.clone()).unwrap();
+    assert_eq!(b.read().unwrap(), sync);
+    assert_eq!(a.read().unwrap(), sync);
     for i in 0..3 {
         let message = Message::text(format!("hello {i}"));
         a.send(message.clone()).unwrap();
@@ -96,17 +105,17 @@ fn prometheus_text_follows_the_clients() {
     assert_eq!(sample(&text, "anyws_peers"), Some(2.0), "{text}");
     assert_eq!(
         sample(&text, "anyws_messages_received_total"),
-        Some(3.0),
+        Some(5.0),
         "{text}"
     );
     assert_eq!(
         sample(&text, "anyws_messages_sent_total"),
-        Some(6.0),
+        Some(9.0),
         "{text}"
     );
     assert_eq!(
         sample(&text, "anyws_received_bytes_total"),
-        Some(21.0),
+        Some(29.0),
         "{text}"
     );
     assert!(text.contains("anyws_publish_fanout"), "{text}");

@@ -11,7 +11,7 @@
 //!         let _ = peer.send("hello");
 //!     }
 //!     async fn message(&self, peer: &Peer, message: Message) {
-//!         println!("got {:?}", message.as_text());
+//!         println!("got {:?}", message.text());
 //!         peer.close(1000, "done");
 //!     }
 //! }
@@ -96,6 +96,17 @@ pub struct Target {
     pub port: u16,
     /// `wss://`: the stream must be TLS, with `host` as the server name.
     pub secure: bool,
+}
+
+impl Target {
+    /// A target: `host` (an IPv6 literal without brackets), `port`, and TLS or not.
+    pub fn new(host: impl Into<String>, port: u16, secure: bool) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            secure,
+        }
+    }
 }
 
 impl fmt::Display for Target {

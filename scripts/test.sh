@@ -72,3 +72,6 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
 fi
 bash scripts/autobahn.sh tokio smol async-std axum hyper actix
+step "autobahn client"
+# The fuzzing server against the anyws client on each runtime (about 3 minutes on 2 cores).
+bash scripts/autobahn-client.sh tokio smol async-std

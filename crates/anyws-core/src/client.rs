@@ -128,6 +128,12 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self, target: &Target) -> ConnectFuture;
 }
 
+impl<C: Connector + ?Sized> Connector for Arc<C> {
+    fn connect(&self, target: &Target) -> ConnectFuture {
+        (**self).connect(target)
+    }
+}
+
 /// Why a client could not connect.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -34,6 +34,7 @@
 //! - [`Server`] and [`ServerBuilder`]: peers, server-wide publish, graceful shutdown, limits.
 //! - [`ClientBuilder`] and [`Client`]: the other end, the same hooks on a client connection
 //!   (see [`client`]), with subprotocols, headers, permessage-deflate and reconnection.
+//! - [`proxy::Proxy`]: hooks that forward every peer to an upstream WebSocket server.
 //! - [`Resolver`] and [`Router`]: pick the hooks per request (by path, with parameters such as
 //!   `/rooms/:id`), so many handlers share one server.
 //! - [`sse`]: the SSE transport, which serves the same hooks to clients without WebSockets
@@ -100,6 +101,7 @@ mod limits;
 mod message;
 mod observe;
 mod peer;
+pub mod proxy;
 mod read_ahead;
 mod registry;
 mod request;

@@ -257,7 +257,12 @@ impl ServerBuilder {
             sse_peers: Mutex::new(HashMap::new()),
             instance,
             outgoing: outgoing.clone(),
-            counters: Default::default(),
+            // A client's connections are no server's peers: kept out of the metrics facade.
+            counters: if self.client {
+                crate::stats::Counters::unreported()
+            } else {
+                Default::default()
+            },
         });
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {

@@ -332,8 +332,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects again after the connection ends, unless it ended with [`Client::close`].
-    /// Default: off.
+    /// Connects again after the connection ends, unless it ended with [`Client::close`]: also
+    /// after the server closed it, or the hooks did with [`Peer::close`]. The first connection
+    /// is not retried: [`connect_with`](Self::connect_with) fails with its error. Default: off.
     pub fn reconnect(mut self, backoff: Backoff) -> Self {
         self.reconnect = Some(backoff);
         self

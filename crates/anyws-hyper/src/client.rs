@@ -9,8 +9,7 @@
 //! use anyws_core::client::Target;
 //! use anyws_hyper::ClientSecurity;
 //!
-//! let target = Target { host: "127.0.0.1".into(), port: 80, secure: false };
-//! # let target = { let mut t = target; t.secure = false; t };
+//! let target = Target::new("127.0.0.1", 80, false);
 //! let io = ClientSecurity::default().secure(&target, tcp).await?;
 //! # let _ = io; Ok(()) }
 //! ```

@@ -985,4 +985,48 @@ mod tests {
             .compress(&dedicated, &message, None, |_| ())
             .is_some());
     }
+
+    /// The client's reading of a server's answer: the roles swap (the client compresses with
+    /// the `client_*` settings, inflates with the `server_*` ones); an answer the offer does not
+    /// allow is an error; a 256-byte window for the client means plain frames.
+    #[test]
+    fn the_client_side_of_the_negotiation() {
+        let dedicated = Deflate::dedicated();
+        let answer = "permessage-deflate; server_no_context_takeover; client_max_window_bits=10";
+        let agreed = Negotiated::client_side(&dedicated, answer).unwrap();
+        assert_eq!((agreed.server_window, agreed.server_takeover), (10, true));
+        assert_eq!((agreed.client_window, agreed.client_takeover), (15, false));
+
+        let agreed = Negotiated::client_side(&Deflate::shared(), "permessage-deflate").unwrap();
+        assert!(
+            !agreed.server_takeover,
+            "shared offered no context takeover"
+        );
+
+        for bad in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; unknown",
+        ] {
+            assert!(Negotiated::client_side(&dedicated, bad).is_err(), "{bad}");
+        }
+
+        let agreed =
+            Negotiated::client_side(&dedicated, "permessage-deflate; client_max_window_bits=8")
+                .unwrap();
+        let mut compressor = Compressor::new(&agreed);
+        let message = Message::from("a".repeat(1000));
+        assert!(
+            compressor
+                .compress(&dedicated, &message, None, |_| ())
+                .is_none(),
+            "zlib cannot compress for a 256-byte window: the message goes plain"
+        );
+        assert!(dedicated.offer().contains("client_max_window_bits"));
+        assert!(Deflate::shared()
+            .offer()
+            .contains("client_no_context_takeover"));
+    }
 }

@@ -25,3 +25,7 @@ struct Observability;
 #[cfg(doctest)]
 #[doc = include_str!("compression.md")]
 struct Compression;
+
+#[cfg(doctest)]
+#[doc = include_str!("client.md")]
+struct Client;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
-# tests (the chat demo's among them in headless Chromium), and Autobahn|Testsuite. Needs only the
-# Rust toolchain on Debian; it installs the rest itself: redis-server from Debian, chromium, node
+# tests (the chat demo's among them in headless Chromium), and Autobahn|Testsuite against the
+# servers and the client. Needs only the Rust toolchain on Debian; it installs the rest itself: redis-server from Debian, chromium, node
 # and playwright-core for the browser test (scripts/browser-setup.sh), the npm packages of the SSE
 # clients into tests/conformance/sse-client/node_modules and target/node (with node's `ws` for the
 # permessage-deflate interop test), Python's `websockets` into a virtual environment in
@@ -72,3 +72,6 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
 fi
 bash scripts/autobahn.sh tokio smol async-std axum hyper actix
+step "autobahn client"
+# The fuzzing server against the anyws client on each runtime (about 3 minutes on 2 cores).
+bash scripts/autobahn-client.sh tokio smol async-std

@@ -89,6 +89,42 @@ pub async fn serve_connection<F: Fallback>(stream: TcpStream, server: Server, fa
     anyws_hyper::serve_connection(FuturesIo::new(stream), remote, server, fallback).await
 }
 
+/// Opens a client's streams: the async-io connector of `anyws-smol`, since async-std's sockets
+/// are async-io sockets too.
+pub use anyws_smol::connector;
+
+/// Connects `client` on async-std and runs its hooks in an async-std task; resolves once the
+/// connection is open, or with the reason it could not be opened. `wss://` URLs need the `tls`
+/// feature and are checked against the Mozilla root store (see [`connect_tls`] for others).
+///
+/// ```no_run
+/// # struct Bot;
+/// # impl anyws_core::Hooks for Bot {}
+/// # async fn run() -> Result<(), anyws_core::ClientError> {
+/// let client =
+///     anyws_async_std::connect(anyws_core::ClientBuilder::new("ws://127.0.0.1:3000/", Bot)).await?;
+/// client.closed().await;
+/// # Ok(()) }
+/// ```
+pub async fn connect(
+    client: anyws_core::ClientBuilder,
+) -> Result<anyws_core::Client, anyws_core::ClientError> {
+    client
+        .connect_with(runtime(), connector(anyws_hyper::ClientSecurity::default()))
+        .await
+}
+
+/// [`connect`] with the rustls client configuration `tls` for `wss://` URLs, for example one
+/// that trusts a private certificate authority.
+#[cfg(feature = "tls")]
+pub async fn connect_tls(
+    client: anyws_core::ClientBuilder,
+    tls: impl Into<Arc<anyws_hyper::tls::rustls::ClientConfig>>,
+) -> Result<anyws_core::Client, anyws_core::ClientError> {
+    let security = anyws_hyper::ClientSecurity::with_config(tls);
+    client.connect_with(runtime(), connector(security)).await
+}
+
 /// The async-std implementation of the core's [`Runtime`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AsyncStdRuntime;

@@ -71,10 +71,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+mod client;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
 
+#[cfg(feature = "tls")]
+pub use client::connect_tls;
+pub use client::{connect, connector};
 pub use stream::ReadyStream;
 #[cfg(feature = "tls")]
 pub use tls::{serve_tls, ServeTls, SmolTlsListener, TlsConnecting};

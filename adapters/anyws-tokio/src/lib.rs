@@ -59,7 +59,12 @@
 //! request of the connection.
 #![deny(missing_docs)]
 
+mod client;
 mod runtime;
+
+#[cfg(feature = "tls")]
+pub use client::connect_tls;
+pub use client::{connect, connector};
 
 pub use anyws_hyper::{
     event_stream_body, event_stream_response, not_found, upgrade, Body, Fallback, NotFound,

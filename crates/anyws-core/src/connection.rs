@@ -100,6 +100,9 @@ impl PendingPeer {
     {
         let limits = &self.peer.inner.shared.limits;
         let mut reader = Reader::new(limits.max_message_size, limits.max_frame_size);
+        if self.peer.inner.shared.client {
+            reader = reader.client();
+        }
         if let Some(negotiated) = &self.deflate {
             reader = reader.with_extension(Box::new(Inflater::new(negotiated)));
         }
@@ -343,7 +346,11 @@ impl<'p> Driver<'p> {
             read_idle: false,
             batch: VecDeque::new(),
             compressor,
-            frames: Frames::default(),
+            frames: if peer.inner.shared.client {
+                Frames::masked()
+            } else {
+                Frames::default()
+            },
             close_reply_due: false,
             unflushed: 0,
             needs_flush: false,

@@ -32,6 +32,9 @@
 //!   publish, ping, close, buffered amount and drain.
 //! - [`Message`]: text or binary, with shared bytes.
 //! - [`Server`] and [`ServerBuilder`]: peers, server-wide publish, graceful shutdown, limits.
+//! - [`ClientBuilder`] and [`Client`]: the other end, the same hooks on a client connection
+//!   (see [`client`]), with subprotocols, headers, permessage-deflate and reconnection.
+//! - [`proxy::Proxy`]: hooks that forward every peer to an upstream WebSocket server.
 //! - [`Resolver`] and [`Router`]: pick the hooks per request (by path, with parameters such as
 //!   `/rooms/:id`), so many handlers share one server.
 //! - [`sse`]: the SSE transport, which serves the same hooks to clients without WebSockets
@@ -90,6 +93,7 @@
 pub mod admin;
 mod admission;
 pub mod backplane;
+pub mod client;
 mod connection;
 mod error;
 mod hooks;
@@ -97,6 +101,7 @@ mod limits;
 mod message;
 mod observe;
 mod peer;
+pub mod proxy;
 mod read_ahead;
 mod registry;
 mod request;
@@ -123,6 +128,7 @@ pub use backplane::{
     Backplane, BackplaneError, BackplaneLink, BackplaneStats, ClusterPeer, Control, InstanceId,
     InterestChanges, InterestVersion, Relay, TopicHold,
 };
+pub use client::{Backoff, Client, ClientBuilder, ClientError};
 pub use connection::PendingPeer;
 pub use error::{close_code, Error, SendError};
 pub use hooks::{CloseInfo, Hooks, Resolver};

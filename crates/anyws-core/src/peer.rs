@@ -193,8 +193,12 @@ impl Peer {
     }
 
     /// The subprotocol selected in the `upgrade` hook, or else the raw `Sec-WebSocket-Protocol`
-    /// request header, as CrossWS reports it. `None` when neither exists.
+    /// request header, as CrossWS reports it. `None` when neither exists. On a client's peer,
+    /// only the subprotocol the server selected.
     pub fn protocol(&self) -> Option<&str> {
+        if self.inner.shared.client {
+            return self.inner.protocol.as_deref();
+        }
         self.inner.protocol.as_deref().or_else(|| {
             self.inner
                 .request
@@ -207,8 +211,11 @@ impl Peer {
     /// The negotiated extensions (the `Sec-WebSocket-Extensions` value of the `101`, such as
     /// `permessage-deflate; server_no_context_takeover; client_no_context_takeover`), or else
     /// the raw `Sec-WebSocket-Extensions` request header, as CrossWS reports it. `None` when
-    /// neither exists.
+    /// neither exists. On a client's peer, only what the server answered.
     pub fn extensions(&self) -> Option<&str> {
+        if self.inner.shared.client {
+            return self.inner.extensions.as_deref();
+        }
         self.inner.extensions.as_deref().or_else(|| {
             self.inner
                 .request

@@ -53,6 +53,8 @@ pub struct ServerBuilder {
     backplane: Option<Arc<dyn Backplane>>,
     on_backplane_error: Option<ErrorCallback>,
     deflate: Option<Deflate>,
+    /// The server behind a client's connections: frames go out masked and come in unmasked.
+    pub(crate) client: bool,
 }
 
 impl ServerBuilder {
@@ -71,6 +73,7 @@ impl ServerBuilder {
             backplane: None,
             on_backplane_error: None,
             deflate: None,
+            client: false,
         }
     }
 
@@ -250,10 +253,16 @@ impl ServerBuilder {
             peer_left: Event::new(),
             sse: self.sse,
             deflate: self.deflate,
+            client: self.client,
             sse_peers: Mutex::new(HashMap::new()),
             instance,
             outgoing: outgoing.clone(),
-            counters: Default::default(),
+            // A client's connections are no server's peers: kept out of the metrics facade.
+            counters: if self.client {
+                crate::stats::Counters::unreported()
+            } else {
+                Default::default()
+            },
         });
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {
@@ -326,6 +335,8 @@ pub(crate) struct Shared {
     sse: bool,
     /// permessage-deflate, when on.
     pub(crate) deflate: Option<Deflate>,
+    /// The peers are the client side of their connections (see [`crate::client`]).
+    pub(crate) client: bool,
     /// The open SSE peers by id, for the `POST`s that carry their messages.
     pub(crate) sse_peers: Mutex<HashMap<PeerId, (Peer, Arc<SseLink>)>>,
     pub(crate) instance: InstanceId,

@@ -93,6 +93,10 @@ pub(crate) struct Counters {
     sse_peers: AtomicU64,
     closes: Mutex<BTreeMap<u16, u64>>,
     rejected: Mutex<BTreeMap<u16, u64>>,
+    /// Kept out of the `metrics` facade: the counters of a client's connections, which are not
+    /// the peers of any server the process serves.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    unreported: bool,
 }
 
 /// The backplane's counters, kept by its queue.
@@ -104,6 +108,15 @@ pub(crate) struct RelayCounters {
 }
 
 impl Counters {
+    /// Counters that [`Server::stats`](crate::Server::stats) reads but the `metrics` facade
+    /// never sees.
+    pub(crate) fn unreported() -> Self {
+        Self {
+            unreported: true,
+            ..Self::default()
+        }
+    }
+
     fn stripe(&self, key: u64) -> &Stripe {
         &self.stripes[key as usize % STRIPES]
     }
@@ -119,14 +132,18 @@ impl Counters {
     pub(crate) fn joined(&self, transport: Transport) {
         self.peers(transport).fetch_add(1, Relaxed);
         #[cfg(feature = "metrics")]
-        metrics::gauge!("anyws_peers").increment(1.0);
+        if !self.unreported {
+            metrics::gauge!("anyws_peers").increment(1.0);
+        }
     }
 
     /// A peer left the registry.
     pub(crate) fn left(&self, transport: Transport) {
         self.peers(transport).fetch_sub(1, Relaxed);
         #[cfg(feature = "metrics")]
-        metrics::gauge!("anyws_peers").decrement(1.0);
+        if !self.unreported {
+            metrics::gauge!("anyws_peers").decrement(1.0);
+        }
     }
 
     /// The peer with `key` sent a data message of `len` bytes.
@@ -136,7 +153,7 @@ impl Counters {
         stripe.messages_in.fetch_add(1, Relaxed);
         stripe.bytes_in.fetch_add(len as u64, Relaxed);
         #[cfg(feature = "metrics")]
-        {
+        if !self.unreported {
             metrics::counter!("anyws_messages_received_total").increment(1);
             metrics::counter!("anyws_received_bytes_total").increment(len as u64);
         }
@@ -153,7 +170,7 @@ impl Counters {
         stripe.messages_out.fetch_add(count, Relaxed);
         stripe.bytes_out.fetch_add(count * len as u64, Relaxed);
         #[cfg(feature = "metrics")]
-        {
+        if !self.unreported {
             metrics::counter!("anyws_messages_sent_total").increment(count);
             metrics::counter!("anyws_sent_bytes_total").increment(count * len as u64);
         }
@@ -170,7 +187,9 @@ impl Counters {
     pub(crate) fn closed(&self, code: u16) {
         *lock(&self.closes).entry(code).or_default() += 1;
         #[cfg(feature = "metrics")]
-        metrics::counter!("anyws_closes_total", "code" => code.to_string()).increment(1);
+        if !self.unreported {
+            metrics::counter!("anyws_closes_total", "code" => code.to_string()).increment(1);
+        }
     }
 
     /// An upgrade was refused with `status`.

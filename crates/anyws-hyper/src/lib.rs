@@ -47,6 +47,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod client;
 mod io;
 mod serve;
 mod service;
@@ -56,6 +57,7 @@ mod timer;
 pub mod tls;
 mod tower;
 
+pub use client::{ClientConnector, ClientSecurity};
 pub use io::{FuturesIo, HyperIo};
 pub use serve::{serve, serve_connection, serve_secure_connection, Listener, Serve};
 pub use service::{

@@ -1,5 +1,6 @@
 //! TLS settings for the `serve_tls` functions of the runtime adapters (feature `tls`): rustls
-//! with its `ring` provider, certificates loaded from PEM files and replaceable while running.
+//! with its `ring` provider, certificates loaded from PEM files and replaceable while running;
+//! and for their clients' `wss://` connections, [`client_config`] with the Mozilla root store.
 //!
 //! The adapters do the handshake with the TLS crate of their runtime (`tokio-rustls`,
 //! `futures-rustls`); what they share is the rustls [`ServerConfig`] built here.
@@ -19,7 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{ClientConfig, ServerConfig};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -135,6 +136,26 @@ pub fn server_config(certificates: Arc<Certificates>) -> ServerConfig {
         .with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config
+}
+
+/// A rustls client configuration: the `ring` provider with its default protocol versions,
+/// the Mozilla root store of `webpki-roots`, and ALPN `http/1.1` (a WebSocket handshake is an
+/// HTTP/1.1 upgrade). What the adapters' `connect` functions use for `wss://` unless given one.
+pub fn client_config() -> ClientConfig {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring's provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// [`client_config`], made once.
+pub(crate) fn default_client_config() -> Arc<ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| Arc::new(client_config())).clone()
 }
 
 /// [`server_config`] for the certificate chain and key of two PEM files.

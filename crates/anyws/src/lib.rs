@@ -69,7 +69,9 @@
 //! Features are additive: any combination builds, and the same `Hooks` run on each.
 //!
 //! Everything else is the runtime-free core, re-exported from `anyws-core`: [`Hooks`], [`Peer`],
-//! [`Message`], [`Server`], [`Resolver`], [`Limits`], and server-sent events in [`sse`]
+//! [`Message`], [`Server`], [`Resolver`], [`Limits`], the client ([`ClientBuilder`], connected
+//! with `anyws::tokio::connect`, `anyws::smol::connect` or `anyws::async_std::connect`; see
+//! [`client`]), the WebSocket proxy [`proxy::Proxy`], and server-sent events in [`sse`]
 //! ([`sse::EventStream`], which each adapter serves: `event_stream_response` in `anyws::tokio`,
 //! `anyws::smol`, `anyws::async_std`, `anyws::hyper` and `anyws::actix`,
 //! `EventStreamResponse` in `anyws::axum`).

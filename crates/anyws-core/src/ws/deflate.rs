@@ -240,15 +240,24 @@ pub(crate) fn negotiate(config: &Deflate, headers: &HeaderMap) -> Option<Negotia
         .find_map(|offer| accept(config, offer))
 }
 
-/// Accepts one offer (`permessage-deflate; param; param=value`) if it can be honoured.
-fn accept(config: &Deflate, offer: &str) -> Option<Negotiated> {
-    let mut parts = offer.split(';').map(str::trim);
+/// The parameters of one offer or answer (`permessage-deflate; param; param=value`).
+#[derive(Default)]
+struct Params {
+    server_no_takeover: bool,
+    client_no_takeover: bool,
+    server_bits: Option<u8>,
+    /// `Some(None)`: named without a value (allowed in an offer only).
+    client_bits: Option<Option<u8>>,
+}
+
+/// Parses `permessage-deflate; param; param=value`: `None` when it names another extension or
+/// has a parameter twice, an unknown one, or a bad value (RFC 7692 section 7.1).
+fn params(text: &str) -> Option<Params> {
+    let mut parts = text.split(';').map(str::trim);
     if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
         return None;
     }
-    let (mut server_no_takeover, mut client_no_takeover) = (false, false);
-    let mut server_bits: Option<u8> = None;
-    let mut client_bits: Option<Option<u8>> = None;
+    let mut params = Params::default();
     for part in parts {
         let (name, value) = match part.split_once('=') {
             Some((name, value)) => {
@@ -268,24 +277,37 @@ fn accept(config: &Deflate, offer: &str) -> Option<Negotiated> {
             }
             value.parse().ok().filter(|b| (8..=15).contains(b))
         };
-        // A parameter twice, an unknown one, or a bad value declines the whole offer.
         match (name.to_ascii_lowercase().as_str(), value) {
-            ("server_no_context_takeover", None) if !server_no_takeover => {
-                server_no_takeover = true
+            ("server_no_context_takeover", None) if !params.server_no_takeover => {
+                params.server_no_takeover = true
             }
-            ("client_no_context_takeover", None) if !client_no_takeover => {
-                client_no_takeover = true
+            ("client_no_context_takeover", None) if !params.client_no_takeover => {
+                params.client_no_takeover = true
             }
-            ("server_max_window_bits", Some(value)) if server_bits.is_none() => {
-                server_bits = Some(bits(value)?)
+            ("server_max_window_bits", Some(value)) if params.server_bits.is_none() => {
+                params.server_bits = Some(bits(value)?)
             }
-            ("client_max_window_bits", None) if client_bits.is_none() => client_bits = Some(None),
-            ("client_max_window_bits", Some(value)) if client_bits.is_none() => {
-                client_bits = Some(Some(bits(value)?))
+            ("client_max_window_bits", None) if params.client_bits.is_none() => {
+                params.client_bits = Some(None)
+            }
+            ("client_max_window_bits", Some(value)) if params.client_bits.is_none() => {
+                params.client_bits = Some(Some(bits(value)?))
             }
             _ => return None,
         }
     }
+    Some(params)
+}
+
+/// Accepts one offer (`permessage-deflate; param; param=value`) if it can be honoured.
+fn accept(config: &Deflate, offer: &str) -> Option<Negotiated> {
+    // A parameter twice, an unknown one, or a bad value declines the whole offer.
+    let Params {
+        server_no_takeover,
+        client_no_takeover,
+        server_bits,
+        client_bits,
+    } = params(offer)?;
     // zlib cannot compress with a 256-byte window (it uses 512): an offer that asks for one
     // is declined, and the next one (or none) is taken.
     if server_bits == Some(8) {
@@ -311,6 +333,49 @@ fn accept(config: &Deflate, offer: &str) -> Option<Negotiated> {
         server_window_said: server_bits.is_some(),
         client_window_said,
     })
+}
+
+impl Deflate {
+    /// The `Sec-WebSocket-Extensions` offer of a client with these settings: context takeover
+    /// in both directions for [`Deflate::dedicated`], none for [`Deflate::shared`]; the server
+    /// may always pick the client's window (`client_max_window_bits`).
+    pub(crate) fn offer(&self) -> &'static str {
+        if self.dedicated {
+            "permessage-deflate; client_max_window_bits"
+        } else {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits"
+        }
+    }
+}
+
+impl Negotiated {
+    /// What a client agreed to, read from the server's `answer` to [`Deflate::offer`], seen from
+    /// the client's side: the `server_*` fields are the client's own sending (what
+    /// [`Compressor`] reads) and the `client_*` fields the server's (what [`Inflater`] reads),
+    /// so the codecs serve both roles unchanged. An answer the offer does not allow is an error
+    /// (RFC 7692 section 7.1): the client fails the connection.
+    pub(crate) fn client_side(config: &Deflate, answer: &str) -> Result<Self, String> {
+        let Some(params) = params(answer) else {
+            return Err(format!("the server answered the offer with `{answer}`"));
+        };
+        if params.client_bits == Some(None) {
+            return Err("client_max_window_bits without a value".to_owned());
+        }
+        // A window of 2^8 bytes, which zlib cannot compress with: messages then go plain.
+        let own_window = params
+            .client_bits
+            .flatten()
+            .map_or(config.window_bits, |bits| bits.min(config.window_bits));
+        Ok(Self {
+            server_window: own_window,
+            server_takeover: config.dedicated && !params.client_no_takeover,
+            client_window: params.server_bits.unwrap_or(15),
+            client_takeover: !params.server_no_takeover,
+            server_window_said: false,
+            client_window_said: false,
+        })
+    }
 }
 
 /// A thread's compressors and decompressor for the messages that carry no context, and a
@@ -526,7 +591,8 @@ pub(crate) enum Compressor {
 
 impl Compressor {
     pub(crate) fn new(negotiated: &Negotiated) -> Self {
-        let window = negotiated.server_window.max(9);
+        // 8 only on a client that the server asked for a 256-byte window: it sends plain.
+        let window = negotiated.server_window;
         if negotiated.server_takeover {
             Self::Dedicated {
                 window,
@@ -551,6 +617,10 @@ impl Compressor {
         // An empty message has nothing to compress, and a compressor with context would emit
         // nothing for it after a flush: not even the empty block the reader's tail completes.
         if !message.compressible() || payload.len() < config.threshold || payload.is_empty() {
+            return None;
+        }
+        let (Self::Shared { window } | Self::Dedicated { window, .. }) = self;
+        if *window < 9 {
             return None;
         }
         match self {
@@ -914,5 +984,49 @@ mod tests {
         assert!(compressor
             .compress(&dedicated, &message, None, |_| ())
             .is_some());
+    }
+
+    /// The client's reading of a server's answer: the roles swap (the client compresses with
+    /// the `client_*` settings, inflates with the `server_*` ones); an answer the offer does not
+    /// allow is an error; a 256-byte window for the client means plain frames.
+    #[test]
+    fn the_client_side_of_the_negotiation() {
+        let dedicated = Deflate::dedicated();
+        let answer = "permessage-deflate; server_no_context_takeover; client_max_window_bits=10";
+        let agreed = Negotiated::client_side(&dedicated, answer).unwrap();
+        assert_eq!((agreed.server_window, agreed.server_takeover), (10, true));
+        assert_eq!((agreed.client_window, agreed.client_takeover), (15, false));
+
+        let agreed = Negotiated::client_side(&Deflate::shared(), "permessage-deflate").unwrap();
+        assert!(
+            !agreed.server_takeover,
+            "shared offered no context takeover"
+        );
+
+        for bad in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; unknown",
+        ] {
+            assert!(Negotiated::client_side(&dedicated, bad).is_err(), "{bad}");
+        }
+
+        let agreed =
+            Negotiated::client_side(&dedicated, "permessage-deflate; client_max_window_bits=8")
+                .unwrap();
+        let mut compressor = Compressor::new(&agreed);
+        let message = Message::from("a".repeat(1000));
+        assert!(
+            compressor
+                .compress(&dedicated, &message, None, |_| ())
+                .is_none(),
+            "zlib cannot compress for a 256-byte window: the message goes plain"
+        );
+        assert!(dedicated.offer().contains("client_max_window_bits"));
+        assert!(Deflate::shared()
+            .offer()
+            .contains("client_no_context_takeover"));
     }
 }

@@ -1,4 +1,5 @@
 //! Outgoing frames: every frame the server sends, encoded into one buffer per connection.
+//! On the client side ([`Frames::masked`]) each frame is masked with a random key of its own.
 //!
 //! A server sends every data message as one unmasked, unfragmented frame: a header of 2 to 10
 //! bytes and the payload, copied once into the connection's buffer; a publish shares the
@@ -34,9 +35,19 @@ pub(crate) struct Frames {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     written: usize,
+    /// Every frame is masked with a random key of its own, as a client's must be.
+    masked: bool,
 }
 
 impl Frames {
+    /// The frames of a client: each masked with a fresh random key (RFC 6455 section 5.3).
+    pub(crate) fn masked() -> Self {
+        Self {
+            masked: true,
+            ..Self::default()
+        }
+    }
+
     /// Bytes encoded and not yet written.
     pub(crate) fn len(&self) -> usize {
         self.buf.len() - self.written
@@ -59,25 +70,38 @@ impl Frames {
 
     fn encode_with(&mut self, first: u8, payload: &[u8]) {
         let len = payload.len();
-        self.buf.reserve(10 + len);
+        let mask_bit = if self.masked { 0x80 } else { 0 };
+        self.buf.reserve(14 + len);
         self.buf.push(first);
         if len < 126 {
-            self.buf.push(len as u8);
+            self.buf.push(mask_bit | len as u8);
         } else if let Ok(len) = u16::try_from(len) {
-            self.buf.push(126);
+            self.buf.push(mask_bit | 126);
             self.buf.extend_from_slice(&len.to_be_bytes());
         } else {
-            self.buf.push(127);
+            self.buf.push(mask_bit | 127);
             self.buf.extend_from_slice(&(len as u64).to_be_bytes());
         }
+        if !self.masked {
+            self.buf.extend_from_slice(payload);
+            return;
+        }
+        // A key that is never all zeros, which would leave the payload as it is.
+        let key = fastrand::u32(1..).to_ne_bytes();
+        self.buf.extend_from_slice(&key);
+        let start = self.buf.len();
         self.buf.extend_from_slice(payload);
+        super::reader::unmask(&mut self.buf[start..], key);
     }
 
     /// Gives the buffer's memory back once everything in it is written: an idle connection
     /// holds none.
     pub(crate) fn release(&mut self) {
         if self.is_empty() {
-            *self = Self::default();
+            *self = Self {
+                masked: self.masked,
+                ..Self::default()
+            };
         }
     }
 
@@ -106,6 +130,14 @@ impl Frames {
             self.buf.clear();
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+impl Frames {
+    /// Everything encoded, taken out of the buffer.
+    pub(crate) fn take_for_test(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 }
 

@@ -1,6 +1,7 @@
-//! The WebSocket protocol without I/O: the server side of RFC 6455, fed bytes and giving events.
+//! The WebSocket protocol without I/O: both sides of RFC 6455, fed bytes and giving events.
 //!
-//! [`Reader`] turns the bytes a client sends into [`Event`]s. It is fed each read as it comes
+//! [`Reader`] turns the bytes a client sends into [`Event`]s (and, made with
+//! [`Reader::client`], the unmasked frames a server sends). It is fed each read as it comes
 //! from the socket, parses frames straight out of that buffer and unmasks their payloads into
 //! the message being assembled, so no bytes are kept between reads except:
 //!
@@ -64,6 +65,8 @@ pub(crate) enum Event {
 pub(crate) enum ReadError {
     /// A frame from the client was not masked.
     Unmasked,
+    /// A frame from the server was masked (the client side of the connection).
+    Masked,
     /// A reserved bit (RSV1, RSV2 or RSV3) was set without an extension that defines it.
     ReservedBits,
     /// A frame had a reserved opcode.
@@ -117,6 +120,7 @@ impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unmasked => f.write_str("unmasked frame from the client"),
+            Self::Masked => f.write_str("masked frame from the server"),
             Self::ReservedBits => f.write_str("reserved bits set"),
             Self::ReservedOpcode(opcode) => write!(f, "reserved opcode {opcode:#x}"),
             Self::FragmentedControl => f.write_str("fragmented control frame"),

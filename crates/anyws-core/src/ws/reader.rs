@@ -16,6 +16,9 @@ pub(crate) struct Reader {
     max_message_size: usize,
     max_frame_size: usize,
     extension: Option<Box<dyn Extension>>,
+    /// Frames must be masked: true on a server (client frames are masked), false on a client
+    /// (a server's frames never are).
+    expect_masked: bool,
     /// The start of a frame header that was split across reads.
     header: [u8; MAX_HEADER],
     header_len: u8,
@@ -84,6 +87,7 @@ impl Reader {
             max_message_size,
             max_frame_size,
             extension: None,
+            expect_masked: true,
             header: [0; MAX_HEADER],
             header_len: 0,
             frame: None,
@@ -91,6 +95,13 @@ impl Reader {
             control: Vec::new(),
             state: State::Open,
         }
+    }
+
+    /// Reads as a client: the server's frames are unmasked, and a masked one is a protocol error
+    /// ([`ReadError::Masked`]).
+    pub(crate) fn client(mut self) -> Self {
+        self.expect_masked = false;
+        self
     }
 
     /// Sets the extension negotiated for this connection, which gives RSV1 its meaning.
@@ -217,8 +228,13 @@ impl Reader {
         if rsv1 && !(self.extension.is_some() && matches!(opcode, TEXT | BINARY)) {
             return Err(ReadError::ReservedBits);
         }
-        if second & 0x80 == 0 {
-            return Err(ReadError::Unmasked);
+        let masked = second & 0x80 != 0;
+        if masked != self.expect_masked {
+            return Err(if masked {
+                ReadError::Masked
+            } else {
+                ReadError::Unmasked
+            });
         }
         let length_bytes = match second & 0x7F {
             126 => 2,
@@ -228,7 +244,8 @@ impl Reader {
         if length_bytes == 8 && bytes.get(2).is_some_and(|b| b & 0x80 != 0) {
             return Err(ReadError::LengthOverflow);
         }
-        let header_len = 2 + length_bytes + 4;
+        let mask_len = if masked { 4 } else { 0 };
+        let header_len = 2 + length_bytes + mask_len;
         if bytes.len() < header_len {
             return Ok(None);
         }
@@ -263,8 +280,11 @@ impl Reader {
                 limit: self.max_message_size,
             });
         }
+        // An unmasked frame (a server's) reads as one masked with zeros, which unmasking skips.
         let mut mask = [0; 4];
-        mask.copy_from_slice(&bytes[header_len - 4..header_len]);
+        if masked {
+            mask.copy_from_slice(&bytes[header_len - 4..header_len]);
+        }
         let frame = Frame {
             opcode,
             fin,
@@ -407,6 +427,9 @@ fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, ReadError> {
 /// Unmasks `payload` in place with `mask`, whose first byte applies to `payload[0]`; eight
 /// bytes at a time.
 pub(super) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    if mask == [0; 4] {
+        return;
+    }
     let [a, b, c, d] = mask;
     let word = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
     let mut words = payload.chunks_exact_mut(8);

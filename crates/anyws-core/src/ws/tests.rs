@@ -719,3 +719,48 @@ fn random_messages_in_random_pieces_come_out_intact() {
         assert_eq!(got, (expected, None), "round {round}");
     }
 }
+
+/// The client side: what the writer of a client encodes (masked, a fresh key per frame) the
+/// reader of a server reads back; a server's unmasked frames read on a client reader, and a
+/// masked one from the server is a protocol error (1002).
+#[test]
+fn client_frames_are_masked_and_server_frames_are_not() {
+    let mut out = crate::ws::frames::Frames::masked();
+    out.encode(TEXT, b"hello");
+    out.encode(BINARY, &[7; 300]);
+    out.encode_close(1000, "bye");
+    let wire = out.take_for_test();
+    // Mask bit set on every frame, and two frames never share their key.
+    assert_eq!(wire[1] & 0x80, 0x80);
+    assert_ne!(
+        &wire[2..6],
+        &wire[13..17],
+        "keys differ per frame (1 in 2^32 to fail)"
+    );
+    assert_ne!(&wire[6..11], b"hello", "the payload is masked on the wire");
+    assert_eq!(
+        events_of(&wire),
+        vec![
+            text("hello"),
+            binary(&[7; 300]),
+            Event::Close(Some((1000, "bye".to_owned())))
+        ]
+    );
+
+    let mut server = crate::ws::frames::Frames::default();
+    server.encode(TEXT, b"hi");
+    server.encode(PING, b"p");
+    let wire = server.take_for_test();
+    let (events, error) = feed(&mut reader().client(), &wire);
+    assert_eq!(
+        events,
+        vec![text("hi"), Event::Ping(Bytes::from_static(b"p"))]
+    );
+    assert_eq!(error, None);
+
+    let masked = frame(true, TEXT, b"masked");
+    let (events, error) = feed(&mut reader().client(), &masked);
+    assert!(events.is_empty());
+    assert_eq!(error, Some(ReadError::Masked));
+    assert_eq!(ReadError::Masked.close_code(), 1002);
+}

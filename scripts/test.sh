@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, docs, each feature alone, unit, doc and integration
 # tests (the chat demo's among them in headless Chromium), and Autobahn|Testsuite against the
-# servers and the client. Needs only the Rust toolchain on Debian; it installs the rest itself: redis-server from Debian, chromium, node
-# and playwright-core for the browser test (scripts/browser-setup.sh), the npm packages of the SSE
-# clients into tests/conformance/sse-client/node_modules and target/node (with node's `ws` for the
+# servers and the client. Needs only the Rust toolchain on Debian; it installs the rest itself:
+# redis-server from Debian, chromium, node and playwright-core for the browser test
+# (scripts/browser-setup.sh), the npm packages of the SSE clients into
+# tests/conformance/sse-client/node_modules and target/node (with node's `ws` for the
 # permessage-deflate interop test), Python's `websockets` into a virtual environment in
 # target/python, Autobahn|Testsuite into target/wstest.
 set -euo pipefail

@@ -71,8 +71,12 @@ pub mod redis_server;
 pub mod scenarios;
 pub mod soak;
 pub mod sse_client;
+pub mod transport;
 
-pub use harness::{Adapter, App, FixtureProcess, Harness, InProcess, Instance, Options, Routes};
+pub use harness::{
+    spawn_serving, Adapter, App, FixtureProcess, Harness, InProcess, Instance, Options, Routes,
+};
+pub use transport::{Over, Transport};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -162,6 +166,41 @@ macro_rules! deflate_tests {
     };
 }
 
+/// Defines, in modules `tls` and `h2c`, one `#[test]` per WebSocket scenario that applies over
+/// that transport, each run against `$harness` wrapped in [`Over`]: `tls` over
+/// [`Transport::Tls`] (`wss://`, with a throwaway certificate), `h2c` over [`Transport::H2c`]
+/// (each WebSocket a stream of one cleartext HTTP/2 connection per server, RFC 8441). The
+/// adapter must implement [`Adapter::serve_tls`]. `h2_tls` adds [`Transport::H2Tls`] (HTTP/2
+/// over TLS) too.
+///
+/// ```ignore
+/// anyws_conformance::transport_tests!(anyws_conformance::InProcess(MyAdapter));
+/// ```
+#[macro_export]
+macro_rules! transport_tests {
+    ($harness:expr) => {
+        mod tls {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::Tls, $harness));
+            $crate::__for_each_http1_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::Tls, $harness));
+        }
+        mod h2c {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::H2c, $harness));
+        }
+    };
+    ($harness:expr, h2_tls) => {
+        $crate::transport_tests!($harness);
+        mod h2_tls {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::H2Tls, $harness));
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __deflate_scenario_test {
@@ -229,6 +268,8 @@ mod tests {
     fn every_scenario_is_listed_and_send() {
         crate::__for_each_scenario!(is_a_scenario; ());
         crate::__for_each_sse_scenario!(is_a_scenario; ());
+        crate::__for_each_transport_scenario!(is_a_scenario; ());
+        crate::__for_each_http1_transport_scenario!(is_a_scenario; ());
         crate::__for_each_deflate_scenario!(is_a_deflate_scenario; (); Shared);
         crate::__for_each_deflate_scenario!(is_a_deflate_scenario; (); Dedicated);
     }

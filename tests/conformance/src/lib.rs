@@ -166,33 +166,42 @@ macro_rules! deflate_tests {
     };
 }
 
-/// Defines, in modules `tls` and `h2c`, one `#[test]` per WebSocket scenario that applies over
-/// that transport, each run against `$harness` wrapped in [`Over`]: `tls` over
-/// [`Transport::Tls`] (`wss://`, with a throwaway certificate), `h2c` over [`Transport::H2c`]
-/// (each WebSocket a stream of one cleartext HTTP/2 connection per server, RFC 8441). The
-/// adapter must implement [`Adapter::serve_tls`]. `h2_tls` adds [`Transport::H2Tls`] (HTTP/2
-/// over TLS) too.
+/// Defines, in a module per transport named, one `#[test]` per WebSocket scenario that applies
+/// over it, each run against `$harness` wrapped in [`Over`]: `tls` over [`Transport::Tls`]
+/// (`wss://`, with a throwaway certificate), `h2c` over [`Transport::H2c`] (each WebSocket a
+/// stream of one cleartext HTTP/2 connection per server, RFC 8441), `h2_tls` over
+/// [`Transport::H2Tls`] (the same over TLS with ALPN `h2`). The TLS ones need
+/// [`Adapter::serve_tls`] (or a fixture that takes `--tls-cert`).
 ///
 /// ```ignore
-/// anyws_conformance::transport_tests!(anyws_conformance::InProcess(MyAdapter));
+/// anyws_conformance::transport_tests!(anyws_conformance::InProcess(MyAdapter); tls, h2c);
 /// ```
 #[macro_export]
 macro_rules! transport_tests {
-    ($harness:expr) => {
+    ($harness:expr; $($transport:ident),+ $(,)?) => {
+        $($crate::__transport_tests!($transport; $harness);)+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transport_tests {
+    (tls; $harness:expr) => {
         mod tls {
             #[allow(unused_imports)]
             use super::*;
             $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::Tls, $harness));
             $crate::__for_each_http1_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::Tls, $harness));
         }
+    };
+    (h2c; $harness:expr) => {
         mod h2c {
             #[allow(unused_imports)]
             use super::*;
             $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::H2c, $harness));
         }
     };
-    ($harness:expr, h2_tls) => {
-        $crate::transport_tests!($harness);
+    (h2_tls; $harness:expr) => {
         mod h2_tls {
             #[allow(unused_imports)]
             use super::*;

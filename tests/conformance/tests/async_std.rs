@@ -84,4 +84,4 @@ where
 anyws_conformance::tests!(InProcess(AsyncStd));
 anyws_conformance::sse_tests!(InProcess(AsyncStd));
 anyws_conformance::deflate_tests!(InProcess(AsyncStd));
-anyws_conformance::transport_tests!(InProcess(AsyncStd));
+anyws_conformance::transport_tests!(InProcess(AsyncStd); tls, h2c);

@@ -57,4 +57,4 @@ where
 anyws_conformance::tests!(InProcess(Smol));
 anyws_conformance::sse_tests!(InProcess(Smol));
 anyws_conformance::deflate_tests!(InProcess(Smol));
-anyws_conformance::transport_tests!(InProcess(Smol));
+anyws_conformance::transport_tests!(InProcess(Smol); tls, h2c);

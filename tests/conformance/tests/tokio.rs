@@ -75,4 +75,4 @@ where
 anyws_conformance::tests!(InProcess(Tokio));
 anyws_conformance::sse_tests!(InProcess(Tokio));
 anyws_conformance::deflate_tests!(InProcess(Tokio));
-anyws_conformance::transport_tests!(InProcess(Tokio), h2_tls);
+anyws_conformance::transport_tests!(InProcess(Tokio); tls, h2c, h2_tls);

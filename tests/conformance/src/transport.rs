@@ -185,6 +185,85 @@ impl<H: Harness> Harness for Over<H> {
     }
 }
 
+/// Opens an HTTP/2 connection for WebSockets (RFC 8441) on `io` (a TCP connection, or TLS with
+/// ALPN `h2`) and drives it in a tokio task. `base` is the server's URL without the path
+/// (`http://127.0.0.1:PORT`); `GET {base}/` must answer 200. The server's SETTINGS come before
+/// that answer, and must enable the extended CONNECT protocol. The connection's window is
+/// 16 MiB, far more than a stream's, as browsers have it (Chromium: 15 MiB and 6 MiB): a stream
+/// whose reader stalls fills its own window, not the connection's.
+pub async fn h2_client<T>(io: T, base: &str) -> Result<h2::client::SendRequest<Bytes>, String>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = h2::client::Builder::new()
+        .initial_connection_window_size(16 << 20)
+        .handshake(io)
+        .await
+        .map_err(|error| format!("the HTTP/2 handshake failed: {error}"))?;
+    tokio::spawn(connection);
+    let mut client = client
+        .ready()
+        .await
+        .map_err(|error| format!("the HTTP/2 connection failed: {error}"))?;
+    let request = http::Request::get(format!("{base}/"))
+        .body(())
+        .map_err(|error| format!("GET {base}/: {error}"))?;
+    let (response, _) = client
+        .send_request(request, true)
+        .map_err(|error| format!("GET / over HTTP/2: {error}"))?;
+    let response = response
+        .await
+        .map_err(|error| format!("GET / over HTTP/2: {error}"))?;
+    if response.status() != 200 {
+        return Err(format!("GET / over HTTP/2: {}", response.status()));
+    }
+    if !client.is_extended_connect_protocol_enabled() {
+        return Err(
+            "the server's SETTINGS do not enable the extended CONNECT protocol (RFC 8441)"
+                .to_owned(),
+        );
+    }
+    client
+        .ready()
+        .await
+        .map_err(|error| format!("the HTTP/2 connection failed: {error}"))
+}
+
+/// Sends an RFC 8441 extended `CONNECT` for `url` with `sec-websocket-version: 13` and
+/// `headers` on `client`; returns the response head, its body and the request's stream. A
+/// `200` accepts the WebSocket: then `H2Stream::new(send, recv)` carries its frames.
+pub async fn h2_websocket(
+    client: &mut h2::client::SendRequest<Bytes>,
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<(http::response::Parts, h2::RecvStream, h2::SendStream<Bytes>), String> {
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(url)
+        .extension(h2::ext::Protocol::from("websocket"))
+        .header("sec-websocket-version", "13");
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(())
+        .map_err(|error| format!("a CONNECT for {url}: {error}"))?;
+    let ready = client
+        .clone()
+        .ready()
+        .await
+        .map_err(|error| format!("the HTTP/2 connection failed: {error}"))?;
+    *client = ready;
+    let (response, send) = client
+        .send_request(request, false)
+        .map_err(|error| format!("sending the CONNECT: {error}"))?;
+    let (parts, recv) = response
+        .await
+        .map_err(|error| format!("the CONNECT failed: {error}"))?
+        .into_parts();
+    Ok((parts, recv, send))
+}
+
 /// A client connection: TCP, TLS, or one stream of an HTTP/2 connection.
 #[derive(Debug)]
 pub enum Conn {

@@ -573,8 +573,14 @@ fn tls_connector(ca: &std::path::Path) -> Result<TlsConnector, String> {
     roots
         .add(cert)
         .map_err(|error| format!("{}: {error}", ca.display()))?;
+    // X25519 first, as browsers offer it (ring's provider lists P-384 first).
     #[allow(deprecated)] // The post-quantum key exchange is not needed on loopback.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = {
+        use rustls::crypto::ring::kx_group;
+        vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1]
+    };
+    let provider = Arc::new(provider);
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("TLS versions: {error}"))?

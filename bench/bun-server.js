@@ -1,7 +1,7 @@
 // The Bun control for bench/run.sh: Bun's native WebSocket server (uWebSockets) serving the two
 // apps of `anyws-fixture`, with the same behaviour:
 //
-//   PORT=P bun bench/bun-server.js --app echo|chatroom [--deflate]
+//   PORT=P bun bench/bun-server.js --app echo|chatroom [--deflate] [--tls-cert PEM --tls-key PEM]
 //
 // - echo: every text or binary message goes back to its sender unchanged;
 // - chatroom: open subscribes the peer to `room` and sends `ready`; every message goes back to
@@ -14,10 +14,21 @@
 // anyws, unless `--deflate`: then `perMessageDeflate: true` (Bun answers an offer with both
 // `*_no_context_takeover`: its shared compressor and decompressor) and every send and publish
 // asks for compression, as `anyws-fixture --deflate shared` compresses every message of the
-// threshold's size or more.
+// threshold's size or more. With `--tls-cert` and `--tls-key` it serves TLS (`wss://`) with
+// that certificate and key: `Bun.serve({tls: {cert, key}})`.
 const appIndex = process.argv.indexOf("--app");
 const deflate = process.argv.includes("--deflate");
 const app = appIndex > 0 ? process.argv[appIndex + 1] : "echo";
+const flag = (name) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const tlsCert = flag("--tls-cert");
+const tlsKey = flag("--tls-key");
+if (Boolean(tlsCert) !== Boolean(tlsKey)) {
+  console.error("bun-server.js: --tls-cert and --tls-key go together");
+  process.exit(2);
+}
 if (app !== "echo" && app !== "chatroom") {
   console.error(`bun-server.js: --app takes echo or chatroom, not ${app}`);
   process.exit(2);
@@ -49,6 +60,7 @@ const websocket =
 const server = Bun.serve({
   hostname: "127.0.0.1",
   port,
+  ...(tlsCert ? { tls: { cert: Bun.file(tlsCert), key: Bun.file(tlsKey) } } : {}),
   fetch(request, server) {
     if (server.upgrade(request)) {
       return undefined;
@@ -64,7 +76,7 @@ const server = Bun.serve({
   },
 });
 
-console.error(`bun-server.js: ${app} app, compression ${deflate ? "on" : "off"}, Bun ${Bun.version}, listening on 127.0.0.1:${server.port}`);
+console.error(`bun-server.js: ${app} app, compression ${deflate ? "on" : "off"}, TLS ${tlsCert ? "on" : "off"}, Bun ${Bun.version}, listening on 127.0.0.1:${server.port}`);
 process.on("SIGTERM", () => {
   server.stop(true);
   process.exit(0);

@@ -51,6 +51,24 @@
 #                   publish) against `--deflate shared-per-recipient` (every subscriber compresses
 #                   it itself) and `off`. DEFLATE_BROADCAST_BYTES=N publishes N bytes instead.
 #
+# TLS and HTTP/2 workloads. The servers serve TLS with a throwaway self-signed certificate
+# (`anyws-bench make-cert`), the fixture with `--tls-cert/--tls-key`, Bun with
+# `Bun.serve({tls})`; the load client trusts it (`--tls-ca`). tt is left out (the control server
+# has no TLS). Every figure is also given against the runs named in its parentheses:
+#   wss-echo20   echo20 over wss:// (100 / 10 connections x 20 B, 2,000 / 20 round trips each):
+#                server CPU per message against Bun with TLS, and against the same server's
+#                plain echo20 when that workload ran too.
+#   wss-echo16k  echo16k over wss:// (200 / 10 connections x 16 KiB, 100 / 5 round trips).
+#   tls-connect  2,000 / 100 connections to `--app echo`, one echo each, as idle: server CPU per
+#                connection opened (the TLS handshake and the upgrade; from schedstat's
+#                nanoseconds, as echo's, not the clock ticks of idle) and KiB per connection,
+#                over TLS and plain on each server, against its own plain run and Bun's TLS.
+#   h2-streams   1,000 / 50 WebSockets to `--app echo` as RFC 8441 streams of cleartext HTTP/2
+#                connections (125 per connection: the server's cap is 128 concurrent streams),
+#                against the same 1,000 / 50 as HTTP/1.1 connections: server KiB and CPU per
+#                WebSocket opened, then echo (20 B, 100 / 5 round trips each): msgs/s and CPU per
+#                1,000. anyws only (neither control serves WebSockets over HTTP/2).
+#
 # Every server runs under a watchdog and every client under `timeout`; nothing outlives the
 # script. The figures are noisy on a shared machine (the load average is printed with each
 # run); compare the ratios, which come from the same invocation. Exits non-zero when a run
@@ -61,7 +79,7 @@ set -euo pipefail
 usage="usage: bench/run.sh [--smoke] [--only 'SERVER...'] [--workloads 'WORKLOAD...']"
 smoke=false
 all_servers="anyws-tokio anyws-smol anyws-async-std tt bun"
-all_workloads="chat32 chat8 idle echo20 echo16k broadcast idle-deflate dedicated chat-deflate broadcast-deflate"
+all_workloads="chat32 chat8 idle echo20 echo16k broadcast idle-deflate dedicated chat-deflate broadcast-deflate wss-echo20 wss-echo16k tls-connect h2-streams"
 servers=$all_servers
 workloads=$all_workloads
 while (($#)); do
@@ -90,11 +108,13 @@ if $smoke; then
     echo20_connections=10 echo20_rounds=20 echo16k_connections=10 echo16k_rounds=5
     broadcast_subscribers=300 broadcast_rounds=3
     dedicated_connections=50 chat_deflate_batches=2
+    tls_connections=100 h2_streams=50 h2_rounds=5
 else
     chat32_batches=20 chat8_batches=100 idle_connections=10000 idle_settle_ms=1000
     echo20_connections=100 echo20_rounds=2000 echo16k_connections=200 echo16k_rounds=100
     broadcast_subscribers=10000 broadcast_rounds=20
     dedicated_connections=1000 chat_deflate_batches=10
+    tls_connections=2000 h2_streams=1000 h2_rounds=100
 fi
 deflate_broadcast_bytes=${DEFLATE_BROADCAST_BYTES:-1024}
 
@@ -153,6 +173,9 @@ fi
 read -r port_low _ </proc/sys/net/ipv4/ip_local_port_range
 
 workdir=$(mktemp -d)
+# The throwaway certificate of the TLS workloads.
+"$bench" make-cert --dir "$workdir/tls"
+tls_files="--tls-cert $workdir/tls/cert.pem --tls-key $workdir/tls/key.pem"
 server_pid=
 watchdog_pid=
 failures=()
@@ -209,13 +232,58 @@ free_port() {
 # word @PORT@ stands for the port. A SERVER of the compression workloads carries its setting
 # after a `+`: anyws-tokio+shared runs the fixture with `--deflate shared`, bun+deflate runs Bun
 # with `perMessageDeflate`, bun+off without.
+# A setting of the TLS and HTTP/2 workloads: `tls` serves TLS, `plain`, `h2` and `http1` do not.
 server_command() {
-    local name=${1%%+*} setting=
+    local name=${1%%+*} setting= flags=
     [[ $1 == *+* ]] && setting=${1#*+}
+    case $setting in
+    tls) flags=" $tls_files" ;;
+    plain | h2 | http1) ;;
+    deflate) [[ $name == bun ]] && flags=" --deflate" ;;
+    ?*) flags=" --deflate $setting" ;;
+    esac
     case $name in
-    anyws-*) echo "$fixture --runtime ${name#anyws-} --app $2${setting:+ --deflate $setting}" ;;
+    anyws-*) echo "$fixture --runtime ${name#anyws-} --app $2$flags" ;;
     tt) echo "$bench control-server --port @PORT@ --app $2" ;;
-    bun) echo "$bun $root/bench/bun-server.js --app $2$([[ $setting == deflate ]] && echo " --deflate")" ;;
+    bun) echo "$bun $root/bench/bun-server.js --app $2$flags" ;;
+    esac
+}
+
+# tls_workload WORKLOAD: whether WORKLOAD is one of the TLS and HTTP/2 workloads.
+tls_workload() {
+    case $1 in
+    wss-echo20 | wss-echo16k | tls-connect | h2-streams) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# tls_runs WORKLOAD: the runs of a TLS or HTTP/2 workload.
+tls_runs() {
+    local name out=
+    for name in $servers; do
+        case $1/$name in
+        wss-echo*/anyws-* | wss-echo*/bun) out+=" $name+tls" ;;
+        tls-connect/anyws-* | tls-connect/bun) out+=" $name+tls $name+plain" ;;
+        h2-streams/anyws-*) out+=" $name+h2 $name+http1" ;;
+        esac
+    done
+    echo "$out"
+}
+
+# tls_controls WORKLOAD RUN: what RUN's figures are compared with, as WORKLOAD:RUN pairs.
+tls_controls() {
+    local name=${2%%+*} setting=${2#*+}
+    case $1/$setting in
+    wss-echo*/tls)
+        [[ $name == bun ]] || echo "$1:bun+tls"
+        echo "${1#wss-}:$name"
+        ;;
+    tls-connect/tls)
+        echo "$1:$name+plain"
+        [[ $name == bun ]] || echo "$1:bun+tls"
+        ;;
+    tls-connect/plain) [[ $name == bun ]] || echo "$1:bun+plain" ;;
+    h2-streams/h2) echo "$1:$name+http1" ;;
     esac
 }
 
@@ -242,6 +310,10 @@ settings() {
 # keeps the compression workloads short: the first anyws runtime only, and Bun.
 runs_for() {
     local name setting out= anyws_runs=0
+    if tls_workload "$1"; then
+        tls_runs "$1"
+        return
+    fi
     if ! deflate_workload "$1"; then
         echo "$servers"
         return
@@ -271,6 +343,10 @@ client_args() {
     dedicated) echo "idle --deflate --size 256 --connections $dedicated_connections --settle-ms $idle_settle_ms" ;;
     chat-deflate) echo "chat --deflate --size 200 --clients 32 --messages 100 --batches $chat_deflate_batches" ;;
     broadcast-deflate) echo "broadcast --deflate --size $deflate_broadcast_bytes --subscribers $broadcast_subscribers --rounds $broadcast_rounds" ;;
+    wss-echo20) echo "echo --connections $echo20_connections --size 20 --rounds $echo20_rounds" ;;
+    wss-echo16k) echo "echo --connections $echo16k_connections --size 16384 --rounds $echo16k_rounds" ;;
+    tls-connect) echo "idle --connections $tls_connections --settle-ms $idle_settle_ms" ;;
+    h2-streams) echo "streams --streams $h2_streams --size 20 --rounds $h2_rounds --settle-ms $idle_settle_ms" ;;
     esac
 }
 
@@ -317,8 +393,13 @@ run_one() {
     echo "-- $workload on $name (pid $server_pid, port $port, load average" \
         "$(cut -d' ' -f1-3 /proc/loadavg))"
     read -r -a command <<<"$(client_args "$workload")"
+    local scheme=ws
+    case $name in
+    *+tls) scheme=wss command+=(--tls-ca "$workdir/tls/cert.pem") ;;
+    *+http1) command+=(--http1) ;;
+    esac
     timeout 900 taskset -c "$client_cpu" "$bench" "${command[@]}" \
-        --url "ws://127.0.0.1:$port/" --server-pid "$server_pid" --timeout-secs 600 \
+        --url "$scheme://127.0.0.1:$port/" --server-pid "$server_pid" --timeout-secs 600 \
         >"$workdir/$workload.$name.out" 2>&1 || status=$?
     stop_server
     if ((status != 0)) || ! grep -q '^RESULT ' "$workdir/$workload.$name.out"; then
@@ -438,8 +519,41 @@ short() {
 # workload, one row per run, each figure with its ratios against the runs `controls_of` names
 # (none for a `plain` column).
 deflate_table() {
-    local workload=$1 title=$2 spec run line key heading format plain value control cv ratio sep
-    shift 2
+    ratio_table deflate_row "$@"
+}
+
+# deflate_row FUNCTION WORKLOAD RUN [CONTROL]: for a compression workload, the row's name
+# (`name`), the controls as WORKLOAD:RUN pairs (`controls`), or how a ratio names CONTROL
+# (`short`).
+deflate_row() {
+    local control
+    case $1 in
+    name) label "$3" ;;
+    controls) for control in $(controls_of "$2" "$3"); do echo "$2:$control"; done ;;
+    short) short "${4#*:}" ;;
+    esac
+}
+
+# tls_table WORKLOAD TITLE KEY:HEADING:FORMAT...: the same for a TLS or HTTP/2 workload, against
+# the runs `tls_controls` names.
+tls_table() {
+    ratio_table tls_row "$@"
+}
+
+tls_row() {
+    case $1 in
+    name) tls_label "$3" ;;
+    controls) tls_controls "$2" "$3" ;;
+    short) tls_short "$2" "$4" ;;
+    esac
+}
+
+# ratio_table ROW WORKLOAD TITLE KEY:HEADING:FORMAT[:plain]...: a Markdown table, one row per
+# run of WORKLOAD, each figure (but in a `plain` column) with its ratios against the controls
+# that the function ROW names (see deflate_row).
+ratio_table() {
+    local row=$1 workload=$2 title=$3 spec run line key heading format plain value control cv ratio sep
+    shift 3
     echo
     echo "### $title"
     echo
@@ -453,7 +567,7 @@ deflate_table() {
     for spec in "$@"; do line+="---|"; done
     echo "$line"
     for run in $(runs_for "$workload"); do
-        line="| $(label "$run") |"
+        line="| $("$row" name "$workload" "$run") |"
         for spec in "$@"; do
             IFS=: read -r key heading format plain <<<"$spec"
             value=$(field "$workload" "$run" "$key")
@@ -464,11 +578,11 @@ deflate_table() {
             line+=" $(printf "$format" "$value")"
             sep=" ("
             if [[ -z $plain ]]; then
-                for control in $(controls_of "$workload" "$run"); do
-                    cv=$(field "$workload" "$control" "$key")
+                for control in $("$row" controls "$workload" "$run"); do
+                    cv=$(field "${control%%:*}" "${control#*:}" "$key")
                     ratio=$(awk -v v="$value" -v c="$cv" 'BEGIN { if (c + 0 > 0) printf "%.2f", v / c }')
                     [[ -n $ratio ]] || continue
-                    line+="$sep${ratio}× $(short "$control")"
+                    line+="$sep${ratio}× $("$row" short "$workload" "$run" "$control")"
                     sep=", "
                 done
             fi
@@ -477,6 +591,33 @@ deflate_table() {
         done
         echo "$line"
     done
+}
+
+# tls_label RUN: a row's name.
+tls_label() {
+    local setting=${1#*+} what
+    case $setting in
+    tls) what="TLS" ;;
+    plain) what="plain" ;;
+    h2) what="HTTP/2 streams" ;;
+    http1) what="HTTP/1.1 connections" ;;
+    esac
+    case ${1%%+*} in
+    bun) echo "Bun $("$bun" --version), $what (control)" ;;
+    *) echo "$(label "${1%%+*}"), $what" ;;
+    esac
+}
+
+# tls_short WORKLOAD CONTROL: how a ratio names its control (a WORKLOAD:RUN pair).
+tls_short() {
+    local workload=${2%%:*} run=${2#*:}
+    case $run in
+    bun+tls) echo "bun TLS" ;;
+    bun+plain) echo "bun plain" ;;
+    *+plain) echo "plain" ;;
+    *+http1) echo "HTTP/1.1" ;;
+    *) [[ $workload == "$1" ]] && echo "$run" || echo "plain $workload" ;;
+    esac
 }
 
 started=$(date +%s)
@@ -536,6 +677,25 @@ for workload in $workloads; do
             "msgs_per_sec:delivered msgs/s:%.0f" "hwm_kib:peak RSS KiB:%.0f" \
             "compressed_pct:delivered compressed %:%.1f:plain" \
             "client_cpu_pct:client CPU %:%.0f:plain"
+        ;;
+    wss-echo20)
+        tls_table wss-echo20 "Echo over wss://, $echo20_connections connections x 20 B, $echo20_rounds round trips each" \
+            "cpu_us_per_1k:server CPU µs per 1,000 messages:%.1f" "msgs_per_sec:msgs/s:%.0f"
+        ;;
+    wss-echo16k)
+        tls_table wss-echo16k "Echo over wss://, $echo16k_connections connections x 16 KiB, $echo16k_rounds round trips each" \
+            "cpu_us_per_1k:server CPU µs per 1,000 messages:%.1f" "msgs_per_sec:msgs/s:%.0f"
+        ;;
+    tls-connect)
+        tls_table tls-connect "Connections opened over TLS and plain, $tls_connections connections (echo app, one echo each)" \
+            "sched_us_per_conn:server CPU µs per connection opened:%.1f" \
+            "kib_per_conn:server KiB per connection:%.2f"
+        ;;
+    h2-streams)
+        tls_table h2-streams "$h2_streams WebSockets as HTTP/2 streams (125 per connection) and as HTTP/1.1 connections, then $h2_rounds echoes of 20 B each" \
+            "kib_per_stream:server KiB per WebSocket:%.2f" \
+            "cpu_us_per_stream:server CPU µs per WebSocket opened:%.1f" \
+            "msgs_per_sec:echo msgs/s:%.0f" "cpu_us_per_1k:server CPU µs per 1,000 echoed:%.1f"
         ;;
     broadcast-deflate)
         deflate_table broadcast-deflate "permessage-deflate, broadcast: one publish of $deflate_broadcast_bytes B to $broadcast_subscribers subscribers, $broadcast_rounds rounds" \

@@ -55,6 +55,18 @@
 //!   member. It reports the server's CPU (schedstat) per delivered message and the min/median/max
 //!   time until the last subscriber has the text.
 //!
+//! - `streams --url ws://127.0.0.1:P/ --streams N --server-pid PID [--http1] [--per-connection K]
+//!   [--size BYTES] [--rounds R]` (defaults 1,000, 125, 20 B, 100) opens N WebSockets as RFC 8441
+//!   streams of cleartext HTTP/2 connections (prior knowledge, K streams on each: the anyws
+//!   servers take at most 128 at once per connection), or with `--http1` as N HTTP/1.1
+//!   connections; each echoes one message. It reports the server's RSS growth and CPU
+//!   (schedstat) per WebSocket opened, then runs `echo`'s rounds on them.
+//! - `make-cert --dir DIR` writes a self-signed certificate for 127.0.0.1 (`cert.pem`,
+//!   `key.pem`) for the TLS workloads.
+//!
+//! `idle` and `echo` take `--tls-ca PEM` with a `wss://` URL: they then connect over TLS,
+//! trusting that certificate, and `idle` also reports the CPU per connection from schedstat.
+//!
 //! `idle`, `chat` and `broadcast` take `--deflate [--size BYTES]`: the client then speaks
 //! WebSocket itself (`deflate.rs`), offers `permessage-deflate; client_max_window_bits` as
 //! browsers do, sends compressible JSON texts of BYTES bytes (defaults 256, 200 and 1024)
@@ -94,15 +106,17 @@
 
 mod deflate;
 
+use anyws_conformance::transport::{h2_client, h2_websocket, Conn, H2Stream};
 use futures_util::{SinkExt, StreamExt};
 use std::process::ExitCode;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::{rustls, TlsConnector};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 const USAGE: &str = "\
 usage: anyws-bench control-server --port P [--app echo|chatroom] [--small-buffers]
@@ -115,31 +129,53 @@ usage: anyws-bench control-server --port P [--app echo|chatroom] [--small-buffer
        anyws-bench echo --url ws://127.0.0.1:P/ --connections N --size BYTES --server-pid PID
                         [--rounds R] [--timeout-secs S]
        anyws-bench broadcast --url ws://127.0.0.1:P/ --subscribers N --server-pid PID
-                        [--rounds R] [--timeout-secs S] [--deflate [--size BYTES]]";
+                        [--rounds R] [--timeout-secs S] [--deflate [--size BYTES]]
+       anyws-bench streams --url ws://127.0.0.1:P/ --streams N --server-pid PID [--http1]
+                        [--per-connection K]
+                        [--size BYTES] [--rounds R] [--settle-ms MS] [--timeout-secs S]
+       anyws-bench make-cert --dir DIR
+(idle and echo also take --tls-ca PEM with a wss:// URL)";
 
 /// The open-file limit both modes ask for; the hard limit caps it.
 const WANTED_NOFILE: u64 = 65536;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let run: Result<Box<dyn FnOnce() -> Result<(), String>>, String> =
-        match args.first().map(String::as_str) {
-            Some("control-server") => ControlOptions::parse(&args[1..])
-                .map(|options| Box::new(move || control_server(options)) as Box<_>),
-            Some("idle") => IdleOptions::parse(&args[1..])
-                .map(|options| Box::new(move || idle(options)) as Box<_>),
-            Some("chat") => ChatOptions::parse(&args[1..])
-                .map(|options| Box::new(move || chat(options)) as Box<_>),
-            Some("echo") => EchoOptions::parse(&args[1..])
-                .map(|options| Box::new(move || echo(options)) as Box<_>),
-            Some("broadcast") => BroadcastOptions::parse(&args[1..])
-                .map(|options| Box::new(move || broadcast(options)) as Box<_>),
-            Some("-h" | "--help") => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
+    let run: Result<Box<dyn FnOnce() -> Result<(), String>>, String> = match args
+        .first()
+        .map(String::as_str)
+    {
+        Some("control-server") => ControlOptions::parse(&args[1..])
+            .map(|options| Box::new(move || control_server(options)) as Box<_>),
+        Some("idle") => {
+            IdleOptions::parse(&args[1..]).map(|options| Box::new(move || idle(options)) as Box<_>)
+        }
+        Some("chat") => {
+            ChatOptions::parse(&args[1..]).map(|options| Box::new(move || chat(options)) as Box<_>)
+        }
+        Some("echo") => {
+            EchoOptions::parse(&args[1..]).map(|options| Box::new(move || echo(options)) as Box<_>)
+        }
+        Some("broadcast") => BroadcastOptions::parse(&args[1..])
+            .map(|options| Box::new(move || broadcast(options)) as Box<_>),
+        Some("streams") => StreamsOptions::parse(&args[1..])
+            .map(|options| Box::new(move || streams(options)) as Box<_>),
+        Some("make-cert") => match flags(&args[1..]).as_slice() {
+            [(flag, Some(dir))] if flag == "--dir" => {
+                let dir = std::path::PathBuf::from(dir);
+                Ok(Box::new(move || make_cert(&dir)) as Box<_>)
             }
-            _ => Err("expected a mode: control-server, idle, chat, echo or broadcast".to_owned()),
-        };
+            _ => Err("make-cert takes --dir DIR".to_owned()),
+        },
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err(
+            "expected a mode: control-server, idle, chat, echo, broadcast, streams or make-cert"
+                .to_owned(),
+        ),
+    };
     let run = match run {
         Ok(run) => run,
         Err(message) => {
@@ -387,6 +423,8 @@ struct IdleOptions {
     /// `--deflate`: offer permessage-deflate and echo a compressible text of `size` bytes.
     deflate: bool,
     size: usize,
+    /// `--tls-ca PEM`: `wss://`, trusting this certificate.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl IdleOptions {
@@ -398,6 +436,7 @@ impl IdleOptions {
         let mut timeout_secs = 300;
         let mut settle_ms = 1000;
         let (mut deflate, mut size) = (false, 256);
+        let mut tls_ca: Option<std::path::PathBuf> = None;
         for (flag, value) in flags(args) {
             match flag.as_str() {
                 "--deflate" if value.is_none() => deflate = true,
@@ -405,17 +444,16 @@ impl IdleOptions {
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
                 "--settle-ms" => settle_ms = number(&flag, value)?,
                 "--connections" => connections = number(&flag, value)?,
+                "--tls-ca" => tls_ca = Some(value.ok_or("--tls-ca needs a file")?.into()),
                 "--server-pid" => server_pid = Some(number(&flag, value)?),
                 "--concurrency" | "--batch" => concurrency = number(&flag, value)?,
                 "--timeout-secs" => timeout_secs = number(&flag, value)?,
                 _ => return Err(format!("idle: unexpected argument `{flag}`")),
             }
         }
-        let url: String = url.ok_or("idle needs --url")?;
-        if !(url.starts_with("ws://127.0.0.1:") || url.starts_with("ws://localhost:")) {
-            return Err(format!(
-                "idle: `{url}` is not a ws://127.0.0.1 URL; this benchmark stays on loopback"
-            ));
+        let url = loopback_url("idle", url, tls_ca.is_some())?;
+        if deflate && tls_ca.is_some() {
+            return Err("idle: --deflate goes without --tls-ca".to_owned());
         }
         if connections == 0 || concurrency == 0 {
             return Err("idle: --connections and --concurrency must be at least 1".to_owned());
@@ -429,6 +467,7 @@ impl IdleOptions {
             settle: Duration::from_millis(settle_ms),
             deflate,
             size,
+            tls_ca,
         })
     }
 }
@@ -483,13 +522,86 @@ fn sample(pid: u32, ticks_per_second: u64) -> Result<Sample, String> {
     })
 }
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A load client's connection: TCP, TLS, or a stream of an HTTP/2 connection.
+type Client = WebSocketStream<Conn>;
+
+/// Opens a WebSocket to `url` (`ws://` or, with `tls`, `wss://`): TCP (TCP_NODELAY with
+/// `nodelay`), the TLS handshake, then the upgrade.
+async fn connect_ws(
+    url: &str,
+    config: Option<WebSocketConfig>,
+    nodelay: bool,
+    tls: Option<&TlsConnector>,
+) -> Result<Client, String> {
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    let tcp = TcpStream::connect(authority)
+        .await
+        .map_err(|error| format!("connect to {authority}: {error}"))?;
+    tcp.set_nodelay(nodelay)
+        .map_err(|error| format!("TCP_NODELAY: {error}"))?;
+    let stream = match tls {
+        Some(tls) => {
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host);
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|error| format!("`{host}`: {error}"))?;
+            let tls = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|error| format!("TLS handshake failed: {error}"))?;
+            Conn::Tls(Box::new(tls))
+        }
+        None => Conn::Tcp(tcp),
+    };
+    tokio_tungstenite::client_async_with_config(url, stream, config)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|error| format!("handshake failed: {error}"))
+}
+
+/// A TLS client that trusts the certificate in the PEM file `ca` (the benchmark's
+/// self-signed one, `anyws-bench make-cert`) and offers ALPN `http/1.1`.
+fn tls_connector(ca: &std::path::Path) -> Result<TlsConnector, String> {
+    use rustls::pki_types::pem::PemObject;
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(ca)
+        .map_err(|error| format!("{}: {error}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(cert)
+        .map_err(|error| format!("{}: {error}", ca.display()))?;
+    // X25519 first, as browsers offer it (ring's provider lists P-384 first).
+    #[allow(deprecated)] // The post-quantum key exchange is not needed on loopback.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = {
+        use rustls::crypto::ring::kx_group;
+        vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1]
+    };
+    let provider = Arc::new(provider);
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS versions: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
 
 /// Opens one connection, sends one small message and waits for its echo.
-async fn open_one(url: &str, config: WebSocketConfig) -> Result<Client, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
-        .await
-        .map_err(|error| format!("handshake failed: {error}"))?;
+async fn open_one(
+    url: &str,
+    config: WebSocketConfig,
+    tls: Option<&TlsConnector>,
+) -> Result<Client, String> {
+    let ws = connect_ws(url, Some(config), false, tls).await?;
+    probe_echo(ws).await
+}
+
+/// Sends one small message on `ws` and waits for its echo.
+async fn probe_echo(mut ws: Client) -> Result<Client, String> {
     let probe = "idle-probe";
     ws.send(Message::text(probe))
         .await
@@ -537,17 +649,20 @@ fn idle(options: IdleOptions) -> Result<(), String> {
 
 async fn idle_run(options: IdleOptions, ticks_per_second: u64) -> Result<(), String> {
     let pid = options.server_pid;
+    let tls = options.tls_ca.as_deref().map(tls_connector).transpose()?;
+    let tls = tls.as_ref();
     // The client's own buffers do not count; keep them small so the client stays light.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
 
     let before = sample(pid, ticks_per_second)?;
+    let before_sched = scheduled_ns(pid);
     let started = Instant::now();
     let url = options.url.as_str();
     let mut opening = futures_util::stream::iter(0..options.connections)
         .map(|_| async move {
-            tokio::time::timeout(Duration::from_secs(30), open_one(url, config))
+            tokio::time::timeout(Duration::from_secs(30), open_one(url, config, tls))
                 .await
                 .unwrap_or_else(|_| Err("no handshake and echo within 30 s".to_owned()))
         })
@@ -577,8 +692,14 @@ async fn idle_run(options: IdleOptions, ticks_per_second: u64) -> Result<(), Str
     }
     tokio::time::sleep(options.settle).await;
     let after = sample(pid, ticks_per_second)?;
+    let after_sched = scheduled_ns(pid);
 
     let n = clients.len();
+    // The same from schedstat's nanoseconds, finer than the 10 ms clock ticks.
+    let sched_us_per_conn = match (before_sched, after_sched) {
+        (Some(before), Some(after)) => after.saturating_sub(before) as f64 / 1000.0 / n as f64,
+        _ => f64::NAN,
+    };
     let rss_delta = after.rss_kib.saturating_sub(before.rss_kib);
     let cpu_delta = after.cpu_us.saturating_sub(before.cpu_us);
     let kib_per_conn = rss_delta as f64 / n as f64;
@@ -601,7 +722,8 @@ async fn idle_run(options: IdleOptions, ticks_per_second: u64) -> Result<(), Str
     }
     println!(
         "RESULT connections={n} rss_before_kib={} rss_after_kib={} kib_per_conn={kib_per_conn:.3} \
-         cpu_us={cpu_delta} cpu_us_per_conn={cpu_us_per_conn:.2} rss_closed_kib={} open_secs={:.3}",
+         cpu_us={cpu_delta} cpu_us_per_conn={cpu_us_per_conn:.2} \
+         sched_us_per_conn={sched_us_per_conn:.2} rss_closed_kib={} open_secs={:.3}",
         before.rss_kib,
         after.rss_kib,
         closed.map_or(0, |closed| closed.rss_kib),
@@ -750,9 +872,7 @@ async fn wait_for_batch(
 /// Opens one connection and waits for the server's `ready`. Unless `nagle`, the socket gets
 /// TCP_NODELAY, so the client's flushes go out at once, as the servers' do.
 async fn open_chat_client(url: &str, nagle: bool) -> Result<Client, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, !nagle)
-        .await
-        .map_err(|error| format!("handshake failed: {error}"))?;
+    let mut ws = connect_ws(url, None, !nagle, None).await?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) if text.as_str() == "ready" => return Ok(ws),
@@ -969,6 +1089,8 @@ struct EchoOptions {
     rounds: usize,
     server_pid: u32,
     timeout: Duration,
+    /// `--tls-ca PEM`: `wss://`, trusting this certificate.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl EchoOptions {
@@ -979,9 +1101,11 @@ impl EchoOptions {
         let mut rounds = 1000;
         let mut server_pid = None;
         let mut timeout_secs = 300;
+        let mut tls_ca: Option<std::path::PathBuf> = None;
         for (flag, value) in flags(args) {
             match flag.as_str() {
                 "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--tls-ca" => tls_ca = Some(value.ok_or("--tls-ca needs a file")?.into()),
                 "--connections" => connections = number(&flag, value)?,
                 "--size" => size = number(&flag, value)?,
                 "--rounds" => rounds = number(&flag, value)?,
@@ -990,7 +1114,7 @@ impl EchoOptions {
                 _ => return Err(format!("echo: unexpected argument `{flag}`")),
             }
         }
-        let url = loopback_url("echo", url)?;
+        let url = loopback_url("echo", url, tls_ca.is_some())?;
         if connections == 0 || size == 0 || rounds == 0 {
             return Err("echo: --connections, --size and --rounds must be at least 1".to_owned());
         }
@@ -1001,16 +1125,22 @@ impl EchoOptions {
             rounds,
             server_pid: server_pid.ok_or("echo needs --server-pid")?,
             timeout: Duration::from_secs(timeout_secs),
+            tls_ca,
         })
     }
 }
 
-/// The URL of a benchmark mode, which must point at the loopback interface.
-fn loopback_url(mode: &str, url: Option<String>) -> Result<String, String> {
+/// The URL of a benchmark mode, which must point at the loopback interface: `ws://`, or
+/// `wss://` with `tls`.
+fn loopback_url(mode: &str, url: Option<String>, tls: bool) -> Result<String, String> {
     let url = url.ok_or_else(|| format!("{mode} needs --url"))?;
-    if !(url.starts_with("ws://127.0.0.1:") || url.starts_with("ws://localhost:")) {
+    let scheme = if tls { "wss" } else { "ws" };
+    if !(url.starts_with(&format!("{scheme}://127.0.0.1:"))
+        || url.starts_with(&format!("{scheme}://localhost:")))
+    {
         return Err(format!(
-            "{mode}: `{url}` is not a ws://127.0.0.1 URL; this benchmark stays on loopback"
+            "{mode}: `{url}` is not a {scheme}://127.0.0.1 URL; this benchmark stays on loopback \
+             (wss:// goes with --tls-ca)"
         ));
     }
     Ok(url)
@@ -1074,25 +1204,75 @@ async fn echo_run(options: EchoOptions, ticks_per_second: u64) -> Result<(), Str
     let pid = options.server_pid;
     let url = options.url.as_str();
     let n = options.connections;
-    // Short messages go as text, long ones as binary, as load_test does.
-    let message = if options.size <= 125 {
-        Message::text("x".repeat(options.size))
-    } else {
-        Message::binary(vec![0x5a_u8; options.size])
-    };
     let config = WebSocketConfig::default();
+    let tls = options.tls_ca.as_deref().map(tls_connector).transpose()?;
+    let tls = tls.as_ref();
     let clients = open_many("echo", n, || async move {
-        tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-            .await
-            .map(|(ws, _)| ws)
-            .map_err(|error| format!("handshake failed: {error}"))
+        connect_ws(url, Some(config), true, tls).await
     })
     .await?;
+    let echoed = echo_rounds(clients, options.size, options.rounds, pid, ticks_per_second).await?;
+    let EchoFigures {
+        secs,
+        msgs_per_sec,
+        cpu_us,
+        cpu_us_per_1k,
+        ticks_us_per_1k,
+        hwm_kib,
+        total,
+    } = echoed;
+    let rounds = options.rounds;
+    println!(
+        "{n} connections on {url} (server pid {pid}): {rounds} round trips each of {} B after \
+         {} warm-up ones",
+        options.size,
+        (rounds / 10).max(1)
+    );
+    println!("measured wall time:          {secs:>12.3} s");
+    println!("echoed per second:           {msgs_per_sec:>12.0}");
+    println!("server CPU (schedstat):      {cpu_us:>12.0} µs");
+    println!("server CPU per 1,000:        {cpu_us_per_1k:>12.1} µs");
+    println!("  cross-check, utime+stime:  {ticks_us_per_1k:>12.1} µs");
+    println!("server peak RSS (VmHWM):     {hwm_kib:>12} KiB");
+    println!(
+        "RESULT connections={n} size={} rounds={rounds} messages={total} secs={secs:.4} \
+         msgs_per_sec={msgs_per_sec:.0} cpu_us={cpu_us:.0} cpu_us_per_1k={cpu_us_per_1k:.2} \
+         ticks_us_per_1k={ticks_us_per_1k:.2} hwm_kib={hwm_kib}",
+        options.size
+    );
+    Ok(())
+}
 
+/// What [`echo_rounds`] measured.
+struct EchoFigures {
+    secs: f64,
+    msgs_per_sec: f64,
+    cpu_us: f64,
+    cpu_us_per_1k: f64,
+    ticks_us_per_1k: f64,
+    hwm_kib: u64,
+    total: f64,
+}
+
+/// Runs the echo rounds on `clients` (a warm-up of a tenth of `rounds`, then `rounds`), each
+/// connection one message of `size` bytes in flight (text up to 125 B, binary above, as
+/// load_test does), then closes them.
+async fn echo_rounds(
+    clients: Vec<Client>,
+    size: usize,
+    rounds: usize,
+    pid: u32,
+    ticks_per_second: u64,
+) -> Result<EchoFigures, String> {
+    let n = clients.len();
+    let message = if size <= 125 {
+        Message::text("x".repeat(size))
+    } else {
+        Message::binary(vec![0x5a_u8; size])
+    };
     // Each connection's task runs the rounds of a phase whenever the phase number goes up and
     // reports when they are done.
-    let warmup = (options.rounds / 10).max(1);
-    let rounds = options.rounds;
+    let warmup = (rounds / 10).max(1);
     let (phase_tx, phase_rx) = watch::channel(0_usize);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let mut tasks = Vec::with_capacity(n);
@@ -1181,23 +1361,6 @@ async fn echo_run(options: EchoOptions, ticks_per_second: u64) -> Result<(), Str
         sched_us_per_1k
     };
     let cpu_us = cpu_us_per_1k * total / 1000.0;
-    println!(
-        "{n} connections on {url} (server pid {pid}): {rounds} round trips each of {} B after \
-         {warmup} warm-up ones",
-        options.size
-    );
-    println!("measured wall time:          {secs:>12.3} s");
-    println!("echoed per second:           {msgs_per_sec:>12.0}");
-    println!("server CPU (schedstat):      {cpu_us:>12.0} µs");
-    println!("server CPU per 1,000:        {cpu_us_per_1k:>12.1} µs");
-    println!("  cross-check, utime+stime:  {ticks_us_per_1k:>12.1} µs");
-    println!("server peak RSS (VmHWM):     {hwm_kib:>12} KiB");
-    println!(
-        "RESULT connections={n} size={} rounds={rounds} messages={total} secs={secs:.4} \
-         msgs_per_sec={msgs_per_sec:.0} cpu_us={cpu_us:.0} cpu_us_per_1k={cpu_us_per_1k:.2} \
-         ticks_us_per_1k={ticks_us_per_1k:.2} hwm_kib={hwm_kib}",
-        options.size
-    );
     drop(phase_tx);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         for task in tasks {
@@ -1205,7 +1368,15 @@ async fn echo_run(options: EchoOptions, ticks_per_second: u64) -> Result<(), Str
         }
     })
     .await;
-    Ok(())
+    Ok(EchoFigures {
+        secs,
+        msgs_per_sec,
+        cpu_us,
+        cpu_us_per_1k,
+        ticks_us_per_1k,
+        hwm_kib,
+        total,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1243,7 +1414,7 @@ impl BroadcastOptions {
                 _ => return Err(format!("broadcast: unexpected argument `{flag}`")),
             }
         }
-        let url = loopback_url("broadcast", url)?;
+        let url = loopback_url("broadcast", url, false)?;
         if subscribers == 0 || rounds == 0 {
             return Err("broadcast: --subscribers and --rounds must be at least 1".to_owned());
         }
@@ -1310,9 +1481,7 @@ async fn broadcast_run(options: BroadcastOptions) -> Result<(), String> {
         .read_buffer_size(4096)
         .write_buffer_size(0);
     let clients = open_many("broadcast", n, || async move {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-            .await
-            .map_err(|error| format!("handshake failed: {error}"))?;
+        let mut ws = connect_ws(url, Some(config), true, None).await?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) if text.as_str() == "ready" => return Ok(ws),
@@ -1409,5 +1578,193 @@ async fn broadcast_run(options: BroadcastOptions) -> Result<(), String> {
         }
     })
     .await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// make-cert
+
+/// Writes a self-signed certificate for `127.0.0.1` and `localhost` and its key as `cert.pem`
+/// and `key.pem` into `dir` (made if missing), for the TLS workloads.
+fn make_cert(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .map_err(|error| format!("make-cert: {error}"))?;
+    for (name, pem) in [
+        ("cert.pem", made.cert.pem()),
+        ("key.pem", made.signing_key.serialize_pem()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// streams
+
+#[derive(Debug)]
+struct StreamsOptions {
+    url: String,
+    streams: usize,
+    per_connection: usize,
+    http1: bool,
+    size: usize,
+    rounds: usize,
+    settle: Duration,
+    server_pid: u32,
+    timeout: Duration,
+}
+
+impl StreamsOptions {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut url = None;
+        let mut streams = 1000;
+        let mut per_connection = 125;
+        let mut http1 = false;
+        let mut size = 20;
+        let mut rounds = 100;
+        let mut settle_ms = 1000;
+        let mut server_pid = None;
+        let mut timeout_secs = 300;
+        for (flag, value) in flags(args) {
+            match flag.as_str() {
+                "--url" => url = Some(value.ok_or("--url needs a value")?),
+                "--streams" => streams = number(&flag, value)?,
+                "--per-connection" => per_connection = number(&flag, value)?,
+                "--http1" if value.is_none() => http1 = true,
+                "--size" => size = number(&flag, value)?,
+                "--rounds" => rounds = number(&flag, value)?,
+                "--settle-ms" => settle_ms = number(&flag, value)?,
+                "--server-pid" => server_pid = Some(number(&flag, value)?),
+                "--timeout-secs" => timeout_secs = number(&flag, value)?,
+                _ => return Err(format!("streams: unexpected argument `{flag}`")),
+            }
+        }
+        let url = loopback_url("streams", url, false)?;
+        if streams == 0 || per_connection == 0 || size == 0 || rounds == 0 {
+            return Err(
+                "streams: --streams, --per-connection, --size and --rounds must be at least 1"
+                    .to_owned(),
+            );
+        }
+        Ok(Self {
+            url,
+            streams,
+            per_connection,
+            http1,
+            size,
+            rounds,
+            settle: Duration::from_millis(settle_ms),
+            server_pid: server_pid.ok_or("streams needs --server-pid")?,
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+}
+
+fn streams(options: StreamsOptions) -> Result<(), String> {
+    raise_nofile_limit();
+    let ticks_per_second = clock_ticks_per_second();
+    let timeout = options.timeout;
+    run_spawned("streams", timeout, streams_run(options, ticks_per_second))
+}
+
+/// N WebSockets as the streams of cleartext HTTP/2 connections (RFC 8441, prior knowledge),
+/// `--per-connection` on each (default 125, under the server's cap of 128 concurrent streams),
+/// or with `--http1` as N HTTP/1.1 connections: the server's resident memory and CPU per
+/// WebSocket opened (each echoes one message first), then the echo rounds of `echo` on them.
+async fn streams_run(options: StreamsOptions, ticks_per_second: u64) -> Result<(), String> {
+    let pid = options.server_pid;
+    let url = options.url.as_str();
+    let n = options.streams;
+    let before = sample(pid, ticks_per_second)?;
+    let before_sched = scheduled_ns(pid);
+    let started = Instant::now();
+    let clients = if options.http1 {
+        open_many("streams", n, || async move {
+            probe_echo(connect_ws(url, Some(WebSocketConfig::default()), true, None).await?).await
+        })
+        .await?
+    } else {
+        let authority = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| format!("`{url}` has no host"))?;
+        let base = format!("http://{authority}");
+        // The server takes at most 128 concurrent streams per connection: as many connections
+        // as that needs, each with `per_connection` WebSockets.
+        let mut connections = Vec::new();
+        for _ in 0..n.div_ceil(options.per_connection) {
+            let tcp = TcpStream::connect(authority)
+                .await
+                .map_err(|error| format!("connect to {authority}: {error}"))?;
+            tcp.set_nodelay(true)
+                .map_err(|error| format!("TCP_NODELAY: {error}"))?;
+            connections.push(h2_client(tcp, &base).await?);
+        }
+        let http_url = format!("http://{}", &url["ws://".len()..]);
+        let (connections, http_url) = (&connections, http_url.as_str());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (next, per_connection) = (&next, options.per_connection);
+        open_many("streams", n, || async move {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut client = connections[i / per_connection].clone();
+            let (parts, recv, send) = h2_websocket(&mut client, http_url, &[]).await?;
+            if parts.status != 200 {
+                return Err(format!("the CONNECT got {}", parts.status));
+            }
+            let ws = WebSocketStream::from_raw_socket(
+                Conn::H2(H2Stream::new(send, recv)),
+                tokio_tungstenite::tungstenite::protocol::Role::Client,
+                Some(WebSocketConfig::default()),
+            )
+            .await;
+            probe_echo(ws).await
+        })
+        .await?
+    };
+    let opened_in = started.elapsed();
+    tokio::time::sleep(options.settle).await;
+    let after = sample(pid, ticks_per_second)?;
+    let kib_per_stream = after.rss_kib.saturating_sub(before.rss_kib) as f64 / n as f64;
+    // From schedstat's nanoseconds when it can be read, finer than the 10 ms clock ticks.
+    let cpu_us_per_stream = match (before_sched, scheduled_ns(pid)) {
+        (Some(before), Some(after)) => after.saturating_sub(before) as f64 / 1000.0 / n as f64,
+        _ => after.cpu_us.saturating_sub(before.cpu_us) as f64 / n as f64,
+    };
+    let connections = if options.http1 {
+        n
+    } else {
+        n.div_ceil(options.per_connection)
+    };
+    let how = if options.http1 {
+        "HTTP/1.1 connections".to_owned()
+    } else {
+        format!("streams of {connections} HTTP/2 connection(s)")
+    };
+    println!(
+        "{n} WebSockets to {url} as {how}, open and echoed in {:.2} s (server pid {pid})",
+        opened_in.as_secs_f64()
+    );
+    println!("server RSS per WebSocket:    {kib_per_stream:>12.2} KiB");
+    println!("server CPU per WebSocket:    {cpu_us_per_stream:>12.1} µs");
+    let echoed = echo_rounds(clients, options.size, options.rounds, pid, ticks_per_second).await?;
+    println!("echoed per second:           {:>12.0}", echoed.msgs_per_sec);
+    println!(
+        "server CPU per 1,000:        {:>12.1} µs",
+        echoed.cpu_us_per_1k
+    );
+    println!(
+        "RESULT streams={n} connections={connections} http1={} kib_per_stream={kib_per_stream:.3} \
+         cpu_us_per_stream={cpu_us_per_stream:.2} size={} rounds={} msgs_per_sec={:.0} \
+         cpu_us_per_1k={:.2} hwm_kib={}",
+        options.http1,
+        options.size,
+        options.rounds,
+        echoed.msgs_per_sec,
+        echoed.cpu_us_per_1k,
+        echoed.hwm_kib
+    );
     Ok(())
 }

@@ -329,7 +329,8 @@ async fn drive<C: Connection>(
     let _ = select(connection, pin!(sleep_until(&*runtime, deadline))).await;
 }
 
-/// hyper's executor on the core's runtime seam: HTTP/2 runs each stream's work as a task.
+/// hyper's executor on the core's runtime seam: HTTP/2 runs each stream's work as a task. Each
+/// task can be cut ([`current_stream`]): it then ends, and dropping its work resets the stream.
 #[derive(Clone)]
 pub(crate) struct RuntimeExecutor(Arc<dyn anyws_core::Runtime>);
 
@@ -338,7 +339,60 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
-        self.0.spawn(Box::pin(future));
+        self.0.spawn(Box::pin(StreamTask {
+            future: Some(Box::pin(future)),
+            cut: Arc::default(),
+        }));
+    }
+}
+
+std::thread_local! {
+    /// The cut of the HTTP/2 stream task being polled on this thread.
+    static CURRENT_STREAM: std::cell::RefCell<Option<Arc<ConnectionCut>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The cut of the HTTP/2 stream whose task runs the caller (a request's service), when the
+/// connection is served here over HTTP/2; `None` elsewhere.
+pub(crate) fn current_stream() -> Option<Arc<ConnectionCut>> {
+    CURRENT_STREAM.with(|current| current.borrow().clone())
+}
+
+/// A task of [`RuntimeExecutor`]: it ends, dropping the stream's work, once its cut fires.
+struct StreamTask<F> {
+    future: Option<Pin<Box<F>>>,
+    cut: Arc<ConnectionCut>,
+}
+
+/// Puts back the stream that was current before, even when the poll panics.
+struct Restore(Option<Arc<ConnectionCut>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT_STREAM.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+impl<F: Future<Output = ()>> Future for StreamTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        if this.cut.poll_fired(cx).is_ready() {
+            this.future = None;
+            return std::task::Poll::Ready(());
+        }
+        let Some(future) = this.future.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        let _restore =
+            Restore(CURRENT_STREAM.with(|current| current.borrow_mut().replace(this.cut.clone())));
+        let poll = future.as_mut().poll(cx);
+        if poll.is_ready() {
+            this.future = None;
+        }
+        poll
     }
 }
 

@@ -95,8 +95,9 @@ pub(crate) async fn handle<F: Fallback>(
     }
 }
 
-/// Tells the code serving a connection to drop it: an SSE peer on it ended while the client
-/// had stopped reading its stream, so that the response can never finish.
+/// Tells the code serving a connection (HTTP/1.1), or an HTTP/2 stream's task, to drop it: an
+/// SSE peer on it ended while the client had stopped reading its stream, so that the response
+/// can never finish.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionCut {
     fired: AtomicBool,
@@ -109,17 +110,19 @@ impl ConnectionCut {
         self.waker.wake();
     }
 
+    /// Ready once the connection or stream is to be dropped.
+    pub(crate) fn poll_fired(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.fired.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Resolves once the connection is to be dropped.
     pub(crate) async fn fired(&self) {
-        std::future::poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            if self.fired.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_fired(cx)).await
     }
 }
 
@@ -241,7 +244,10 @@ where
         }
         SseOutcome::Respond(response) => Ok(full(response)),
         SseOutcome::Open(response) => {
-            if let Some(cut) = cut {
+            // Over HTTP/2 the stream's task is dropped, which resets the stream (`RST_STREAM`)
+            // and leaves the connection's other streams be; over HTTP/1.1 the connection is.
+            let stream = crate::serve::current_stream();
+            if let Some(cut) = stream.as_ref().or(cut) {
                 let abandoned = response.body().abandoned();
                 let cut = cut.clone();
                 server.runtime().spawn(Box::pin(async move {

@@ -171,9 +171,16 @@ pub fn load_pem(
 /// rustls's `ring` provider: it builds with a C compiler alone, where `aws-lc-rs` (rustls's
 /// default, which adds post-quantum key exchange) also needs cmake. rustls marks it deprecated
 /// for that reason only; clients fall back to X25519.
+///
+/// Its key exchange groups are put in the order X25519, P-256, P-384: the provider lists P-384
+/// first, and ring's P-384 costs several times X25519 per handshake, while browsers offer
+/// X25519 first.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::kx_group;
     #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(provider)
 }
 
 fn load_pem_files(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::apps;
+use crate::transport::{Certificate, Transport};
 
 /// Which hooks a server runs (the fixture's `--app`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub struct Options {
     pub max_request_head_bytes: Option<usize>,
     /// `--deflate shared|dedicated`; `None` is `--deflate off`.
     pub deflate: Option<Deflate>,
+    /// `--tls-cert CERT --tls-key KEY`: the server speaks TLS with these PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Options {
@@ -156,6 +159,13 @@ impl Options {
     /// other settings are the library's defaults, as the fixture's.
     pub fn deflate(mut self, deflate: Deflate) -> Self {
         self.deflate = Some(deflate);
+        self
+    }
+
+    /// Sets `--tls-cert` and `--tls-key`: the server serves TLS with the certificate chain
+    /// `cert` and the private key `key`, PEM files.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some((cert.into(), key.into()));
         self
     }
 
@@ -297,6 +307,10 @@ impl Options {
             };
             flag("--deflate", mode.to_owned());
         }
+        if let Some((cert, key)) = &self.tls {
+            flag("--tls-cert", cert.display().to_string());
+            flag("--tls-key", key.display().to_string());
+        }
         args
     }
 }
@@ -311,6 +325,16 @@ pub trait Harness: Send + Sync + 'static {
     /// Starts a server for `options` listening on a free loopback port, and returns once it
     /// accepts connections.
     async fn start(&self, options: &Options) -> Box<dyn Instance>;
+
+    /// How the clients reach the servers it starts; see [`Over`](crate::Over).
+    fn transport(&self) -> Transport {
+        Transport::Plain
+    }
+
+    /// The certificate its servers serve TLS with, when the transport is TLS.
+    fn certificate(&self) -> Option<Arc<Certificate>> {
+        None
+    }
 }
 
 /// A running server.
@@ -364,6 +388,45 @@ pub trait Adapter: Send + Sync + 'static {
         server: Server,
         routes: Routes,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Like [`Adapter::serve`], with every connection speaking TLS with `tls` (ALPN `h2` and
+    /// `http/1.1`). Only the [`Over`](crate::Over) harnesses with a TLS transport call it; an
+    /// adapter without TLS leaves the default, which fails the scenario saying so.
+    fn serve_tls(
+        &self,
+        listener: std::net::TcpListener,
+        tls: Arc<anyws_hyper::tls::rustls::ServerConfig>,
+        server: Server,
+        routes: Routes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let _ = (listener, tls, server, routes);
+        panic!("{}: this adapter does not serve TLS", self.name())
+    }
+}
+
+/// For [`Adapter::serve`]: runs `serve` as a task that `spawn` starts on the adapter's runtime,
+/// printing its error, if any, under `name`; the returned future resolves once it ended, on any
+/// runtime.
+pub fn spawn_serving<S>(
+    name: &'static str,
+    serve: S,
+    spawn: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>),
+) -> Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    S: std::future::IntoFuture<Output = std::io::Result<()>> + Send + 'static,
+    S::IntoFuture: Send,
+{
+    // A runtime-agnostic channel: the suite awaits `on_stop` on its own tokio runtime.
+    let (stopped, on_stop) = tokio::sync::oneshot::channel();
+    spawn(Box::pin(async move {
+        if let Err(error) = serve.into_future().await {
+            eprintln!("{name}: serving failed: {error}");
+        }
+        let _ = stopped.send(());
+    }));
+    Box::pin(async move {
+        let _ = on_stop.await;
+    })
 }
 
 /// The plain HTTP routes of the fixture for one server, as an [`anyws_hyper::Fallback`], or
@@ -491,7 +554,16 @@ impl<A: Adapter> Harness for InProcess<A> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let (server, routes) = options.build(self.0.runtime());
-        let stopped = self.0.serve(listener, server.clone(), routes);
+        let stopped = match &options.tls {
+            Some((cert, key)) => {
+                let certificates = anyws_hyper::tls::Certificates::from_pem_files(cert, key)
+                    .unwrap_or_else(|error| panic!("the TLS certificate: {error}"));
+                let config = anyws_hyper::tls::server_config(certificates);
+                self.0
+                    .serve_tls(listener, Arc::new(config), server.clone(), routes)
+            }
+            None => self.0.serve(listener, server.clone(), routes),
+        };
         Box::new(InProcessInstance {
             addr,
             server,

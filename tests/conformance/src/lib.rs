@@ -71,8 +71,12 @@ pub mod redis_server;
 pub mod scenarios;
 pub mod soak;
 pub mod sse_client;
+pub mod transport;
 
-pub use harness::{Adapter, App, FixtureProcess, Harness, InProcess, Instance, Options, Routes};
+pub use harness::{
+    spawn_serving, Adapter, App, FixtureProcess, Harness, InProcess, Instance, Options, Routes,
+};
+pub use transport::{Over, Transport};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -162,6 +166,50 @@ macro_rules! deflate_tests {
     };
 }
 
+/// Defines, in a module per transport named, one `#[test]` per WebSocket scenario that applies
+/// over it, each run against `$harness` wrapped in [`Over`]: `tls` over [`Transport::Tls`]
+/// (`wss://`, with a throwaway certificate), `h2c` over [`Transport::H2c`] (each WebSocket a
+/// stream of one cleartext HTTP/2 connection per server, RFC 8441), `h2_tls` over
+/// [`Transport::H2Tls`] (the same over TLS with ALPN `h2`). The TLS ones need
+/// [`Adapter::serve_tls`] (or a fixture that takes `--tls-cert`).
+///
+/// ```ignore
+/// anyws_conformance::transport_tests!(anyws_conformance::InProcess(MyAdapter); tls, h2c);
+/// ```
+#[macro_export]
+macro_rules! transport_tests {
+    ($harness:expr; $($transport:ident),+ $(,)?) => {
+        $($crate::__transport_tests!($transport; $harness);)+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transport_tests {
+    (tls; $harness:expr) => {
+        mod tls {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::Tls, $harness));
+            $crate::__for_each_http1_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::Tls, $harness));
+        }
+    };
+    (h2c; $harness:expr) => {
+        mod h2c {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::H2c, $harness));
+        }
+    };
+    (h2_tls; $harness:expr) => {
+        mod h2_tls {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__for_each_transport_scenario!($crate::__scenario_test; $crate::Over::new($crate::Transport::H2Tls, $harness));
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __deflate_scenario_test {
@@ -229,6 +277,8 @@ mod tests {
     fn every_scenario_is_listed_and_send() {
         crate::__for_each_scenario!(is_a_scenario; ());
         crate::__for_each_sse_scenario!(is_a_scenario; ());
+        crate::__for_each_transport_scenario!(is_a_scenario; ());
+        crate::__for_each_http1_transport_scenario!(is_a_scenario; ());
         crate::__for_each_deflate_scenario!(is_a_deflate_scenario; (); Shared);
         crate::__for_each_deflate_scenario!(is_a_deflate_scenario; (); Dedicated);
     }

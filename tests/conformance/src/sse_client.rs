@@ -406,10 +406,3 @@ impl SseClient {
         }
     }
 }
-
-impl Fixture {
-    /// The URL of `path` (which starts with `/`) with the `http://` scheme.
-    pub fn http_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr())
-    }
-}

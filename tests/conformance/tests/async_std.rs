@@ -1,11 +1,12 @@
 //! Every scenario of the suite against `anyws-async-std`, served in the test process on
 //! async-std's executor. The accept loop is the application's own: each connection goes to
 //! `anyws_async_std::serve_connection`, as in an app that embeds anyws on connections it
-//! accepted itself.
+//! accepted itself. The WebSocket scenarios also run over TLS and over cleartext HTTP/2.
 
 use anyws_conformance::{Adapter, InProcess, Routes};
 use anyws_core::{Runtime, Server};
-use std::future::Future;
+use anyws_hyper::tls::rustls::ServerConfig;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -27,14 +28,11 @@ impl Adapter for AsyncStd {
         server: Server,
         routes: Routes,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        // A runtime-agnostic channel: the suite awaits `on_stop` on its own tokio runtime.
-        let (stopped, on_stop) = tokio::sync::oneshot::channel();
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let listener = async_std::net::TcpListener::from(listener);
-        // Dropping the handle detaches the task.
-        drop(async_std::task::spawn(async move {
+        spawn(async move {
             use futures_util::future::{select, Either};
             loop {
                 let accept = std::pin::pin!(listener.accept());
@@ -51,14 +49,39 @@ impl Adapter for AsyncStd {
                 )));
             }
             server.shutdown().await;
-            let _ = stopped.send(());
-        }));
-        Box::pin(async move {
-            let _ = on_stop.await;
+            Ok(())
         })
     }
+
+    /// With TLS, the accept loop is `anyws_async_std::serve_tls`'s.
+    fn serve_tls(
+        &self,
+        listener: std::net::TcpListener,
+        tls: Arc<ServerConfig>,
+        server: Server,
+        routes: Routes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let listener = async_std::net::TcpListener::from(listener);
+        spawn(anyws_async_std::serve_tls(listener, tls, server).fallback(routes))
+    }
+}
+
+/// Runs `serve` on async-std's executor.
+fn spawn<S>(serve: S) -> Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    S: IntoFuture<Output = std::io::Result<()>> + Send + 'static,
+    S::IntoFuture: Send,
+{
+    // Dropping the handle detaches the task.
+    anyws_conformance::spawn_serving("anyws-async-std", serve, |task| {
+        drop(async_std::task::spawn(task))
+    })
 }
 
 anyws_conformance::tests!(InProcess(AsyncStd));
 anyws_conformance::sse_tests!(InProcess(AsyncStd));
 anyws_conformance::deflate_tests!(InProcess(AsyncStd));
+anyws_conformance::transport_tests!(InProcess(AsyncStd); tls, h2c);

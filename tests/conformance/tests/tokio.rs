@@ -1,9 +1,11 @@
 //! Every scenario of the suite against `anyws-tokio`, served in the test process on a tokio
-//! runtime of its own.
+//! runtime of its own: over cleartext HTTP/1.1, and the WebSocket scenarios also over TLS and
+//! over HTTP/2 (cleartext and TLS).
 
 use anyws_conformance::{Adapter, InProcess, Routes};
 use anyws_core::{Runtime, Server};
-use std::future::Future;
+use anyws_hyper::tls::rustls::ServerConfig;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
@@ -25,30 +27,52 @@ impl Adapter for Tokio {
         server: Server,
         routes: Routes,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-        let runtime = RUNTIME.get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("start the server's tokio runtime")
-        });
-        let (stopped, on_stop) = tokio::sync::oneshot::channel();
-        runtime.spawn(async move {
-            listener
-                .set_nonblocking(true)
-                .expect("non-blocking listener");
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            if let Err(error) = anyws_tokio::serve(listener, server).fallback(routes).await {
-                eprintln!("anyws-tokio: serve failed: {error}");
-            }
-            let _ = stopped.send(());
-        });
-        Box::pin(async move {
-            let _ = on_stop.await;
-        })
+        spawn(anyws_tokio::serve(tokio_listener(listener), server).fallback(routes))
     }
+
+    fn serve_tls(
+        &self,
+        listener: std::net::TcpListener,
+        tls: Arc<ServerConfig>,
+        server: Server,
+        routes: Routes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        spawn(anyws_tokio::serve_tls(tokio_listener(listener), tls, server).fallback(routes))
+    }
+}
+
+/// The server's tokio runtime, shared by the tests of this binary.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("start the server's tokio runtime")
+    })
+}
+
+/// `listener` on the server's runtime.
+fn tokio_listener(listener: std::net::TcpListener) -> tokio::net::TcpListener {
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let _runtime = runtime().enter();
+    tokio::net::TcpListener::from_std(listener).expect("tokio listener")
+}
+
+/// Runs `serve` on the server's runtime.
+fn spawn<S>(serve: S) -> Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    S: IntoFuture<Output = std::io::Result<()>> + Send + 'static,
+    S::IntoFuture: Send,
+{
+    anyws_conformance::spawn_serving("anyws-tokio", serve, |task| {
+        runtime().spawn(task);
+    })
 }
 
 anyws_conformance::tests!(InProcess(Tokio));
 anyws_conformance::sse_tests!(InProcess(Tokio));
 anyws_conformance::deflate_tests!(InProcess(Tokio));
+anyws_conformance::transport_tests!(InProcess(Tokio); tls, h2c, h2_tls);

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::client::*;
 use crate::Harness;
@@ -141,7 +140,7 @@ pub async fn clock_stops_when_the_client_aborts(harness: &dyn Harness) {
     let f = Fixture::start_default(harness).await;
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(f.socket_addr()).await.expect("connect");
+        let mut stream = f.open_stream().await;
         let request = format!(
             "GET /clock?count=10000&interval_ms=50 HTTP/1.1\r\nHost: {}\r\n\r\n",
             f.addr()

@@ -4,7 +4,7 @@
 //! hook runs (the `soak` app counts them) and creates no peer, and the server carries on.
 
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::*;
@@ -32,7 +32,7 @@ async fn send(f: &Fixture, request: &str) -> (HttpResponse, TcpStream) {
 
 /// Asserts that the server closes `stream` within 2 s of a `431`, so that the connection (and
 /// the buffer that held the head) is not left open.
-async fn assert_closed(mut stream: TcpStream, what: &str) {
+async fn assert_closed(mut stream: impl AsyncRead + Unpin, what: &str) {
     read_until_closed(&mut stream, Duration::from_secs(2), what).await;
 }
 

@@ -5,8 +5,7 @@
 
 use futures_util::future::join_all;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::client::*;
 use crate::{Harness, Options};
@@ -103,7 +102,7 @@ pub async fn peers_listed_from_open(harness: &dyn Harness) {
     let f = Fixture::start_default(harness).await;
     for round in 0..ROUNDS {
         let clients = (0..CLIENTS).map(|_| async {
-            let mut probe = TcpStream::connect(f.socket_addr()).await.expect("connect");
+            let mut probe = f.open_stream().await;
             let mut ws = f.connect("/").await;
             let get = format!(
                 "GET /peers HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -132,7 +131,7 @@ pub async fn peers_listed_from_open(harness: &dyn Harness) {
 
 /// Reads and drops whatever arrives until the server closes the connection (EOF or reset);
 /// panics when it is still open after `timeout`.
-async fn read_to_end(stream: &mut TcpStream, timeout: Duration) {
+async fn read_to_end(stream: &mut (impl AsyncRead + Unpin), timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = vec![0u8; 64 * 1024];
     loop {

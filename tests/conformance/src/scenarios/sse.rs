@@ -63,7 +63,13 @@ pub(crate) async fn raw_stream_with(
 
     let mut buf = Vec::new();
     let response = read_response_head(&mut stream, &mut buf).await;
-    (response, RawWs { stream, buf })
+    (
+        response,
+        RawWs {
+            stream: stream.into(),
+            buf,
+        },
+    )
 }
 
 /// Reads `raw`'s event stream into its buffer until the buffer holds `needle`; `what` names it

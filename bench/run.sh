@@ -63,8 +63,8 @@
 #                connection opened (the TLS handshake and the upgrade; from schedstat's
 #                nanoseconds, as echo's, not the clock ticks of idle) and KiB per connection,
 #                over TLS and plain on each server, against its own plain run and Bun's TLS.
-#   h2-streams   1,000 / 50 WebSockets to `--app echo` as RFC 8441 streams of cleartext HTTP/2
-#                connections (125 per connection: the server's cap is 128 concurrent streams),
+#   h2-streams   1,000 / 50 WebSockets to `--app echo` as RFC 8441 streams of one cleartext HTTP/2
+#                connection (the server runs with `--max-concurrent-streams` as many),
 #                against the same 1,000 / 50 as HTTP/1.1 connections: server KiB and CPU per
 #                WebSocket opened, then echo (20 B, 100 / 5 round trips each): msgs/s and CPU per
 #                1,000. anyws only (neither control serves WebSockets over HTTP/2).
@@ -238,7 +238,8 @@ server_command() {
     [[ $1 == *+* ]] && setting=${1#*+}
     case $setting in
     tls) flags=" $tls_files" ;;
-    plain | h2 | http1) ;;
+    h2) flags=" --max-concurrent-streams $h2_streams" ;;
+    plain | http1) ;;
     deflate) [[ $name == bun ]] && flags=" --deflate" ;;
     ?*) flags=" --deflate $setting" ;;
     esac
@@ -397,6 +398,7 @@ run_one() {
     case $name in
     *+tls) scheme=wss command+=(--tls-ca "$workdir/tls/cert.pem") ;;
     *+http1) command+=(--http1) ;;
+    *+h2) command+=(--per-connection "$h2_streams") ;;
     esac
     timeout 900 taskset -c "$client_cpu" "$bench" "${command[@]}" \
         --url "$scheme://127.0.0.1:$port/" --server-pid "$server_pid" --timeout-secs 600 \
@@ -692,7 +694,7 @@ for workload in $workloads; do
             "kib_per_conn:server KiB per connection:%.2f"
         ;;
     h2-streams)
-        tls_table h2-streams "$h2_streams WebSockets as HTTP/2 streams (125 per connection) and as HTTP/1.1 connections, then $h2_rounds echoes of 20 B each" \
+        tls_table h2-streams "$h2_streams WebSockets as HTTP/2 streams of one connection and as HTTP/1.1 connections, then $h2_rounds echoes of 20 B each" \
             "kib_per_stream:server KiB per WebSocket:%.2f" \
             "cpu_us_per_stream:server CPU µs per WebSocket opened:%.1f" \
             "msgs_per_sec:echo msgs/s:%.0f" "cpu_us_per_1k:server CPU µs per 1,000 echoed:%.1f"

@@ -70,6 +70,15 @@ pub struct Limits {
     /// the limit is about that client and not the server, before any hook sees the request.
     /// `None`: no limit. Default: `None`.
     pub max_connections_per_ip: Option<usize>,
+    /// Most streams open at once on one HTTP/2 connection (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`), WebSocket streams (RFC 8441) and requests alike; the
+    /// client must wait for one to end before it opens another past it. Each WebSocket stream is a
+    /// peer of its own, so [`max_connections`](Limits::max_connections) and
+    /// [`max_connections_per_ip`](Limits::max_connections_per_ip) count it as one. It applies
+    /// where anyws serves the HTTP/2 connection (the `serve` functions of the runtime adapters
+    /// and of `anyws-hyper`); behind another HTTP layer that layer's own setting holds.
+    /// Default: 128 streams.
+    pub max_concurrent_streams: u32,
     /// Most messages one peer may send, as a token bucket: see [`MessageRate`]. A peer that
     /// goes over it is closed with 1008 (policy violation). `None`: no limit. Default: `None`.
     pub message_rate: Option<MessageRate>,
@@ -100,6 +109,7 @@ impl Default for Limits {
             ping_interval: Some(Duration::from_secs(30)),
             max_connections: None,
             max_connections_per_ip: None,
+            max_concurrent_streams: 128,
             message_rate: None,
             close_timeout: Duration::from_secs(2),
             max_backplane_queue_bytes: 16 << 20,

@@ -114,6 +114,13 @@ impl ServerBuilder {
         self
     }
 
+    /// See [`Limits::max_concurrent_streams`]: most streams at once on one HTTP/2 connection.
+    /// Default: 128.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.limits.max_concurrent_streams = streams;
+        self
+    }
+
     /// See [`Limits::idle_timeout`]. Default: 120 s.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.limits.idle_timeout = timeout;

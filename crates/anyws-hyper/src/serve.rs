@@ -239,7 +239,7 @@ where
         let mut http = http2::Builder::new(RuntimeExecutor(runtime.clone()));
         http.timer(RuntimeTimer(runtime.clone()))
             .enable_connect_protocol()
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_concurrent_streams(server.limits().max_concurrent_streams)
             .max_header_list_size(
                 u32::try_from(server.limits().max_request_head_bytes).unwrap_or(u32::MAX),
             );
@@ -256,11 +256,6 @@ where
         drive(connection, &server, Some((&cut, remote))).await;
     }
 }
-
-/// The most streams at once on one HTTP/2 connection (its `SETTINGS_MAX_CONCURRENT_STREAMS`):
-/// WebSocket streams and requests alike. Each WebSocket stream is a peer and counts against
-/// the connection limits as one.
-const MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// A served connection, HTTP/1.1 or HTTP/2: both shut down gracefully (HTTP/2 with a `GOAWAY`).
 trait Connection: Future<Output = Result<(), hyper::Error>> {

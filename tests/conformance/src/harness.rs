@@ -71,6 +71,8 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
     /// `--max-request-head-bytes`, in bytes.
     pub max_request_head_bytes: Option<usize>,
+    /// `--max-concurrent-streams`: streams at once on one HTTP/2 connection.
+    pub max_concurrent_streams: Option<u32>,
     /// `--deflate shared|dedicated`; `None` is `--deflate off`.
     pub deflate: Option<Deflate>,
     /// `--tls-cert CERT --tls-key KEY`: the server speaks TLS with these PEM files.
@@ -155,6 +157,12 @@ impl Options {
         self
     }
 
+    /// Sets `--max-concurrent-streams`.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = Some(streams);
+        self
+    }
+
     /// Sets `--deflate shared` or `--deflate dedicated`, by [`Deflate::is_dedicated`]; the
     /// other settings are the library's defaults, as the fixture's.
     pub fn deflate(mut self, deflate: Deflate) -> Self {
@@ -185,6 +193,9 @@ impl Options {
         }
         if let Some(bytes) = self.max_request_head_bytes {
             limits.max_request_head_bytes = bytes;
+        }
+        if let Some(streams) = self.max_concurrent_streams {
+            limits.max_concurrent_streams = streams;
         }
         if let Some(timeout) = self.idle_timeout {
             limits.idle_timeout = (!timeout.is_zero()).then_some(timeout);
@@ -298,6 +309,9 @@ impl Options {
         }
         if let Some(bytes) = self.max_request_head_bytes {
             flag("--max-request-head-bytes", bytes.to_string());
+        }
+        if let Some(streams) = self.max_concurrent_streams {
+            flag("--max-concurrent-streams", streams.to_string());
         }
         if let Some(deflate) = &self.deflate {
             let mode = if deflate.is_dedicated() {

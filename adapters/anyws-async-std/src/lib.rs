@@ -239,7 +239,9 @@ impl AsyncStdTlsListener {
 
 #[cfg(feature = "tls")]
 impl anyws_hyper::Listener for AsyncStdTlsListener {
-    type Io = anyws_hyper::FuturesIo<futures_rustls::server::TlsStream<ReadyStream>>;
+    type Io = anyws_hyper::FuturesIo<
+        futures_rustls::server::TlsStream<anyws_hyper::tls::ReadAheadStream<ReadyStream>>,
+    >;
     type Connecting = anyws_smol::TlsConnecting;
     const SECURE: bool = true;
 

@@ -1,9 +1,9 @@
 //! An `async-io` TCP stream that waits for readiness after a short read.
 
+use anyws_hyper::FuturesIo;
 use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use hyper::rt::ReadBufCursor;
-use std::cell::Cell;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
@@ -24,11 +24,8 @@ use std::task::{ready, Context, Poll};
 /// Writes go straight to the socket as on `async-io`'s streams; closing shuts down the
 /// writing half. It implements hyper's I/O traits as well as `futures-io`'s: the
 /// [serving functions](crate::serve) hand it to hyper for every accepted connection, and it
-/// serves any other hyper service on `async-io` the same way. For hyper, a read lands in a
-/// buffer of the thread's and is copied into hyper's: hyper's buffer may be uninitialized, and
-/// a `futures-io` bridge such as [`FuturesIo`](anyws_hyper::FuturesIo) fills all of it with
-/// zeros before every read (64 KiB for each message of an upgraded connection), which costs
-/// more than copying what the read returned.
+/// serves any other hyper service on `async-io` the same way. For hyper, a read goes through
+/// [`FuturesIo`]'s buffer of the thread and only what it returned is copied into hyper's.
 #[derive(Debug)]
 pub struct ReadyStream {
     io: Arc<Async<TcpStream>>,
@@ -97,33 +94,14 @@ impl AsyncRead for ReadyStream {
     }
 }
 
-/// The most a read for hyper reads at a time, and the size of each thread's buffer for them.
-const HYPER_READ_SIZE: usize = 64 * 1024;
-
-thread_local! {
-    /// Where reads for hyper land before they are copied into hyper's buffer. A read takes it
-    /// out and puts it back, so that a read on this thread in between (none is expected) finds
-    /// it empty and fills a buffer of its own.
-    static HYPER_READ: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
 impl hyper::rt::Read for ReadyStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: ReadBufCursor<'_>,
+        buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        HYPER_READ.with(|shared| {
-            let mut scratch = shared.take();
-            scratch.resize(HYPER_READ_SIZE, 0);
-            let len = buf.remaining().min(HYPER_READ_SIZE);
-            let polled = AsyncRead::poll_read(self.as_mut(), cx, &mut scratch[..len]);
-            if let Poll::Ready(Ok(n)) = polled {
-                buf.put_slice(&scratch[..n]);
-            }
-            shared.set(scratch);
-            polled.map_ok(|_| ())
-        })
+        // Through the thread's buffer of `FuturesIo`, which copies only what the read returned.
+        hyper::rt::Read::poll_read(Pin::new(&mut FuturesIo::new(&mut *self)), cx, buf)
     }
 }
 
@@ -247,7 +225,7 @@ mod tests {
                 .await
                 .unwrap();
                 let filled = buf.filled();
-                assert!(filled.len() <= HYPER_READ_SIZE);
+                assert!(filled.len() <= 64 * 1024, "at most the thread buffer at a time");
                 if filled.is_empty() {
                     break;
                 }

@@ -3,6 +3,7 @@
 use crate::ReadyStream;
 use anyws_core::Server;
 use anyws_hyper::tls::rustls::ServerConfig;
+use anyws_hyper::tls::ReadAheadStream;
 use anyws_hyper::{FuturesIo, NotFound};
 use futures_rustls::server::TlsStream;
 use smol::net::TcpListener;
@@ -63,7 +64,7 @@ impl SmolTlsListener {
 }
 
 impl anyws_hyper::Listener for SmolTlsListener {
-    type Io = FuturesIo<TlsStream<ReadyStream>>;
+    type Io = FuturesIo<TlsStream<ReadAheadStream<ReadyStream>>>;
     type Connecting = TlsConnecting;
     const SECURE: bool = true;
 
@@ -76,12 +77,12 @@ impl anyws_hyper::Listener for SmolTlsListener {
 
 /// The TLS handshake of an accepted connection, on any runtime built on `async-io` (smol's
 /// [`SmolTlsListener`], async-std's as well).
-pub struct TlsConnecting(futures_rustls::Accept<ReadyStream>);
+pub struct TlsConnecting(futures_rustls::Accept<ReadAheadStream<ReadyStream>>);
 
 impl TlsConnecting {
     /// Starts the handshake of `stream` with `acceptor`.
     pub fn new(acceptor: &futures_rustls::TlsAcceptor, stream: ReadyStream) -> Self {
-        Self(acceptor.accept(stream))
+        Self(acceptor.accept(ReadAheadStream::new(stream)))
     }
 }
 
@@ -92,7 +93,7 @@ impl std::fmt::Debug for TlsConnecting {
 }
 
 impl Future for TlsConnecting {
-    type Output = io::Result<FuturesIo<TlsStream<ReadyStream>>>;
+    type Output = io::Result<FuturesIo<TlsStream<ReadAheadStream<ReadyStream>>>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx).map_ok(FuturesIo::new)

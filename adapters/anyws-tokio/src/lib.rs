@@ -85,7 +85,7 @@ pub use runtime::{runtime, TokioRuntime};
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "tls")]
-pub use tls::{serve_tls, ServeTls, TlsConnecting, TokioTlsListener};
+pub use tls::{serve_tls, ReadAheadTcpStream, ServeTls, TlsConnecting, TokioTlsListener};
 
 use anyws_core::{Hooks, Server, ServerBuilder};
 use hyper_util::rt::TokioIo;

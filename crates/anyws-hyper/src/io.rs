@@ -1,12 +1,110 @@
 //! Byte streams between hyper's I/O traits and `futures-io`.
 
 use futures_io::{AsyncRead, AsyncWrite};
-use hyper::rt::ReadBuf;
+use hyper::rt::{ReadBuf, ReadBufCursor};
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub use smol_hyper::rt::FuturesIo;
+/// The most a read for hyper reads at a time, and the size of each thread's buffer for them.
+const HYPER_READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// Where a [`FuturesIo`] read lands before it is copied into hyper's buffer. A read takes
+    /// it out and puts it back, so that a read on this thread in between (none is expected)
+    /// finds it empty and fills a buffer of its own.
+    static HYPER_READ: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A `futures-io` byte stream (a socket of `async-io`, a TLS stream of `futures-rustls`) as a
+/// hyper I/O object, which is what [`serve_connection`](crate::serve_connection) takes on
+/// runtimes other than tokio.
+///
+/// hyper's read buffers may be uninitialized and `futures-io` reads into initialized bytes, so
+/// a read lands in a buffer of the thread's (64 KiB, initialized once) and only what it
+/// returned is copied into hyper's: no zeroing of the whole buffer before every read, which is
+/// what a plain bridge does and what costs most for small messages on an upgraded connection.
+#[derive(Debug, Default)]
+pub struct FuturesIo<T> {
+    inner: T,
+}
+
+impl<T> FuturesIo<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        Self { inner }
+    }
+
+    /// The stream wrapped.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The stream wrapped, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Unwraps the stream.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+}
+
+impl<T> From<T> for FuturesIo<T> {
+    fn from(inner: T) -> Self {
+        Self::new(inner)
+    }
+}
+
+impl<T: AsyncRead + Unpin> hyper::rt::Read for FuturesIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        HYPER_READ.with(|shared| {
+            let mut scratch = shared.take();
+            if scratch.len() < HYPER_READ_SIZE {
+                scratch.resize(HYPER_READ_SIZE, 0);
+            }
+            let len = buf.remaining().min(HYPER_READ_SIZE);
+            let polled = Pin::new(&mut self.inner).poll_read(cx, &mut scratch[..len]);
+            if let Poll::Ready(Ok(n)) = polled {
+                buf.put_slice(&scratch[..n]);
+            }
+            shared.set(scratch);
+            polled.map_ok(|_| ())
+        })
+    }
+}
+
+impl<T: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
 
 /// A hyper I/O object (such as an upgraded connection) as a `futures-io` byte stream, which is
 /// what [`PendingPeer::run`](anyws_core::PendingPeer::run) takes.

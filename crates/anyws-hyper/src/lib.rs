@@ -49,6 +49,8 @@
 
 mod client;
 mod io;
+#[cfg(feature = "tls")]
+mod read_ahead;
 mod serve;
 mod service;
 mod sse;

@@ -3,7 +3,9 @@
 //! and for their clients' `wss://` connections, [`client_config`] with the Mozilla root store.
 //!
 //! The adapters do the handshake with the TLS crate of their runtime (`tokio-rustls`,
-//! `futures-rustls`); what they share is the rustls [`ServerConfig`] built here.
+//! `futures-rustls`); what they share is the rustls [`ServerConfig`] built here, and
+//! [`ReadAhead`], which lets the TLS layer read its socket in 64 KiB steps instead of rustls's
+//! 4 KiB ones.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), anyws_hyper::tls::TlsError> {
@@ -25,6 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
+pub use crate::read_ahead::{ReadAhead, ReadAheadStream};
 pub use rustls;
 
 /// A certificate chain or key that could not be used, with the file it came from.

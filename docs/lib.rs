@@ -29,3 +29,7 @@ struct Compression;
 #[cfg(doctest)]
 #[doc = include_str!("client.md")]
 struct Client;
+
+#[cfg(doctest)]
+#[doc = include_str!("tls.md")]
+struct Tls;

@@ -225,7 +225,10 @@ mod tests {
                 .await
                 .unwrap();
                 let filled = buf.filled();
-                assert!(filled.len() <= 64 * 1024, "at most the thread buffer at a time");
+                assert!(
+                    filled.len() <= 64 * 1024,
+                    "at most the thread buffer at a time"
+                );
                 if filled.is_empty() {
                     break;
                 }

@@ -55,8 +55,9 @@ impl ClientSecurity {
             };
             let name = rustls::pki_types::ServerName::try_from(target.host.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            // Socket reads in 64 KiB steps rather than rustls's 4 KiB, as on the server.
             let stream = futures_rustls::TlsConnector::from(config)
-                .connect(name, io)
+                .connect(name, crate::tls::ReadAheadStream::new(io))
                 .await?;
             Ok(Box::new(stream))
         }

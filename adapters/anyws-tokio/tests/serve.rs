@@ -484,3 +484,60 @@ async fn serve_drops_the_connection_of_a_stalled_sse_client() {
     server.shutdown().await;
     serving.await.unwrap().unwrap();
 }
+
+/// Frames that arrive with the upgrade request, in the same write (hyper reads them along with
+/// the head), reach the peer first and in order, before anything read from the socket after.
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_read_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (events, _seen) = mpsc::unbounded_channel();
+    let server = anyws_tokio::server(Named { name: "x", events });
+    let (listener, addr) = listener().await;
+    tokio::spawn(anyws_tokio::serve(listener, server.clone()).into_future());
+    // A masked text frame (mask 0x01020304).
+    let frame = |text: &str| {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | text.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    };
+    let mut bytes = upgrade_head(&addr, 300).into_bytes();
+    bytes.extend(frame("one"));
+    bytes.extend(frame("two"));
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    stream.write_all(&frame("three")).await.unwrap();
+    // The 101 head, then three text frames from the server (unmasked, 2-byte headers).
+    let expected: Vec<u8> = ["x: one", "x: two", "x: three"]
+        .iter()
+        .flat_map(|text| {
+            let mut frame = vec![0x81, text.len() as u8];
+            frame.extend_from_slice(text.as_bytes());
+            frame
+        })
+        .collect();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let head_end = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            if received.len() >= end + 4 + expected.len() {
+                break end + 4;
+            }
+        }
+        let n = tokio::time::timeout(LIMIT, stream.read(&mut buf))
+            .await
+            .expect("timed out")
+            .unwrap();
+        assert_ne!(
+            n,
+            0,
+            "closed early: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..n]);
+    };
+    assert!(received.starts_with(b"HTTP/1.1 101"));
+    assert_eq!(&received[head_end..], &expected[..]);
+    server.shutdown().await;
+}

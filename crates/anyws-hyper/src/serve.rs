@@ -232,7 +232,9 @@ where
             if secure {
                 request.extensions_mut().insert(http::uri::Scheme::HTTPS);
             }
-            Ok::<_, Infallible>(handle(server, fallback, remote, request, &cut).await)
+            Ok::<_, Infallible>(
+                handle::<_, Prefixed<I>>(server, fallback, remote, request, &cut).await,
+            )
         }
     });
     if http2 {

@@ -11,6 +11,7 @@ use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -82,14 +83,15 @@ pub(crate) fn boxed(body: Full<Bytes>) -> Body {
     body.map_err(|never| match never {}).boxed_unsync()
 }
 
-pub(crate) async fn handle<F: Fallback>(
+/// Serves one request of a connection served by this crate, whose byte stream is a `T`.
+pub(crate) async fn handle<F: Fallback, T: Stream>(
     server: Server,
     fallback: F,
     remote: SocketAddr,
     request: hyper::Request<Incoming>,
     cut: &Arc<ConnectionCut>,
 ) -> Response<Body> {
-    match serve_request(&server, request, Some(remote), Some(cut)).await {
+    match serve_request::<_, T>(&server, request, Some(remote), Some(cut)).await {
         Ok(response) => response,
         Err(request) => fallback.call(request).await,
     }
@@ -184,12 +186,26 @@ pub async fn upgrade<B>(
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
 {
-    serve_request(server, request, remote_addr, None).await
+    // The stream under the upgrade is the server's own, of a type unknown here: the peer reads
+    // and writes through hyper's `Upgraded`.
+    serve_request::<_, Upgraded>(server, request, remote_addr, None).await
 }
+
+/// A byte stream hyper serves: what an upgraded connection is downcast to.
+pub(crate) trait Stream:
+    hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static
+{
+}
+
+impl<T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static> Stream for T {}
 
 /// [`upgrade`], for a connection served by this crate when `cut` is given: an SSE peer whose
 /// client stops reading its stream then costs the client its connection when the peer ends.
-async fn serve_request<B>(
+///
+/// An HTTP/1.1 upgrade of a connection whose stream is a `T` runs its peer on that stream itself,
+/// without hyper's boxed `Upgraded` around it (one allocation less per peer, and no dynamic call
+/// per read and write); an HTTP/2 stream, or a stream of another type, runs on `Upgraded`.
+async fn serve_request<B, T: Stream>(
     server: &Server,
     mut request: hyper::Request<B>,
     remote_addr: Option<SocketAddr>,
@@ -217,7 +233,12 @@ where
         server
             .runtime()
             .spawn(Box::pin(on_upgrade.then(move |upgraded| match upgraded {
-                Ok(upgraded) => Either::Left(peer.run(HyperIo::new(upgraded))),
+                Ok(upgraded) => Either::Left(match upgraded.downcast::<T>() {
+                    Ok(parts) => {
+                        Either::Left(peer.run_with_prefix(HyperIo::new(parts.io), parts.read_buf))
+                    }
+                    Err(upgraded) => Either::Right(peer.run(HyperIo::new(upgraded))),
+                }),
                 Err(error) => {
                     tracing::debug!(target: "anyws", %error, "upgrade failed after the 101");
                     Either::Right(std::future::ready(()))

@@ -25,7 +25,7 @@ thread_local! {
 /// a read lands in a buffer of the thread's (64 KiB, initialized once) and only what it
 /// returned is copied into hyper's: no zeroing of the whole buffer before every read, which is
 /// what a plain bridge does and what costs most for small messages on an upgraded connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FuturesIo<T> {
     inner: T,
 }

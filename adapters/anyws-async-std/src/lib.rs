@@ -175,6 +175,11 @@ impl anyws_hyper::Listener for AsyncStdListener {
         let (stream, remote) = accept(&self.0).await?;
         Ok((std::future::ready(Ok(stream)), remote))
     }
+
+    /// The connection's socket: a publish writes to an idle peer's socket itself.
+    fn shared_socket(io: &ReadyStream) -> Option<std::sync::Arc<dyn anyws_core::SharedSocket>> {
+        Some(io.shared())
+    }
 }
 
 /// Accepts a connection on `listener`, with `TCP_NODELAY`, as a [`ReadyStream`].

@@ -168,4 +168,9 @@ impl anyws_hyper::Listener for SmolListener {
         let _ = stream.set_nodelay(true);
         Ok((std::future::ready(Ok(ReadyStream::from(stream))), remote))
     }
+
+    /// The connection's socket: a publish writes to an idle peer's socket itself.
+    fn shared_socket(io: &ReadyStream) -> Option<std::sync::Arc<dyn anyws_core::SharedSocket>> {
+        Some(io.shared())
+    }
 }

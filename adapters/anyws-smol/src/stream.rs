@@ -44,6 +44,12 @@ impl ReadyStream {
     pub fn get_ref(&self) -> &Async<TcpStream> {
         &self.io
     }
+
+    /// Another handle on the registered stream, for writing to it beside this one (as
+    /// [`anyws_hyper::Listener::shared_socket`] does).
+    pub fn shared(&self) -> Arc<Async<TcpStream>> {
+        self.io.clone()
+    }
 }
 
 impl From<Async<TcpStream>> for ReadyStream {

@@ -61,6 +61,7 @@
 
 mod client;
 mod runtime;
+mod stream;
 
 #[cfg(feature = "tls")]
 pub use client::connect_tls;
@@ -81,6 +82,7 @@ pub async fn serve_connection<F: Fallback>(stream: TcpStream, server: Server, fa
     anyws_hyper::serve_connection(TokioIo::new(stream), remote, server, fallback).await
 }
 pub use runtime::{runtime, TokioRuntime};
+pub use stream::SharedTcpStream;
 
 #[cfg(feature = "tls")]
 mod tls;
@@ -122,13 +124,21 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
 pub struct TokioListener(pub TcpListener);
 
 impl anyws_hyper::Listener for TokioListener {
-    type Io = TokioIo<TcpStream>;
+    type Io = TokioIo<SharedTcpStream>;
     type Connecting = std::future::Ready<std::io::Result<Self::Io>>;
 
     async fn accept(&mut self) -> std::io::Result<(Self::Connecting, SocketAddr)> {
         let (stream, remote) = self.0.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((std::future::ready(Ok(TokioIo::new(stream))), remote))
+        Ok((
+            std::future::ready(Ok(TokioIo::new(SharedTcpStream::new(stream)))),
+            remote,
+        ))
+    }
+
+    /// The connection's socket: a publish writes to an idle peer's socket itself.
+    fn shared_socket(io: &Self::Io) -> Option<std::sync::Arc<dyn anyws_core::SharedSocket>> {
+        Some(io.inner().shared())
     }
 }
 

@@ -21,10 +21,11 @@ use crate::error::panic_message;
 use crate::limits::RateLimiter;
 use crate::peer::{lock, Outbound, PeerInner};
 use crate::read_ahead::poll_read_shared;
+use crate::socket::Cork;
 use crate::ws::deflate::{Compressor, Inflater, Negotiated};
 use crate::ws::frames::{self, Frames};
 use crate::ws::{Event, ReadError, Reader};
-use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
+use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState, SharedSocket};
 
 /// Outgoing frames are gathered up to this many bytes before they are written out.
 const WRITE_BUFFER_SIZE: usize = 64 * 1024;
@@ -98,6 +99,35 @@ impl PendingPeer {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        self.start(io, prefix, None)
+    }
+
+    /// Like [`PendingPeer::run_with_prefix`], for an `io` that writes to `socket` unchanged
+    /// (plain TCP, not TLS): while the peer has nothing else to write, a message sent or
+    /// published to it is written to `socket` by the sender, without waking the peer's task.
+    /// A peer that negotiated permessage-deflate, and a client's connection (whose frames are
+    /// masked), write everything from their task as [`PendingPeer::run_with_prefix`] does.
+    pub fn run_on_socket<S>(
+        self,
+        io: S,
+        prefix: Bytes,
+        socket: Arc<dyn SharedSocket>,
+    ) -> impl Future<Output = ()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.start(io, prefix, Some(socket))
+    }
+
+    fn start<S>(
+        self,
+        io: S,
+        prefix: Bytes,
+        shared_socket: Option<Arc<dyn SharedSocket>>,
+    ) -> impl Future<Output = ()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let limits = &self.peer.inner.shared.limits;
         let mut reader = Reader::new(limits.max_message_size, limits.max_frame_size);
         if self.peer.inner.shared.client {
@@ -117,11 +147,18 @@ impl PendingPeer {
         // The socket and `self` are made out here and only borrowed inside: this future is
         // the peer's task for as long as the connection lives, and an `async fn` keeps a copy
         // of every argument it moves on to another future.
+        let shared = match shared_socket {
+            Some(shared) if self.deflate.is_none() && !self.peer.inner.shared.client => {
+                self.peer.inner.outbox.share_socket(shared);
+                true
+            }
+            _ => false,
+        };
         let span = crate::observe::peer_span(&self.peer);
         tracing::Instrument::instrument(
             async move {
                 let compressor = self.deflate.as_ref().map(Compressor::new);
-                drive(&mut socket, &self.peer, &*self.hooks, compressor).await;
+                drive(&mut socket, &self.peer, &*self.hooks, compressor, shared).await;
                 // Dropping `self` now frees the peer's place in the connection limits.
             },
             span,
@@ -235,6 +272,7 @@ fn drive<'a, S>(
     peer: &'a Peer,
     hooks: &'a dyn Hooks,
     compressor: Option<Compressor>,
+    shared_socket: bool,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -246,7 +284,7 @@ where
         // The driver lives in a block of its own, so that the closing hooks below run in the
         // space it took rather than beside it.
         let (info, error) = {
-            let mut driver = Driver::new(peer, compressor);
+            let mut driver = Driver::new(peer, compressor, shared_socket);
             let mut running = Some(hook("open", hooks.open(peer)));
             if let Some(io) = socket.as_mut() {
                 std::future::poll_fn(|cx| driver.poll(cx, io, &mut running, hooks, peer)).await;
@@ -336,10 +374,22 @@ struct Driver<'p> {
     closing_deadline_set: bool,
     /// The peer's token bucket, with [`Limits::message_rate`](crate::Limits::message_rate).
     rate: Option<Box<RateLimiter>>,
+    /// Senders may write to the socket while this is idle (see `Outbox::push`).
+    shared_socket: bool,
+}
+
+impl Drop for Driver<'_> {
+    /// However the connection ends (even with its task dropped), no sender writes to the
+    /// socket once the driver is gone, and the socket goes only after it.
+    fn drop(&mut self) {
+        if self.shared_socket {
+            self.peer.inner.outbox.unshare_socket();
+        }
+    }
 }
 
 impl<'p> Driver<'p> {
-    fn new(peer: &'p Peer, compressor: Option<Compressor>) -> Self {
+    fn new(peer: &'p Peer, compressor: Option<Compressor>, shared_socket: bool) -> Self {
         Self {
             peer,
             read_waker_handle: Waker::from(peer.inner.clone()),
@@ -372,6 +422,7 @@ impl<'p> Driver<'p> {
                 .limits
                 .message_rate
                 .map(|rate| Box::new(RateLimiter::new(rate))),
+            shared_socket,
         }
     }
 
@@ -429,9 +480,16 @@ impl<'p> Driver<'p> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // What this turn sends to other peers that are idle is written to them when it ends,
+        // each once.
+        let _cork = Cork::new();
         // The task's waker before any look at the read side's flag: a wake-up of the read side
         // after that look reaches the task through it.
         self.peer.inner.read_waker.task.register(cx.waker());
+        if self.shared_socket {
+            // What this turn writes, and what its hooks send, goes through the task.
+            self.peer.inner.outbox.claim_socket();
+        }
         if peer.ready_state() >= ReadyState::Closing && self.closing_now() {
             return Poll::Ready(());
         }
@@ -585,6 +643,18 @@ impl<'p> Driver<'p> {
                 {
                     return Poll::Ready(());
                 }
+                // Nothing left to write: until the next turn, senders write themselves. Not
+                // once the close handshake began, and not while a ping or a drain is due.
+                if self.shared_socket
+                    && self.sent_close.is_none()
+                    && self.received_close.is_none()
+                    && !self.read_failed
+                    && !self.ping_due
+                    && !self.drain_pending
+                    && peer.ready_state() == ReadyState::Open
+                {
+                    self.peer.inner.outbox.release_socket();
+                }
             }
             Poll::Pending => {}
         }
@@ -650,6 +720,12 @@ impl<'p> Driver<'p> {
                     break;
                 };
                 let (message, prepared) = match &item {
+                    Outbound::Rest(rest) => {
+                        // The end of a frame already begun on the socket: always written.
+                        self.unflushed += rest.len();
+                        self.frames.extend_raw(rest);
+                        continue;
+                    }
                     Outbound::Message(message) => (message, None),
                     Outbound::Prepared(prepared) => (&prepared.message, Some(&**prepared)),
                     Outbound::Ping(payload) => {

@@ -108,6 +108,7 @@ mod request;
 mod router;
 mod runtime;
 mod server;
+mod socket;
 pub mod sse;
 mod stats;
 mod upgrade;
@@ -139,6 +140,7 @@ pub use request::Request;
 pub use router::{PathParams, Router};
 pub use runtime::{AsyncTimer, BoxFuture, Runtime};
 pub use server::{Handshake, Server, ServerBuilder};
+pub use socket::SharedSocket;
 #[cfg(feature = "metrics")]
 pub use stats::describe_metrics;
 pub use stats::Stats;

@@ -7,14 +7,18 @@ use serde::Serialize;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::connection::ReadWaker;
 use crate::server::Shared;
+use crate::socket::Cork;
 use crate::upgrade::Context;
 use crate::ws::deflate::Prepared;
+use crate::ws::frames::Header;
+use crate::SharedSocket;
 use crate::{close_code, Message, Request, SendError, Server};
 
 /// A peer's unique id: a random UUID (version 4).
@@ -113,6 +117,16 @@ pub(crate) struct PeerInner {
     pub(crate) shared: Arc<Shared>,
     /// When the handshake was accepted.
     pub(crate) opened_at: std::time::Instant,
+}
+
+impl PeerInner {
+    /// Queues `item` for the peer, or writes it (see [`Outbox::push`]).
+    pub(crate) fn push(self: &Arc<Self>, item: Outbound) -> Result<(), SendError> {
+        if self.outbox.push(item)? == Pushed::Deferred {
+            Cork::defer(self.clone());
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -265,7 +279,7 @@ impl Peer {
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
         let message = message.into();
         let len = message.len();
-        self.inner.outbox.push(Outbound::Message(message))?;
+        self.inner.push(Outbound::Message(message))?;
         self.inner.shared.counters.sent(self.inner.key, 1, len);
         Ok(())
     }
@@ -323,7 +337,7 @@ impl Peer {
         }
         let mut payload = payload.into();
         payload.truncate(125);
-        self.inner.outbox.push(Outbound::Ping(payload))
+        self.inner.push(Outbound::Ping(payload))
     }
 
     /// Drops the connection at once, without a close frame or flushing what is queued.
@@ -386,6 +400,9 @@ pub(crate) struct Queue {
     pub(crate) overflowed: bool,
     /// Drop the connection now.
     pub(crate) terminate: bool,
+    /// The connection's socket, while senders may write to it themselves (see
+    /// [`Outbox::push`]).
+    pub(crate) socket: Option<Arc<dyn SharedSocket>>,
 }
 
 /// A peer's outgoing queue, shared between senders and the connection's writer.
@@ -399,9 +416,54 @@ pub(crate) struct Outbox {
     pub(crate) closing: Event,
     /// The peer's [`ReadyState`].
     pub(crate) state: AtomicU8,
+    /// Who may write to the socket now: one of the `direct` states.
+    pub(crate) direct: AtomicU8,
     limit: usize,
     /// While this many bytes wait, the connection reads nothing more from the peer.
     pub(crate) read_pause: usize,
+}
+
+/// What [`Outbox::push`] did with a message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued (the task woken) or written.
+    Done,
+    /// Queued for the end of this thread's turn: the caller defers the peer to it.
+    Deferred,
+}
+
+/// What `socket` takes of `bufs` now: 0 when it takes nothing or fails (the task meets the
+/// failure itself).
+fn write_now(socket: &dyn SharedSocket, bufs: &[IoSlice<'_>]) -> usize {
+    loop {
+        match socket.try_write_vectored(bufs) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// What is left of a frame of `header` and `payload` once `written` bytes of it went out.
+fn rest_of(header: &[u8], payload: &Bytes, written: usize) -> Bytes {
+    if written < header.len() {
+        let mut rest = header[written..].to_vec();
+        rest.extend_from_slice(payload);
+        Bytes::from(rest)
+    } else {
+        payload.slice(written - header.len()..)
+    }
+}
+
+/// Who writes to a peer's socket: its connection's task, or, while that has nothing to write,
+/// whoever sends the peer a message (see [`Outbox::push`]).
+pub(crate) mod direct {
+    /// Only the connection's task writes: no shared socket, or its task is at work.
+    pub(crate) const TASK: u8 = 0;
+    /// The task is idle with nothing to write; a sender may write a whole frame itself.
+    pub(crate) const IDLE: u8 = 1;
+    /// A sender is writing, holding the queue's lock.
+    pub(crate) const WRITING: u8 = 2;
 }
 
 /// The most outgoing data a peer may have waiting before its connection stops reading from it.
@@ -417,6 +479,9 @@ pub(crate) enum Outbound {
     Prepared(Arc<Prepared>),
     /// A ping frame's payload.
     Ping(Bytes),
+    /// The rest of a frame a sender began to write to the socket itself: it goes out first,
+    /// whatever else happens, so that the stream stays whole.
+    Rest(Bytes),
 }
 
 impl Outbound {
@@ -425,13 +490,17 @@ impl Outbound {
         match self {
             Self::Message(message) => Some(message),
             Self::Prepared(prepared) => Some(&prepared.message),
-            Self::Ping(_) => None,
+            Self::Ping(_) | Self::Rest(_) => None,
         }
     }
 
-    /// The payload bytes this counts towards [`Peer::buffered_amount`]: a data message's.
+    /// The bytes this counts towards [`Peer::buffered_amount`]: a data message's payload, or
+    /// the rest of a frame.
     pub(crate) fn payload_len(&self) -> usize {
-        self.message().map_or(0, Message::len)
+        match self {
+            Self::Rest(rest) => rest.len(),
+            _ => self.message().map_or(0, Message::len),
+        }
     }
 }
 
@@ -444,12 +513,15 @@ impl Outbox {
             drained: Event::new(),
             closing: Event::new(),
             state: AtomicU8::new(ReadyState::Connecting as u8),
+            direct: AtomicU8::new(direct::TASK),
             limit,
             read_pause: READ_PAUSE_BYTES.min(limit / 2),
         }
     }
 
-    pub(crate) fn push(&self, message: Outbound) -> Result<(), SendError> {
+    /// Queues `message`, or writes it to the socket when the peer's task is idle (see
+    /// [`direct`]). [`Pushed::Deferred`] asks the caller to [`Cork::defer`] the peer.
+    pub(crate) fn push(&self, message: Outbound) -> Result<Pushed, SendError> {
         let len = message.payload_len();
         let mut queue = lock(&self.queue);
         if queue.closing || queue.terminate {
@@ -461,7 +533,15 @@ impl Outbox {
         // it at that mark instead. Above it, the limit holds.
         if buffered != 0 && buffered >= self.read_pause && buffered.saturating_add(len) > self.limit
         {
-            let dropped: usize = queue.items.drain(..).map(|m| m.payload_len()).sum();
+            // What is queued is dropped, but for the rest of a frame already begun.
+            let mut dropped = 0;
+            queue.items.retain(|item| {
+                let keep = matches!(item, Outbound::Rest(_));
+                if !keep {
+                    dropped += item.payload_len();
+                }
+                keep
+            });
             self.buffered.fetch_sub(dropped, Ordering::AcqRel);
             queue.overflowed = true;
             queue.closing = true;
@@ -475,13 +555,174 @@ impl Outbox {
             return Err(SendError::QueueFull);
         }
         let was_empty = queue.items.is_empty();
+        let message = match (&queue.socket, message.message()) {
+            // During a turn on this thread, an idle peer's first message waits for its end.
+            (Some(_), Some(_))
+                if was_empty
+                    && self.direct.load(Ordering::Acquire) == direct::IDLE
+                    && Cork::corked() =>
+            {
+                queue.items.push_back(message);
+                self.buffered.fetch_add(len, Ordering::AcqRel);
+                return Ok(Pushed::Deferred);
+            }
+            (Some(socket), Some(data)) if was_empty && self.start_writing() => {
+                match self.write_direct(&**socket, data) {
+                    None => {
+                        self.direct.store(direct::IDLE, Ordering::Release);
+                        return Ok(Pushed::Done);
+                    }
+                    // The task takes over from here, with what is left, first.
+                    Some(rest) => {
+                        self.direct.store(direct::TASK, Ordering::Release);
+                        rest.unwrap_or(message)
+                    }
+                }
+            }
+            _ => message,
+        };
+        let len = message.payload_len();
         queue.items.push_back(message);
         self.buffered.fetch_add(len, Ordering::AcqRel);
         drop(queue);
         if was_empty {
             self.waker.wake();
         }
-        Ok(())
+        Ok(Pushed::Done)
+    }
+
+    /// Writes `data` as one frame straight to `socket`. `None` when all of it went; otherwise
+    /// what the task must write: the rest of the frame, or (`Some(None)`) the whole message,
+    /// when the socket took none of it or failed (the task then meets the failure itself).
+    fn write_direct(&self, socket: &dyn SharedSocket, data: &Message) -> Option<Option<Outbound>> {
+        let header = Header::data(data);
+        let header = header.as_slice();
+        let payload = data.bytes();
+        let total = header.len() + payload.len();
+        let written = write_now(socket, &[IoSlice::new(header), IoSlice::new(payload)]);
+        if written >= total {
+            return None;
+        }
+        if written == 0 {
+            return Some(None);
+        }
+        Some(Some(Outbound::Rest(rest_of(header, payload, written))))
+    }
+
+    /// Writes what turns queued for this peer while its task was idle (see [`Cork`]): the
+    /// frames encoded into `buf`, up to 64 KiB a system call, until the queue is empty or the
+    /// socket full. What the socket does not take, and anything but data frames, is left to
+    /// the task, woken.
+    pub(crate) fn flush_deferred(&self, buf: &mut Vec<u8>) {
+        /// Frames gathered into one write, as the task's writer gathers them.
+        const WRITE_BYTES: usize = 64 * 1024;
+        let mut guard = lock(&self.queue);
+        let queue = &mut *guard;
+        let Some(socket) = &queue.socket else {
+            return;
+        };
+        if queue.items.is_empty() {
+            return;
+        }
+        if !self.start_writing() {
+            // The task took over meanwhile: it writes them.
+            drop(guard);
+            self.waker.wake();
+            return;
+        }
+        let items = &mut queue.items;
+        let mut sent = 0;
+        let done = loop {
+            buf.clear();
+            let mut count = 0;
+            for data in items.iter().map_while(Outbound::message) {
+                if buf.len() >= WRITE_BYTES {
+                    break;
+                }
+                buf.extend_from_slice(Header::data(data).as_slice());
+                buf.extend_from_slice(data.bytes());
+                sent += data.len();
+                count += 1;
+            }
+            if count == 0 {
+                break items.is_empty();
+            }
+            items.drain(..count);
+            let written = write_now(&**socket, &[IoSlice::new(buf)]);
+            if written < buf.len() {
+                // The socket is full: the task writes the rest, first, when it can.
+                let rest = Bytes::copy_from_slice(&buf[written..]);
+                self.buffered.fetch_add(rest.len(), Ordering::AcqRel);
+                items.push_front(Outbound::Rest(rest));
+                break false;
+            }
+        };
+        self.buffered.fetch_sub(sent, Ordering::AcqRel);
+        if done {
+            // An idle peer keeps no queue capacity, as when its task wrote.
+            queue.items = VecDeque::new();
+            self.direct.store(direct::IDLE, Ordering::Release);
+            drop(guard);
+            self.notify_drained();
+        } else {
+            self.direct.store(direct::TASK, Ordering::Release);
+            drop(guard);
+            self.waker.wake();
+        }
+    }
+
+    /// Takes the socket from an idle task (`direct::IDLE` to `direct::WRITING`), holding the
+    /// queue's lock; false when the task has it.
+    fn start_writing(&self) -> bool {
+        self.direct
+            .compare_exchange(
+                direct::IDLE,
+                direct::WRITING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Lets senders write straight to `socket` once the task says it is idle (see
+    /// [`Outbox::push`]).
+    pub(crate) fn share_socket(&self, socket: Arc<dyn SharedSocket>) {
+        lock(&self.queue).socket = Some(socket);
+    }
+
+    /// The connection's task is about to write, or to run code that may send: from now on
+    /// senders queue. Waits for a sender writing now to finish.
+    pub(crate) fn claim_socket(&self) {
+        if self.direct.load(Ordering::Acquire) == direct::TASK {
+            return;
+        }
+        if self
+            .direct
+            .compare_exchange(
+                direct::IDLE,
+                direct::TASK,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // A sender is writing, under the queue's lock.
+            let _queue = lock(&self.queue);
+            self.direct.store(direct::TASK, Ordering::Release);
+        }
+    }
+
+    /// The connection's task wrote out everything and is going idle: senders may write to
+    /// the socket themselves until it claims it back. Only with a shared socket.
+    pub(crate) fn release_socket(&self) {
+        self.direct.store(direct::IDLE, Ordering::Release);
+    }
+
+    /// The connection is ending: no sender touches its socket from now on.
+    pub(crate) fn unshare_socket(&self) {
+        let mut queue = lock(&self.queue);
+        self.direct.store(direct::TASK, Ordering::Release);
+        queue.socket = None;
     }
 
     /// Wakes whoever waits in [`Peer::wait_for_drain`] after a flush. The event's memory is
@@ -528,6 +769,8 @@ impl Outbox {
         queue.closing = true;
         queue.items.clear();
         queue.close = None;
+        queue.socket = None;
+        self.direct.store(direct::TASK, Ordering::Release);
         drop(queue);
         self.buffered.store(0, Ordering::Release);
         self.drained.notify(usize::MAX);
@@ -575,5 +818,227 @@ mod tests {
         assert_eq!(queue.close.as_ref().unwrap().0, close_code::TRY_AGAIN_LATER);
         drop(queue);
         assert!(matches!(outbox.push(msg(1)), Err(SendError::Closed)));
+    }
+
+    /// A socket that takes at most `take` bytes a write (`None`: fails) and keeps them.
+    #[derive(Default)]
+    struct FakeSocket {
+        written: Mutex<Vec<u8>>,
+        take: Mutex<Option<usize>>,
+        writes: AtomicUsize,
+    }
+
+    impl SharedSocket for FakeSocket {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            let Some(mut room) = *lock(&self.take) else {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            };
+            if room == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let mut written = lock(&self.written);
+            let mut n = 0;
+            for buf in bufs {
+                let part = &buf[..buf.len().min(room)];
+                written.extend_from_slice(part);
+                room -= part.len();
+                n += part.len();
+            }
+            Ok(n)
+        }
+    }
+
+    fn shared(take: Option<usize>) -> (Outbox, Arc<FakeSocket>) {
+        let outbox = Outbox::new(1 << 20);
+        let socket = Arc::new(FakeSocket::default());
+        *lock(&socket.take) = take;
+        outbox.share_socket(socket.clone());
+        (outbox, socket)
+    }
+
+    fn encoded(message: &Message) -> Vec<u8> {
+        use crate::ws::frames::{Frames, BINARY, TEXT};
+        let mut frames = Frames::default();
+        let opcode = if message.is_text() { TEXT } else { BINARY };
+        frames.encode(opcode, message.bytes());
+        frames.take_for_test()
+    }
+
+    #[test]
+    fn direct_write_only_while_the_task_is_idle() {
+        let (outbox, socket) = shared(Some(usize::MAX));
+        let text = Message::from_text("hello");
+        // The task has the socket: the message is queued.
+        outbox.push(Outbound::Message(text.clone())).unwrap();
+        assert!(lock(&socket.written).is_empty());
+        assert_eq!(lock(&outbox.queue).items.len(), 1);
+        // Idle, but something is queued: still queued behind it, in order.
+        outbox.release_socket();
+        outbox.push(Outbound::Message(text.clone())).unwrap();
+        assert!(lock(&socket.written).is_empty());
+        lock(&outbox.queue).items.clear();
+        outbox.buffered.store(0, Ordering::Relaxed);
+        // Idle with nothing queued: written whole by the sender, nothing buffered.
+        for len in [0, 125, 126, 65535, 65536] {
+            lock(&socket.written).clear();
+            let binary = Message::from_binary(vec![7; len]);
+            outbox.push(Outbound::Message(binary.clone())).unwrap();
+            assert_eq!(*lock(&socket.written), encoded(&binary), "{len} bytes");
+            assert!(lock(&outbox.queue).items.is_empty());
+            assert_eq!(outbox.buffered.load(Ordering::Relaxed), 0);
+            assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::IDLE);
+        }
+        // Claimed back: queued again.
+        outbox.claim_socket();
+        lock(&socket.written).clear();
+        outbox.push(Outbound::Message(text)).unwrap();
+        assert!(lock(&socket.written).is_empty());
+        // Gone: never written directly again.
+        outbox.unshare_socket();
+        outbox.release_socket();
+        lock(&outbox.queue).items.clear();
+        outbox
+            .push(Outbound::Message(Message::from_text("x")))
+            .unwrap();
+        assert!(lock(&socket.written).is_empty());
+    }
+
+    #[test]
+    fn direct_write_leaves_the_rest_of_a_frame_to_the_task() {
+        let message = Message::from_binary(vec![1; 300]);
+        let whole = encoded(&message);
+        // Cut inside the header and inside the payload.
+        for take in [1, 3, 100] {
+            let (outbox, socket) = shared(Some(take));
+            outbox.release_socket();
+            outbox.push(Outbound::Message(message.clone())).unwrap();
+            assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
+            let queue = lock(&outbox.queue);
+            let [Outbound::Rest(rest)] = queue.items.iter().collect::<Vec<_>>()[..] else {
+                panic!("{take}: {} items", queue.items.len());
+            };
+            let mut stream = lock(&socket.written).clone();
+            assert_eq!(stream.len(), take);
+            stream.extend_from_slice(rest);
+            assert_eq!(stream, whole, "cut after {take} bytes");
+            assert_eq!(outbox.buffered.load(Ordering::Relaxed), rest.len());
+        }
+    }
+
+    #[test]
+    fn direct_write_that_takes_nothing_queues_the_message() {
+        for take in [Some(0), None] {
+            let (outbox, socket) = shared(take);
+            outbox.release_socket();
+            let message = Message::from_text("queued");
+            outbox.push(Outbound::Message(message.clone())).unwrap();
+            assert!(lock(&socket.written).is_empty());
+            assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
+            let queue = lock(&outbox.queue);
+            assert!(matches!(&queue.items.front(), Some(Outbound::Message(m)) if *m == message));
+            assert_eq!(outbox.buffered.load(Ordering::Relaxed), 6);
+        }
+    }
+
+    #[test]
+    fn a_turn_writes_what_it_sent_to_an_idle_peer_once_at_its_end() {
+        let (outbox, socket) = shared(Some(usize::MAX));
+        outbox.release_socket();
+        let messages: Vec<Message> = (0..40)
+            .map(|i| Message::from_binary(vec![i; usize::from(i) * 10]))
+            .collect();
+        let cork = Cork::new();
+        assert!(Cork::corked());
+        let pushed: Vec<Pushed> = messages
+            .iter()
+            .map(|m| outbox.push(Outbound::Message(m.clone())).unwrap())
+            .collect();
+        // Only the first asks to be written at the end; nothing is written yet.
+        assert_eq!(pushed[0], Pushed::Deferred);
+        assert!(pushed[1..].iter().all(|p| *p == Pushed::Done));
+        assert_eq!(socket.writes.load(Ordering::Relaxed), 0);
+        assert_eq!(lock(&outbox.queue).items.len(), 40);
+        drop(cork);
+        assert!(!Cork::corked());
+        outbox.flush_deferred(&mut Vec::new());
+        // 40 frames in one write, whole and in order.
+        assert_eq!(socket.writes.load(Ordering::Relaxed), 1);
+        let expected: Vec<u8> = messages.iter().flat_map(encoded).collect();
+        assert!(*lock(&socket.written) == expected);
+        assert!(lock(&outbox.queue).items.is_empty());
+        assert_eq!(outbox.buffered.load(Ordering::Relaxed), 0);
+        assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::IDLE);
+    }
+
+    #[test]
+    fn a_deferred_write_leaves_what_the_socket_did_not_take_to_the_task() {
+        let messages = [
+            Message::from_binary(vec![1; 200]),
+            Message::from_text("second"),
+            Message::from_text("third"),
+        ];
+        let whole: Vec<u8> = messages.iter().flat_map(encoded).collect();
+        for take in [1, 100, 204, 205, 210] {
+            let (outbox, socket) = shared(Some(take));
+            outbox.release_socket();
+            let cork = Cork::new();
+            for message in &messages {
+                outbox.push(Outbound::Message(message.clone())).unwrap();
+            }
+            drop(cork);
+            outbox.flush_deferred(&mut Vec::new());
+            assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
+            let queue = lock(&outbox.queue);
+            let mut stream = lock(&socket.written).clone();
+            let mut buffered = 0;
+            for item in &queue.items {
+                let bytes = match item {
+                    Outbound::Rest(rest) => rest.to_vec(),
+                    Outbound::Message(m) => encoded(m),
+                    _ => unreachable!(),
+                };
+                buffered += item.payload_len();
+                stream.extend_from_slice(&bytes);
+            }
+            assert!(stream == whole, "cut after {take} bytes");
+            assert_eq!(outbox.buffered.load(Ordering::Relaxed), buffered);
+        }
+        // A ping waits for the task, and so does what follows it.
+        let (outbox, socket) = shared(Some(usize::MAX));
+        outbox.release_socket();
+        let cork = Cork::new();
+        outbox.push(Outbound::Message(messages[1].clone())).unwrap();
+        outbox.push(Outbound::Ping(Bytes::new())).unwrap();
+        outbox.push(Outbound::Message(messages[2].clone())).unwrap();
+        drop(cork);
+        outbox.flush_deferred(&mut Vec::new());
+        assert_eq!(*lock(&socket.written), encoded(&messages[1]));
+        assert_eq!(lock(&outbox.queue).items.len(), 2);
+        assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
+    }
+
+    #[test]
+    fn overflow_keeps_the_rest_of_a_frame() {
+        let outbox = Outbox::new(100);
+        let socket = Arc::new(FakeSocket::default());
+        *lock(&socket.take) = Some(10);
+        outbox.share_socket(socket);
+        outbox.release_socket();
+        outbox
+            .push(Outbound::Message(Message::from_binary(vec![0; 60])))
+            .unwrap();
+        let rest = outbox.buffered.load(Ordering::Relaxed);
+        assert_eq!(rest, 52);
+        assert!(matches!(
+            outbox.push(Outbound::Message(Message::from_binary(vec![0; 60]))),
+            Err(SendError::QueueFull)
+        ));
+        let queue = lock(&outbox.queue);
+        assert!(
+            matches!(&queue.items.iter().collect::<Vec<_>>()[..], [Outbound::Rest(r)] if r.len() == rest)
+        );
+        assert!(queue.overflowed);
+        assert_eq!(outbox.buffered.load(Ordering::Relaxed), rest);
     }
 }

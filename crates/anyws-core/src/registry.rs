@@ -195,7 +195,7 @@ impl Shared {
                 for (key, peer) in subscribers {
                     if Some(*key) != except {
                         // A full queue closes that peer; the others still get the message.
-                        delivered += u64::from(peer.inner.outbox.push(frame.clone()).is_ok());
+                        delivered += u64::from(peer.inner.push(frame.clone()).is_ok());
                     }
                 }
             }

@@ -270,6 +270,7 @@ impl ServerBuilder {
             } else {
                 Default::default()
             },
+            flusher: Default::default(),
         });
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {
@@ -351,6 +352,8 @@ pub(crate) struct Shared {
     pub(crate) outgoing: Option<Arc<Outgoing>>,
     /// What [`Server::stats`] reports.
     pub(crate) counters: crate::stats::Counters,
+    /// Writes to idle peers what turns sent them (see [`crate::socket::Cork`]).
+    pub(crate) flusher: crate::socket::Flusher,
 }
 
 impl Drop for Shared {

@@ -176,6 +176,13 @@ pub(crate) struct Prefixed<I> {
     inner: I,
 }
 
+impl<I> Prefixed<I> {
+    /// The stream under the prefix.
+    pub(crate) fn get_ref(&self) -> &I {
+        &self.inner
+    }
+}
+
 impl<I: hyper::rt::Read + Unpin> Prefixed<I> {
     /// Reads until the bytes are the HTTP/2 preface or cannot be: `true` for HTTP/2.
     pub(crate) async fn sniff(mut inner: I) -> io::Result<(Self, bool)> {

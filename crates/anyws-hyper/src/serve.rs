@@ -1,6 +1,6 @@
 //! Serving a listener: accept, upgrade or fall back, shut down gracefully.
 
-use anyws_core::Server;
+use anyws_core::{Server, SharedSocket};
 use futures_util::future::{select, Either};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::io::Prefixed;
-use crate::service::{handle, ConnectionCut, Fallback, NotFound};
+use crate::service::{handle, ConnectionCut, Fallback, NotFound, SocketOf};
 use crate::timer::sleep_until;
 use crate::RuntimeTimer;
 
@@ -37,6 +37,17 @@ pub trait Listener: Send + 'static {
     /// Accepts the next connection and the client's address.
     fn accept(&mut self)
         -> impl Future<Output = io::Result<(Self::Connecting, SocketAddr)>> + Send;
+
+    /// The socket under `io`, shared, when `io` writes to it unchanged (plain TCP, not TLS):
+    /// a WebSocket peer upgraded on the connection then gets a message sent or published to
+    /// it written to the socket by the sender while the peer has nothing else to write,
+    /// without a wake-up of its task (see
+    /// [`PendingPeer::run_on_socket`](anyws_core::PendingPeer::run_on_socket)). `None`, the
+    /// default, leaves every write to the peer's task.
+    fn shared_socket(io: &Self::Io) -> Option<Arc<dyn SharedSocket>> {
+        let _ = io;
+        None
+    }
 }
 
 /// Serves `server` on `listener`: WebSocket upgrades go to the server's hooks and every other
@@ -129,6 +140,7 @@ impl<L: Listener, F: Fallback> Serve<L, F> {
                 server.clone(),
                 fallback.clone(),
                 L::SECURE,
+                L::shared_socket,
             )));
         }
         drop(listener);
@@ -154,6 +166,7 @@ async fn connect<C, I, F>(
     server: Server,
     fallback: F,
     secure: bool,
+    socket_of: SocketOf<I>,
 ) where
     C: Future<Output = io::Result<I>> + Send,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -172,7 +185,7 @@ async fn connect<C, I, F>(
             return;
         }
     };
-    run_connection(io, remote, server, fallback, secure).await;
+    run_connection(io, remote, server, fallback, secure, socket_of).await;
 }
 
 /// Serves one connection the application accepted itself: WebSocket upgrades go to `server`,
@@ -188,7 +201,7 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     F: Fallback,
 {
-    run_connection(io, remote, server, fallback, false).await;
+    run_connection(io, remote, server, fallback, false, |_| None).await;
 }
 
 /// [`serve_connection`] for a connection the application accepted and decrypted itself (TLS):
@@ -198,11 +211,17 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     F: Fallback,
 {
-    run_connection(io, remote, server, fallback, true).await;
+    run_connection(io, remote, server, fallback, true, |_| None).await;
 }
 
-async fn run_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F, secure: bool)
-where
+async fn run_connection<I, F>(
+    io: I,
+    remote: SocketAddr,
+    server: Server,
+    fallback: F,
+    secure: bool,
+    socket_of: SocketOf<I>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     F: Fallback,
 {
@@ -233,7 +252,7 @@ where
                 request.extensions_mut().insert(http::uri::Scheme::HTTPS);
             }
             Ok::<_, Infallible>(
-                handle::<_, Prefixed<I>>(server, fallback, remote, request, &cut).await,
+                handle::<_, I>(server, fallback, remote, request, &cut, socket_of).await,
             )
         }
     });

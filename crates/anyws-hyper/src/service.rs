@@ -1,7 +1,7 @@
 //! One request: the WebSocket upgrade or the fallback.
 
 use anyws_core::sse::{sse_request_kind, SseOutcome};
-use anyws_core::{is_websocket_upgrade, ReasonPhrase, Request, Server};
+use anyws_core::{is_websocket_upgrade, ReasonPhrase, Request, Server, SharedSocket};
 use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::task::AtomicWaker;
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
+use crate::io::Prefixed;
 use crate::HyperIo;
 
 /// A boxed error, as bodies report them.
@@ -83,15 +84,17 @@ pub(crate) fn boxed(body: Full<Bytes>) -> Body {
     body.map_err(|never| match never {}).boxed_unsync()
 }
 
-/// Serves one request of a connection served by this crate, whose byte stream is a `T`.
-pub(crate) async fn handle<F: Fallback, T: Stream>(
+/// Serves one request of a connection served by this crate, whose byte stream is a
+/// `Prefixed<I>`; `socket_of` finds the socket under an `I`.
+pub(crate) async fn handle<F: Fallback, I: Stream>(
     server: Server,
     fallback: F,
     remote: SocketAddr,
     request: hyper::Request<Incoming>,
     cut: &Arc<ConnectionCut>,
+    socket_of: SocketOf<I>,
 ) -> Response<Body> {
-    match serve_request::<_, T>(&server, request, Some(remote), Some(cut)).await {
+    match serve_request::<_, I>(&server, request, Some(remote), Some((cut, socket_of))).await {
         Ok(response) => response,
         Err(request) => fallback.call(request).await,
     }
@@ -191,6 +194,10 @@ where
     serve_request::<_, Upgraded>(server, request, remote_addr, None).await
 }
 
+/// Finds the socket under a connection's stream, for peers whose senders write to it
+/// themselves (see [`Listener::shared_socket`](crate::Listener::shared_socket)).
+pub(crate) type SocketOf<I> = fn(&I) -> Option<Arc<dyn SharedSocket>>;
+
 /// A byte stream hyper serves: what an upgraded connection is downcast to.
 pub(crate) trait Stream:
     hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static
@@ -199,24 +206,26 @@ pub(crate) trait Stream:
 
 impl<T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static> Stream for T {}
 
-/// [`upgrade`], for a connection served by this crate when `cut` is given: an SSE peer whose
-/// client stops reading its stream then costs the client its connection when the peer ends.
+/// [`upgrade`], for a connection served by this crate when `served` is given: an SSE peer
+/// whose client stops reading its stream then costs the client its connection when the peer
+/// ends.
 ///
-/// An HTTP/1.1 upgrade of a connection whose stream is a `T` runs its peer on that stream itself,
-/// without hyper's boxed `Upgraded` around it (one allocation less per peer, and no dynamic call
-/// per read and write); an HTTP/2 stream, or a stream of another type, runs on `Upgraded`.
-async fn serve_request<B, T: Stream>(
+/// An HTTP/1.1 upgrade of a connection whose stream is a `Prefixed<I>` runs its peer on that
+/// stream itself, without hyper's boxed `Upgraded` around it (one allocation less per peer,
+/// and no dynamic call per read and write), and on the socket under it when the listener
+/// shares it; an HTTP/2 stream, or a stream of another type, runs on `Upgraded`.
+async fn serve_request<B, I: Stream>(
     server: &Server,
     mut request: hyper::Request<B>,
     remote_addr: Option<SocketAddr>,
-    cut: Option<&Arc<ConnectionCut>>,
+    served: Option<(&Arc<ConnectionCut>, SocketOf<I>)>,
 ) -> Result<Response<Body>, hyper::Request<B>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
 {
     if !is_websocket_upgrade(request.headers()) && !is_websocket_connect(&request) {
         if server.sse_enabled() && sse_request_kind(request.method(), request.headers()).is_some() {
-            return sse(server, request, remote_addr, cut).await;
+            return sse(server, request, remote_addr, served.map(|(cut, _)| cut)).await;
         }
         return Err(request);
     }
@@ -227,15 +236,27 @@ where
         .await
         .into_parts();
     if let Some(peer) = peer {
+        let socket_of = served.map(|(_, socket_of)| socket_of);
         // Combinators rather than an `async` block, which would keep the pending peer and the
         // upgraded stream a second time beside the peer's future for the life of the
         // connection.
         server
             .runtime()
             .spawn(Box::pin(on_upgrade.then(move |upgraded| match upgraded {
-                Ok(upgraded) => Either::Left(match upgraded.downcast::<T>() {
+                Ok(upgraded) => Either::Left(match upgraded.downcast::<Prefixed<I>>() {
                     Ok(parts) => {
-                        Either::Left(peer.run_with_prefix(HyperIo::new(parts.io), parts.read_buf))
+                        let socket = socket_of.and_then(|socket_of| socket_of(parts.io.get_ref()));
+                        let io = HyperIo::new(parts.io);
+                        match socket {
+                            Some(socket) => Either::Left(Either::Left(peer.run_on_socket(
+                                io,
+                                parts.read_buf,
+                                socket,
+                            ))),
+                            None => Either::Left(Either::Right(
+                                peer.run_with_prefix(io, parts.read_buf),
+                            )),
+                        }
                     }
                     Err(upgraded) => Either::Right(peer.run(HyperIo::new(upgraded))),
                 }),

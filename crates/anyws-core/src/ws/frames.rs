@@ -29,6 +29,44 @@ pub(crate) const MAX_CONTROL: usize = 125;
 /// leave a large buffer behind on an idle connection.
 const KEEP_CAPACITY: usize = 4 * 1024;
 
+/// The header of one final, unmasked frame: 2 to 10 bytes.
+pub(crate) struct Header {
+    bytes: [u8; 10],
+    len: u8,
+}
+
+impl Header {
+    /// The header of a frame whose first byte is `first` (FIN, RSV bits and opcode) and whose
+    /// payload is `len` bytes long.
+    pub(crate) fn new(first: u8, len: usize) -> Self {
+        let mut bytes = [0; 10];
+        bytes[0] = first;
+        let used = if len < 126 {
+            bytes[1] = len as u8;
+            2
+        } else if let Ok(len) = u16::try_from(len) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&len.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Self { bytes, len: used }
+    }
+
+    /// The header of an unfragmented data message.
+    pub(crate) fn data(message: &crate::Message) -> Self {
+        let opcode = if message.is_text() { TEXT } else { BINARY };
+        Self::new(0x80 | opcode, message.len())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// Encoded frames waiting to be written to the socket.
 #[derive(Debug, Default)]
 pub(crate) struct Frames {
@@ -69,19 +107,12 @@ impl Frames {
     }
 
     fn encode_with(&mut self, first: u8, payload: &[u8]) {
-        let len = payload.len();
-        let mask_bit = if self.masked { 0x80 } else { 0 };
-        self.buf.reserve(14 + len);
-        self.buf.push(first);
-        if len < 126 {
-            self.buf.push(mask_bit | len as u8);
-        } else if let Ok(len) = u16::try_from(len) {
-            self.buf.push(mask_bit | 126);
-            self.buf.extend_from_slice(&len.to_be_bytes());
-        } else {
-            self.buf.push(mask_bit | 127);
-            self.buf.extend_from_slice(&(len as u64).to_be_bytes());
+        let mut header = Header::new(first, payload.len());
+        if self.masked {
+            header.bytes[1] |= 0x80;
         }
+        self.buf.reserve(14 + payload.len());
+        self.buf.extend_from_slice(header.as_slice());
         if !self.masked {
             self.buf.extend_from_slice(payload);
             return;
@@ -92,6 +123,12 @@ impl Frames {
         let start = self.buf.len();
         self.buf.extend_from_slice(payload);
         super::reader::unmask(&mut self.buf[start..], key);
+    }
+
+    /// Appends bytes that are already encoded: the rest of a frame that a sender began to
+    /// write straight to the socket (see `Outbox::push`).
+    pub(crate) fn extend_raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Gives the buffer's memory back once everything in it is written: an idle connection

@@ -1,0 +1,123 @@
+//! A tokio TCP stream shared with the senders of the WebSocket peer it carries.
+
+use anyws_core::SharedSocket;
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A tokio TCP stream behind an `Arc`, so that the WebSocket peer it ends up carrying can share
+/// it with whoever sends to the peer: [`serve`](crate::serve) accepts every connection as one.
+///
+/// A message sent or published to a peer with nothing else to write is then written to the
+/// socket by the sender itself, without waking the peer's task (see
+/// [`anyws_hyper::Listener::shared_socket`]). Reads and writes through it are those of a
+/// [`TcpStream`]: a read waits for readiness and reads what is there, a write writes what the
+/// socket takes.
+#[derive(Debug)]
+pub struct SharedTcpStream {
+    socket: Arc<Shared>,
+}
+
+/// The stream itself, as senders write to it.
+#[derive(Debug)]
+struct Shared(TcpStream);
+
+impl SharedSocket for Shared {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+}
+
+impl SharedTcpStream {
+    /// Wraps `stream`.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            socket: Arc::new(Shared(stream)),
+        }
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.socket.0
+    }
+
+    /// Another handle on the stream, which senders write to.
+    pub(crate) fn shared(&self) -> Arc<dyn SharedSocket> {
+        self.socket.clone()
+    }
+}
+
+impl From<TcpStream> for SharedTcpStream {
+    fn from(stream: TcpStream) -> Self {
+        Self::new(stream)
+    }
+}
+
+impl AsyncRead for SharedTcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let stream = &self.socket.0;
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            // A read that finds nothing clears the readiness, and the next poll waits.
+            match stream.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result.map(drop)),
+            }
+        }
+    }
+}
+
+impl SharedTcpStream {
+    fn poll_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let stream = &self.socket.0;
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            match write(stream) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_with(cx, |stream| stream.try_write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_with(cx, |stream| stream.try_write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&self.socket.0).shutdown(Shutdown::Write))
+    }
+}

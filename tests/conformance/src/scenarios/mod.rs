@@ -88,6 +88,7 @@ macro_rules! __for_each_transport_scenario {
         $m!($harness; limits::stalled_reader_is_cut_off);
         $m!($harness; limits::stalled_reader_is_cut_off_fast_publisher);
         $m!($harness; limits::slow_reader_gets_every_publish_whole);
+        $m!($harness; limits::concurrent_publishers_keep_their_order);
         $m!($harness; limits::idle_timeout_drops_silent_peers);
         $m!($harness; limits::graceful_shutdown_closes_1001);
         $m!($harness; limits::echo_app);

@@ -4,7 +4,7 @@ use futures_util::task::AtomicWaker;
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -101,11 +101,20 @@ impl Drop for Cork {
     }
 }
 
-/// The task of a server that writes to idle peers what turns sent them (see [`Cork`]): one
+/// The tasks of a server that write to idle peers what turns sent them (see [`Cork`]): one
 /// wake-up for all of them, however many, and one write per peer of everything it was sent
-/// since, as its own task would have done had each been woken.
-#[derive(Default)]
+/// since, as its own task would have done had each been woken. One task per core the process
+/// may use (at most 16), each given up to [`Flusher::CHUNK`] peers at a time in turn, so that a
+/// publish to many spreads over a multi-threaded runtime's threads as the peers' own tasks did.
+/// Whichever task writes to a peer writes its queue from the front, so its order holds.
 pub(crate) struct Flusher {
+    shards: Box<[Shard]>,
+    /// The shard the next peers go to.
+    next: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Shard {
     state: Arc<FlushState>,
     started: AtomicBool,
 }
@@ -117,8 +126,31 @@ struct FlushState {
     closed: AtomicBool,
 }
 
+impl Default for Flusher {
+    fn default() -> Self {
+        let tasks = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
+        Self {
+            shards: (0..tasks).map(|_| Shard::default()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
 impl Flusher {
-    /// Has `peers` written to soon, by the flusher's task (started on first use).
+    /// Peers handed to one task at a time.
+    const CHUNK: usize = 1024;
+
+    /// Has `peers` written to soon, by the flusher's tasks (each started on first use).
+    fn take(&self, runtime: &Arc<dyn Runtime>, peers: impl Iterator<Item = Arc<PeerInner>>) {
+        let mut peers = peers.peekable();
+        while peers.peek().is_some() {
+            let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+            self.shards[shard].take(runtime, peers.by_ref().take(Self::CHUNK));
+        }
+    }
+}
+
+impl Shard {
     fn take(&self, runtime: &Arc<dyn Runtime>, peers: impl Iterator<Item = Arc<PeerInner>>) {
         let mut pending = lock(&self.state.pending);
         let was_empty = pending.is_empty();
@@ -132,8 +164,8 @@ impl Flusher {
     }
 }
 
-impl Drop for Flusher {
-    /// The server is gone: its flusher's task ends.
+impl Drop for Shard {
+    /// The server is gone: its flusher's tasks end.
     fn drop(&mut self) {
         self.state.closed.store(true, Ordering::Release);
         self.state.waker.wake();

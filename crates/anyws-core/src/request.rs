@@ -1,6 +1,5 @@
 //! The upgrade request as the hooks see it.
 
-use bytes::Bytes;
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
@@ -18,33 +17,54 @@ use std::sync::OnceLock;
 pub struct Request {
     head: Head,
     remote_addr: Option<SocketAddr>,
-    url: Box<str>,
 }
 
 /// The request line, headers and extensions of a [`Request`].
 #[derive(Debug)]
 enum Head {
-    /// As the HTTP layer gave them (compacted).
-    Parts(Box<Parts>),
+    /// As the HTTP layer gave them (compacted), and the URL.
+    Parts { parts: Box<Parts>, url: Box<str> },
     /// Packed by [`Request::pack`], for a request kept as long as its peer lives: a header map
-    /// costs about a hundred bytes per header, and an empty one still a hundred inline.
+    /// costs about a hundred bytes per header (and an empty one a hundred inline), a `Uri` 88.
     Packed(Packed),
 }
 
-/// A request without its header map.
+/// A request packed into one buffer.
 #[derive(Debug)]
 struct Packed {
-    method: Method,
-    uri: Uri,
+    /// One buffer of its size: the method, the URI, its path, its query (after a byte that
+    /// says whether there is one) and the URL, then the headers (each: a sensitivity flag,
+    /// then the name and the value); every field after its length as a LEB128 number.
+    fields: Box<[u8]>,
     version: Version,
     extensions: Extensions,
-    /// The header names and values in one buffer of their size (each header: a sensitivity
-    /// flag, then the name and the value, each after its length as a LEB128 number), unpacked
-    /// on demand.
-    headers: Box<[u8]>,
-    /// The whole request, made on demand: for [`Request::headers`] and [`Request::parts`].
+    /// The whole request, made on demand: for [`Request::headers`], [`Request::uri`] and
+    /// [`Request::parts`].
     unpacked: OnceLock<Box<Parts>>,
 }
+
+/// The fields at the front of [`Packed::fields`], before the headers.
+struct Line<'a> {
+    method: &'a str,
+    uri: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    url: &'a str,
+    headers: &'a [u8],
+}
+
+/// The standard methods, to lend out of a packed request.
+static METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::CONNECT,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::TRACE,
+];
 
 impl Request {
     /// Builds a request from HTTP request parts and the client's address, when known.
@@ -63,9 +83,11 @@ impl Request {
             parts.extensions = Extensions::new();
         }
         Self {
-            head: Head::Parts(Box::new(parts)),
+            head: Head::Parts {
+                parts: Box::new(parts),
+                url,
+            },
             remote_addr,
-            url,
         }
     }
 
@@ -73,33 +95,41 @@ impl Request {
     /// request kept as long as its peer lives; [`Request::headers`] unpacks them again when it
     /// is called.
     pub(crate) fn pack(&mut self) {
-        let Head::Parts(parts) = &mut self.head else {
+        let Head::Parts { parts, url } = &mut self.head else {
             return;
         };
         let parts = std::mem::replace(&mut **parts, http::Request::new(()).into_parts().0);
-        let total = parts
-            .headers
+        let uri = parts.uri.to_string();
+        let (path, query) = (parts.uri.path(), parts.uri.query());
+        let line = [parts.method.as_str(), &uri, path, query.unwrap_or(""), url];
+        let total = line
             .iter()
-            .map(|(name, value)| {
-                let (name, value) = (name.as_str().len(), value.len());
-                1 + leb128_len(name) + name + leb128_len(value) + value
-            })
-            .sum::<usize>();
-        let mut headers = Vec::with_capacity(total);
-        for (name, value) in &parts.headers {
-            headers.push(u8::from(value.is_sensitive()));
-            put_field(&mut headers, name.as_str().as_bytes());
-            put_field(&mut headers, value.as_bytes());
+            .map(|field| field_len(field.len()))
+            .sum::<usize>()
+            + 1
+            + parts
+                .headers
+                .iter()
+                .map(|(name, value)| 1 + field_len(name.as_str().len()) + field_len(value.len()))
+                .sum::<usize>();
+        let mut fields = Vec::with_capacity(total);
+        for field in &line[..3] {
+            put_field(&mut fields, field.as_bytes());
         }
-        // The URI gets a buffer of its own: it pointed into the compacted header values.
-        let uri = Bytes::from(parts.uri.to_string().into_bytes().into_boxed_slice());
+        fields.push(u8::from(query.is_some()));
+        for field in &line[3..] {
+            put_field(&mut fields, field.as_bytes());
+        }
+        for (name, value) in &parts.headers {
+            fields.push(u8::from(value.is_sensitive()));
+            put_field(&mut fields, name.as_str().as_bytes());
+            put_field(&mut fields, value.as_bytes());
+        }
         self.head = Head::Packed(Packed {
-            method: parts.method,
-            uri: Uri::from_maybe_shared(uri).unwrap_or(parts.uri),
+            // Exactly the size it holds, so the buffer is not copied again.
+            fields: fields.into_boxed_slice(),
             version: parts.version,
             extensions: parts.extensions,
-            // Exactly the size it holds, so the buffer is not copied again.
-            headers: headers.into_boxed_slice(),
             unpacked: OnceLock::new(),
         });
     }
@@ -107,36 +137,45 @@ impl Request {
     /// The whole request: as given, or unpacked on the first call.
     fn whole(&self) -> &Parts {
         match &self.head {
-            Head::Parts(parts) => parts,
+            Head::Parts { parts, .. } => parts,
             Head::Packed(packed) => packed.unpacked.get_or_init(|| Box::new(packed.unpack())),
         }
     }
 
-    /// The HTTP method (`GET` for a WebSocket upgrade).
+    /// The HTTP method (`GET` for a WebSocket upgrade over HTTP/1.1, `CONNECT` over HTTP/2).
     pub fn method(&self) -> &Method {
         match &self.head {
-            Head::Parts(parts) => &parts.method,
-            Head::Packed(packed) => &packed.method,
+            Head::Parts { parts, .. } => &parts.method,
+            Head::Packed(packed) => {
+                let method = packed.line().method;
+                METHODS
+                    .iter()
+                    .find(|standard| standard.as_str() == method)
+                    .unwrap_or_else(|| &self.whole().method)
+            }
         }
     }
 
     /// The request target as sent, usually a path and query.
+    ///
+    /// A peer keeps its request packed into one buffer; the first call on a peer's request
+    /// makes a whole copy of it, kept as long as the peer. [`Request::path`],
+    /// [`Request::query`] and [`Request::url`] read the packed request as it is.
     pub fn uri(&self) -> &Uri {
-        match &self.head {
-            Head::Parts(parts) => &parts.uri,
-            Head::Packed(packed) => &packed.uri,
-        }
+        &self.whole().uri
     }
 
     /// The HTTP version.
     pub fn version(&self) -> Version {
         match &self.head {
-            Head::Parts(parts) => parts.version,
+            Head::Parts { parts, .. } => parts.version,
             Head::Packed(packed) => packed.version,
         }
     }
 
     /// The request headers.
+    ///
+    /// As with [`Request::uri`], the first call on a peer's request makes a whole copy of it.
     pub fn headers(&self) -> &HeaderMap {
         &self.whole().headers
     }
@@ -144,7 +183,7 @@ impl Request {
     /// Typed values an adapter, router or middleware attached to the request.
     pub fn extensions(&self) -> &Extensions {
         match &self.head {
-            Head::Parts(parts) => &parts.extensions,
+            Head::Parts { parts, .. } => &parts.extensions,
             Head::Packed(packed) => &packed.extensions,
         }
     }
@@ -152,7 +191,7 @@ impl Request {
     /// Mutable access to the extensions, for routers and middleware.
     pub fn extensions_mut(&mut self) -> &mut Extensions {
         match &mut self.head {
-            Head::Parts(parts) => &mut parts.extensions,
+            Head::Parts { parts, .. } => &mut parts.extensions,
             Head::Packed(packed) => {
                 // The unpacked copy would no longer match.
                 packed.unpacked = OnceLock::new();
@@ -168,12 +207,18 @@ impl Request {
 
     /// The path of the URL, without the query.
     pub fn path(&self) -> &str {
-        self.uri().path()
+        match &self.head {
+            Head::Parts { parts, .. } => parts.uri.path(),
+            Head::Packed(packed) => packed.line().path,
+        }
     }
 
     /// The query string, without the `?`.
     pub fn query(&self) -> Option<&str> {
-        self.uri().query()
+        match &self.head {
+            Head::Parts { parts, .. } => parts.uri.query(),
+            Head::Packed(packed) => packed.line().query,
+        }
     }
 
     /// The value of query parameter `name`, percent-decoded (`+` reads as a space), or `None`
@@ -199,7 +244,10 @@ impl Request {
 
     /// The full URL: `http://` (`https://` over TLS) + `Host` header + path and query.
     pub fn url(&self) -> &str {
-        &self.url
+        match &self.head {
+            Head::Parts { url, .. } => url,
+            Head::Packed(packed) => packed.line().url,
+        }
     }
 
     /// Path parameter `name`, as matched by a [`Router`](crate::Router) pattern such as
@@ -222,7 +270,7 @@ impl Request {
     /// to the application.
     pub fn into_parts(self) -> Parts {
         match self.head {
-            Head::Parts(parts) => *parts,
+            Head::Parts { parts, .. } => *parts,
             Head::Packed(mut packed) => match packed.unpacked.take() {
                 Some(parts) => *parts,
                 None => packed.unpack(),
@@ -235,12 +283,13 @@ impl Packed {
     /// The whole request, with a header map made from the packed headers; the values stay views
     /// into the buffer.
     fn unpack(&self) -> Parts {
+        let line = self.line();
         let mut parts = http::Request::new(()).into_parts().0;
-        parts.method = self.method.clone();
-        parts.uri = self.uri.clone();
+        parts.method = Method::from_bytes(line.method.as_bytes()).unwrap_or_default();
+        parts.uri = Uri::try_from(line.uri).unwrap_or_default();
         parts.version = self.version;
         parts.extensions = self.extensions.clone();
-        let mut rest = &self.headers[..];
+        let mut rest = line.headers;
         while let Some((&sensitive, tail)) = rest.split_first() {
             rest = tail;
             let (Some(name), Some(value)) = (take_field(&mut rest), take_field(&mut rest)) else {
@@ -256,6 +305,41 @@ impl Packed {
         }
         parts
     }
+}
+
+impl Packed {
+    /// The fields before the headers.
+    fn line(&self) -> Line<'_> {
+        let mut rest = &self.fields[..];
+        let (method, uri, path) = (
+            take_str(&mut rest),
+            take_str(&mut rest),
+            take_str(&mut rest),
+        );
+        let (&has_query, tail) = rest.split_first().unwrap_or((&0, &[]));
+        rest = tail;
+        let (query, url) = (take_str(&mut rest), take_str(&mut rest));
+        Line {
+            method,
+            uri,
+            path,
+            query: (has_query != 0).then_some(query),
+            url,
+            headers: rest,
+        }
+    }
+}
+
+/// Takes a field `Request::pack` wrote from a `&str` off the front of `packed`.
+fn take_str<'a>(packed: &mut &'a [u8]) -> &'a str {
+    take_field(packed)
+        .and_then(|field| std::str::from_utf8(field).ok())
+        .unwrap_or("")
+}
+
+/// The bytes a field of `n` bytes takes, with its length in front.
+fn field_len(n: usize) -> usize {
+    leb128_len(n) + n
 }
 
 /// The bytes of `n` as a LEB128 number.
@@ -425,7 +509,7 @@ mod tests {
         r.extensions_mut().insert(7u8);
         let mut sensitive = HeaderValue::from_static("secret");
         sensitive.set_sensitive(true);
-        let Head::Parts(parts) = &mut r.head else {
+        let Head::Parts { parts, .. } = &mut r.head else {
             unreachable!()
         };
         parts.headers.append("x-token", sensitive);
@@ -436,13 +520,43 @@ mod tests {
         assert!(r.headers()["x-token"].is_sensitive());
         assert_eq!(r.parts().headers, before);
         assert_eq!(r.parts().extensions.get::<u8>(), Some(&7));
-        assert_eq!(r.uri(), "/a?b=c");
+        assert_eq!(r.method(), Method::GET);
+        assert_eq!(r.path(), "/a");
         assert_eq!(r.query(), Some("b=c"));
+        assert_eq!(r.uri(), "/a?b=c");
         assert_eq!(r.url(), "http://h:1/a?b=c");
         assert_eq!(r.protocols().collect::<Vec<_>>(), ["a", "b", "c"]);
         r.extensions_mut().insert(8u8);
         assert_eq!(r.parts().extensions.get::<u8>(), Some(&8));
         assert_eq!(r.into_parts().headers, before);
+    }
+
+    #[test]
+    fn packing_keeps_method_path_and_query() {
+        for (method, uri, path, query) in [
+            (Method::CONNECT, "https://h:1/x/y", "/x/y", None),
+            (Method::GET, "/?", "/", Some("")),
+            (
+                Method::from_bytes(b"PURGE").unwrap(),
+                "/p?q=%20",
+                "/p",
+                Some("q=%20"),
+            ),
+        ] {
+            let (parts, ()) = http::Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let mut r = Request::new(parts, None);
+            let url = r.url().to_owned();
+            r.pack();
+            assert_eq!((r.method(), r.path(), r.query()), (&method, path, query));
+            assert_eq!(r.url(), url);
+            assert_eq!(r.uri(), uri);
+            assert_eq!(r.into_parts().method, method);
+        }
     }
 
     #[test]

@@ -364,6 +364,8 @@ struct Driver<'p> {
     /// Reading stopped because too much output was waiting for the peer.
     read_paused: bool,
     error: Option<Box<Error>>,
+    /// The close timeout, once the peer is closing. (The idle timeout and pings are kept by
+    /// the server's sweep, `crate::sweep`.)
     timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
     /// When something was last received from the peer (or when it opened).
     last_heard: Instant,
@@ -371,7 +373,6 @@ struct Driver<'p> {
     last_ping: Option<Instant>,
     /// An automatic ping waits to be written.
     ping_due: bool,
-    closing_deadline_set: bool,
     /// The peer's token bucket, with [`Limits::message_rate`](crate::Limits::message_rate).
     rate: Option<Box<RateLimiter>>,
     /// Senders may write to the socket while this is idle (see `Outbox::push`).
@@ -415,7 +416,6 @@ impl<'p> Driver<'p> {
             last_heard: peer.inner.shared.runtime.now(),
             last_ping: None,
             ping_due: false,
-            closing_deadline_set: false,
             rate: peer
                 .inner
                 .shared
@@ -812,14 +812,9 @@ impl<'p> Driver<'p> {
             || self.read_failed
             || peer.ready_state() >= ReadyState::Closing;
         if closing {
-            if !self.closing_deadline_set {
-                // From now on the timer is the close timeout.
-                self.closing_deadline_set = true;
+            if self.timer.is_none() {
                 let deadline = shared.runtime.now() + limits.close_timeout;
-                match self.timer.as_mut() {
-                    Some(timer) => timer.as_mut().reset(deadline),
-                    None => self.timer = Some(shared.runtime.new_timer(deadline)),
-                }
+                self.timer = Some(shared.runtime.new_timer(deadline));
             }
             let Some(timer) = self.timer.as_mut() else {
                 return Poll::Pending;
@@ -827,43 +822,40 @@ impl<'p> Driver<'p> {
             // Ready once the close timeout passed without an answer.
             return timer.as_mut().poll(cx);
         }
-        let Some(deadline) = self.next_deadline() else {
+        // Deadlines only move later (as the peer is heard from, or pinged), so the one
+        // published to the server's sweep stands until the sweep finds it passed and takes it
+        // back (see `crate::sweep`): only then is there anything to look at.
+        let inner = &peer.inner;
+        if inner.deadline.load(Ordering::Relaxed) != crate::sweep::NEVER {
             return Poll::Pending;
-        };
-        let mut timer = match self.timer.take() {
-            Some(timer) => timer,
-            None => shared.runtime.new_timer(deadline),
-        };
-        // The timer may be set for an earlier deadline: things heard since only move deadlines
-        // later, so it fires early at worst, and is moved on below.
-        let result = loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                break Poll::Pending;
+        }
+        if self.next_deadline().is_none() {
+            return Poll::Pending;
+        }
+        let now = shared.runtime.now();
+        if limits
+            .idle_timeout
+            .is_some_and(|idle| now >= self.last_heard + idle)
+        {
+            if self.error.is_none() {
+                self.error = Some(Box::new(Error::IdleTimeout));
             }
-            let now = shared.runtime.now();
-            if limits
-                .idle_timeout
-                .is_some_and(|idle| now >= self.last_heard + idle)
-            {
-                if self.error.is_none() {
-                    self.error = Some(Box::new(Error::IdleTimeout));
-                }
-                break Poll::Ready(());
+            return Poll::Ready(());
+        }
+        if let Some(interval) = ping_interval(limits) {
+            if now >= self.ping_base() + interval {
+                self.last_ping = Some(now);
+                self.ping_due = true;
+                cx.waker().wake_by_ref();
             }
-            if let Some(interval) = ping_interval(limits) {
-                if now >= self.ping_base() + interval {
-                    self.last_ping = Some(now);
-                    self.ping_due = true;
-                    cx.waker().wake_by_ref();
-                }
-            }
-            match self.next_deadline() {
-                Some(deadline) => timer.as_mut().reset(deadline),
-                None => break Poll::Pending,
-            }
-        };
-        self.timer = Some(timer);
-        result
+        }
+        if let Some(deadline) = self.next_deadline() {
+            inner
+                .deadline
+                .store(shared.sweep.deadline(deadline), Ordering::Relaxed);
+            shared.sweep.ensure_running(shared);
+        }
+        Poll::Pending
     }
 
     /// The automatic ping is due an interval after this: the later of the last thing heard and
@@ -887,7 +879,7 @@ impl<'p> Driver<'p> {
 
 /// The automatic ping interval in effect: the configured one, or half the idle timeout when that
 /// is shorter, so that a live client always has time to answer before the idle timeout.
-fn ping_interval(limits: &crate::Limits) -> Option<Duration> {
+pub(crate) fn ping_interval(limits: &crate::Limits) -> Option<Duration> {
     match (limits.ping_interval, limits.idle_timeout) {
         (Some(interval), Some(idle)) => Some(interval.min(idle / 2)),
         (interval, _) => interval,

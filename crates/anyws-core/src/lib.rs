@@ -111,6 +111,7 @@ mod server;
 mod socket;
 pub mod sse;
 mod stats;
+mod sweep;
 mod upgrade;
 mod ws;
 

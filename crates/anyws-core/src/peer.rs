@@ -117,6 +117,9 @@ pub(crate) struct PeerInner {
     pub(crate) shared: Arc<Shared>,
     /// When the handshake was accepted.
     pub(crate) opened_at: std::time::Instant,
+    /// When the connection's driver next needs its task woken for the idle timeout or a ping,
+    /// for the server's sweep (see `crate::sweep`).
+    pub(crate) deadline: std::sync::atomic::AtomicU64,
 }
 
 impl PeerInner {
@@ -163,6 +166,7 @@ impl Peer {
                 outbox: Outbox::new(limit),
                 read_waker: ReadWaker::default(),
                 opened_at: shared.runtime.now(),
+                deadline: std::sync::atomic::AtomicU64::new(crate::sweep::NEVER),
                 shared,
             }),
         }

@@ -271,6 +271,7 @@ impl ServerBuilder {
                 Default::default()
             },
             flusher: Default::default(),
+            sweep: crate::sweep::Sweep::new(runtime.now()),
         });
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {
@@ -354,6 +355,8 @@ pub(crate) struct Shared {
     pub(crate) counters: crate::stats::Counters,
     /// Writes to idle peers what turns sent them (see [`crate::socket::Cork`]).
     pub(crate) flusher: crate::socket::Flusher,
+    /// Wakes the peers whose idle timeout or ping is due.
+    pub(crate) sweep: crate::sweep::Sweep,
 }
 
 impl Drop for Shared {

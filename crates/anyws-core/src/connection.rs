@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::error::panic_message;
@@ -367,10 +367,12 @@ struct Driver<'p> {
     /// The close timeout, once the peer is closing. (The idle timeout and pings are kept by
     /// the server's sweep, `crate::sweep`.)
     timer: Option<Pin<Box<dyn crate::AsyncTimer>>>,
-    /// When something was last received from the peer (or when it opened).
-    last_heard: Instant,
-    /// When the last automatic ping was queued.
-    last_ping: Option<Instant>,
+    /// When something was last received from the peer (or when it opened), in the sweep's
+    /// milliseconds (`crate::sweep::Sweep::millis`).
+    heard_at: u64,
+    /// The automatic ping is due an interval after this: the later of `heard_at` and the last
+    /// automatic ping.
+    ping_base: u64,
     /// An automatic ping waits to be written.
     ping_due: bool,
     /// The peer's token bucket, with [`Limits::message_rate`](crate::Limits::message_rate).
@@ -413,8 +415,8 @@ impl<'p> Driver<'p> {
             read_paused: false,
             error: None,
             timer: None,
-            last_heard: peer.inner.shared.runtime.now(),
-            last_ping: None,
+            heard_at: peer.inner.shared.sweep.now(),
+            ping_base: peer.inner.shared.sweep.now(),
             ping_due: false,
             rate: peer
                 .inner
@@ -625,7 +627,11 @@ impl<'p> Driver<'p> {
         }
 
         if heard {
-            self.last_heard = now.unwrap_or_else(|| peer.inner.shared.runtime.now());
+            let shared = &peer.inner.shared;
+            self.heard_at = shared
+                .sweep
+                .millis(now.unwrap_or_else(|| shared.runtime.now()));
+            self.ping_base = self.ping_base.max(self.heard_at);
         }
 
         match self.poll_write(cx, &mut socket.io) {
@@ -832,10 +838,10 @@ impl<'p> Driver<'p> {
         if self.next_deadline().is_none() {
             return Poll::Pending;
         }
-        let now = shared.runtime.now();
+        let now = shared.sweep.now();
         if limits
             .idle_timeout
-            .is_some_and(|idle| now >= self.last_heard + idle)
+            .is_some_and(|idle| now >= self.heard_at.saturating_add(millis(idle)))
         {
             if self.error.is_none() {
                 self.error = Some(Box::new(Error::IdleTimeout));
@@ -843,38 +849,38 @@ impl<'p> Driver<'p> {
             return Poll::Ready(());
         }
         if let Some(interval) = ping_interval(limits) {
-            if now >= self.ping_base() + interval {
-                self.last_ping = Some(now);
+            if now >= self.ping_base.saturating_add(millis(interval)) {
+                self.ping_base = now;
                 self.ping_due = true;
                 cx.waker().wake_by_ref();
             }
         }
         if let Some(deadline) = self.next_deadline() {
-            inner
-                .deadline
-                .store(shared.sweep.deadline(deadline), Ordering::Relaxed);
+            inner.deadline.store(deadline, Ordering::Relaxed);
             shared.sweep.ensure_running(shared);
         }
         Poll::Pending
     }
 
-    /// The automatic ping is due an interval after this: the later of the last thing heard and
-    /// the last ping.
-    fn ping_base(&self) -> Instant {
-        self.last_ping
-            .map_or(self.last_heard, |ping| ping.max(self.last_heard))
-    }
-
-    /// When the idle timeout or the next automatic ping is due, whichever comes first.
-    fn next_deadline(&self) -> Option<Instant> {
+    /// When the idle timeout or the next automatic ping is due, whichever comes first, in the
+    /// sweep's milliseconds.
+    fn next_deadline(&self) -> Option<u64> {
         let limits = &self.peer.inner.shared.limits;
-        let idle = limits.idle_timeout.map(|idle| self.last_heard + idle);
-        let ping = ping_interval(limits).map(|interval| self.ping_base() + interval);
+        let idle = limits
+            .idle_timeout
+            .map(|idle| self.heard_at.saturating_add(millis(idle)));
+        let ping =
+            ping_interval(limits).map(|interval| self.ping_base.saturating_add(millis(interval)));
         match (idle, ping) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
+}
+
+/// `duration` in whole milliseconds.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The automatic ping interval in effect: the configured one, or half the idle timeout when that
@@ -898,6 +904,7 @@ mod tests {
     use std::io;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
+    use std::time::Instant;
 
     /// A runtime whose timers never fire; the test turns timeouts off anyway.
     #[derive(Debug)]

@@ -271,7 +271,7 @@ impl ServerBuilder {
                 Default::default()
             },
             flusher: Default::default(),
-            sweep: crate::sweep::Sweep::new(runtime.now()),
+            sweep: crate::sweep::Sweep::new(runtime.clone()),
         });
         if let (Some(backplane), Some(outgoing)) = (self.backplane, outgoing) {
             let link = BackplaneLink {

@@ -11,17 +11,19 @@
 //! close timeout, which only a closing peer needs, still takes a timer of its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::server::Shared;
-use crate::Limits;
+use crate::{Limits, Runtime};
 
 /// A peer's deadline when it has none.
 pub(crate) const NEVER: u64 = u64::MAX;
 
 /// The server's deadline keeper.
 pub(crate) struct Sweep {
+    /// The runtime's clock.
+    clock: Arc<dyn Runtime>,
     /// Deadlines count milliseconds from here.
     epoch: Instant,
     /// The task is running (or about to).
@@ -29,16 +31,17 @@ pub(crate) struct Sweep {
 }
 
 impl Sweep {
-    pub(crate) fn new(epoch: Instant) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Runtime>) -> Self {
         Self {
-            epoch,
+            epoch: clock.now(),
+            clock,
             running: AtomicBool::new(false),
         }
     }
 
-    /// `at` as a peer's deadline: rounded up, so that a peer woken at its deadline finds it
-    /// passed.
-    pub(crate) fn deadline(&self, at: Instant) -> u64 {
+    /// `at` as the sweep counts time: milliseconds since the server began, rounded up (so that
+    /// a peer woken at its deadline finds it passed).
+    pub(crate) fn millis(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.epoch);
         let ms = since.as_millis() as u64;
         if since > Duration::from_millis(ms) {
@@ -48,13 +51,18 @@ impl Sweep {
         }
     }
 
+    /// The runtime's time now, in [`Sweep::millis`].
+    pub(crate) fn now(&self) -> u64 {
+        self.millis(self.clock.now())
+    }
+
     /// Starts the task if it is not running: called by a peer that set a deadline.
-    pub(crate) fn ensure_running(&self, shared: &std::sync::Arc<Shared>) {
+    pub(crate) fn ensure_running(&self, shared: &Arc<Shared>) {
         if self.running.load(Ordering::Relaxed) || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let tick = tick(&shared.limits);
-        let weak = std::sync::Arc::downgrade(shared);
+        let weak = Arc::downgrade(shared);
         let runtime = shared.runtime.clone();
         shared.runtime.spawn(Box::pin(async move {
             let mut timer = runtime.new_timer(runtime.now() + tick);
@@ -89,7 +97,7 @@ fn sweep(weak: &Weak<Shared>) -> bool {
     let Some(shared) = weak.upgrade() else {
         return false;
     };
-    let now = shared.sweep.deadline(shared.runtime.now());
+    let now = shared.sweep.now();
     let mut due = Vec::new();
     {
         let registry = shared.read();
@@ -118,15 +126,28 @@ fn sweep(weak: &Weak<Shared>) -> bool {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Clock;
+
+    impl Runtime for Clock {
+        fn spawn(&self, _: crate::BoxFuture) {
+            unreachable!()
+        }
+
+        fn new_timer(&self, _: Instant) -> std::pin::Pin<Box<dyn crate::AsyncTimer>> {
+            unreachable!()
+        }
+    }
+
     #[test]
     fn deadlines_round_up_to_the_millisecond() {
-        let epoch = Instant::now();
-        let sweep = Sweep::new(epoch);
-        assert_eq!(sweep.deadline(epoch), 0);
-        assert_eq!(sweep.deadline(epoch + Duration::from_millis(5)), 5);
-        assert_eq!(sweep.deadline(epoch + Duration::from_micros(5_001)), 6);
+        let sweep = Sweep::new(Arc::new(Clock));
+        let epoch = sweep.epoch;
+        assert_eq!(sweep.millis(epoch), 0);
+        assert_eq!(sweep.millis(epoch + Duration::from_millis(5)), 5);
+        assert_eq!(sweep.millis(epoch + Duration::from_micros(5_001)), 6);
         // Before the epoch counts as now.
-        assert_eq!(sweep.deadline(epoch - Duration::from_secs(1)), 0);
+        assert_eq!(sweep.millis(epoch - Duration::from_secs(1)), 0);
     }
 
     #[test]

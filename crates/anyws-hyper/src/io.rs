@@ -177,9 +177,12 @@ pub(crate) struct Prefixed<I> {
 }
 
 impl<I> Prefixed<I> {
-    /// The stream under the prefix.
-    pub(crate) fn get_ref(&self) -> &I {
-        &self.inner
+    /// The stream, and what is left of the prefix (nothing, once the prefix was read): a peer
+    /// runs on the stream itself, without the prefix's 32 bytes.
+    pub(crate) fn into_parts(self) -> (I, Vec<u8>) {
+        let mut prefix = self.prefix;
+        prefix.drain(..self.at);
+        (self.inner, prefix)
     }
 }
 

@@ -245,17 +245,19 @@ where
             .spawn(Box::pin(on_upgrade.then(move |upgraded| match upgraded {
                 Ok(upgraded) => Either::Left(match upgraded.downcast::<Prefixed<I>>() {
                     Ok(parts) => {
-                        let socket = socket_of.and_then(|socket_of| socket_of(parts.io.get_ref()));
-                        let io = HyperIo::new(parts.io);
+                        let (io, unread) = parts.io.into_parts();
+                        let read_buf = if unread.is_empty() {
+                            parts.read_buf
+                        } else {
+                            Bytes::from([&unread[..], &parts.read_buf[..]].concat())
+                        };
+                        let socket = socket_of.and_then(|socket_of| socket_of(&io));
+                        let io = HyperIo::new(io);
                         match socket {
-                            Some(socket) => Either::Left(Either::Left(peer.run_on_socket(
-                                io,
-                                parts.read_buf,
-                                socket,
-                            ))),
-                            None => Either::Left(Either::Right(
-                                peer.run_with_prefix(io, parts.read_buf),
-                            )),
+                            Some(socket) => {
+                                Either::Left(Either::Left(peer.run_on_socket(io, read_buf, socket)))
+                            }
+                            None => Either::Left(Either::Right(peer.run_with_prefix(io, read_buf))),
                         }
                     }
                     Err(upgraded) => Either::Right(peer.run(HyperIo::new(upgraded))),

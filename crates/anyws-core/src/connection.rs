@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::CatchUnwind;
-use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::fmt;
@@ -314,11 +313,10 @@ where
 /// the socket's readiness, for every message a publish delivers.
 ///
 /// It is a field of the peer, which is the waker (see the `Wake` impl below): no allocation of
-/// its own per connection.
+/// its own per connection. The task's waker is the one senders wake, the outbox's.
 #[derive(Default)]
 pub(crate) struct ReadWaker {
     woken: AtomicBool,
-    task: AtomicWaker,
 }
 
 impl Wake for PeerInner {
@@ -328,7 +326,7 @@ impl Wake for PeerInner {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.read_waker.woken.store(true, Ordering::Release);
-        self.read_waker.task.wake();
+        self.outbox.waker.wake();
     }
 }
 
@@ -485,9 +483,9 @@ impl<'p> Driver<'p> {
         // What this turn sends to other peers that are idle is written to them when it ends,
         // each once.
         let _cork = Cork::new();
-        // The task's waker before any look at the read side's flag: a wake-up of the read side
+        // The task's waker before any look at the read side's flag or the queue: a wake-up
         // after that look reaches the task through it.
-        self.peer.inner.read_waker.task.register(cx.waker());
+        self.peer.inner.outbox.waker.register(cx.waker());
         if self.shared_socket {
             // What this turn writes, and what its hooks send, goes through the task.
             self.peer.inner.outbox.claim_socket();
@@ -523,7 +521,9 @@ impl<'p> Driver<'p> {
             if self.read_failed || self.received_close.is_some() || handled == MESSAGES_PER_TURN {
                 break;
             }
-            if peer.buffered_amount() >= peer.inner.outbox.read_pause || !self.frames.is_empty() {
+            if peer.buffered_amount() >= peer.inner.shared.queue_limits.read_pause
+                || !self.frames.is_empty()
+            {
                 // Backpressure: read nothing more until the peer takes what it was sent, so that
                 // neither its queue nor the pongs and replies its input asks for can grow.
                 self.read_paused = true;
@@ -666,7 +666,7 @@ impl<'p> Driver<'p> {
         }
 
         let resume = self.read_paused
-            && peer.buffered_amount() < peer.inner.outbox.read_pause
+            && peer.buffered_amount() < peer.inner.shared.queue_limits.read_pause
             && running.is_none();
         if resume || (handled == MESSAGES_PER_TURN && running.is_none()) {
             // More may be waiting to be read; let other tasks run first.
@@ -682,7 +682,6 @@ impl<'p> Driver<'p> {
         S: AsyncWrite + Unpin,
     {
         let outbox = &self.peer.inner.outbox;
-        outbox.waker.register(cx.waker());
         loop {
             if self.batch.is_empty() {
                 let mut queue = lock(&outbox.queue);

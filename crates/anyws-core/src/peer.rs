@@ -125,7 +125,7 @@ pub(crate) struct PeerInner {
 impl PeerInner {
     /// Queues `item` for the peer, or writes it (see [`Outbox::push`]).
     pub(crate) fn push(self: &Arc<Self>, item: Outbound) -> Result<(), SendError> {
-        if self.outbox.push(item)? == Pushed::Deferred {
+        if self.outbox.push(item, self.shared.queue_limits)? == Pushed::Deferred {
             Cork::defer(self.clone());
         }
         Ok(())
@@ -146,7 +146,6 @@ impl Peer {
         transport: Transport,
         shared: Arc<Shared>,
     ) -> Self {
-        let limit = shared.limits.max_buffered_bytes;
         let key = shared
             .next_key
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -163,7 +162,7 @@ impl Peer {
                 extensions,
                 transport,
                 topics: Mutex::new(Vec::new()),
-                outbox: Outbox::new(limit),
+                outbox: Outbox::new(),
                 read_waker: ReadWaker::default(),
                 opened_at: shared.runtime.now(),
                 deadline: std::sync::atomic::AtomicU64::new(crate::sweep::NEVER),
@@ -422,9 +421,29 @@ pub(crate) struct Outbox {
     pub(crate) state: AtomicU8,
     /// Who may write to the socket now: one of the `direct` states.
     pub(crate) direct: AtomicU8,
+}
+
+/// The bounds of a peer's send queue, the same for every peer of a server (kept there, not in
+/// each peer).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueueLimits {
+    /// [`Limits::max_buffered_bytes`](crate::Limits::max_buffered_bytes).
     limit: usize,
     /// While this many bytes wait, the connection reads nothing more from the peer.
     pub(crate) read_pause: usize,
+}
+
+impl QueueLimits {
+    pub(crate) const fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            read_pause: if READ_PAUSE_BYTES < limit / 2 {
+                READ_PAUSE_BYTES
+            } else {
+                limit / 2
+            },
+        }
+    }
 }
 
 /// What [`Outbox::push`] did with a message.
@@ -509,7 +528,7 @@ impl Outbound {
 }
 
 impl Outbox {
-    fn new(limit: usize) -> Self {
+    fn new() -> Self {
         Self {
             queue: Mutex::new(Queue::default()),
             buffered: AtomicUsize::new(0),
@@ -518,14 +537,12 @@ impl Outbox {
             closing: Event::new(),
             state: AtomicU8::new(ReadyState::Connecting as u8),
             direct: AtomicU8::new(direct::TASK),
-            limit,
-            read_pause: READ_PAUSE_BYTES.min(limit / 2),
         }
     }
 
     /// Queues `message`, or writes it to the socket when the peer's task is idle (see
     /// [`direct`]). [`Pushed::Deferred`] asks the caller to [`Cork::defer`] the peer.
-    pub(crate) fn push(&self, message: Outbound) -> Result<Pushed, SendError> {
+    pub(crate) fn push(&self, message: Outbound, limits: QueueLimits) -> Result<Pushed, SendError> {
         let len = message.payload_len();
         let mut queue = lock(&self.queue);
         if queue.closing || queue.terminate {
@@ -535,7 +552,9 @@ impl Outbox {
         // Below the read-pause mark a message is always taken, so a peer that reads its replies,
         // however slowly, is never cut off by its own traffic: its connection stops reading from
         // it at that mark instead. Above it, the limit holds.
-        if buffered != 0 && buffered >= self.read_pause && buffered.saturating_add(len) > self.limit
+        if buffered != 0
+            && buffered >= limits.read_pause
+            && buffered.saturating_add(len) > limits.limit
         {
             // What is queued is dropped, but for the rest of a frame already begun.
             let mut dropped = 0;
@@ -807,21 +826,28 @@ mod tests {
 
     #[test]
     fn outbox_overflow_policy() {
-        let outbox = Outbox::new(10);
-        assert_eq!(outbox.read_pause, 5);
+        let outbox = Outbox::new();
+        let limits = QueueLimits::new(10);
+        assert_eq!(limits.read_pause, 5);
         let msg = |n: usize| Outbound::Message(Message::from_binary(vec![0; n]));
         // Below the read-pause mark anything is accepted, even past the limit.
-        outbox.push(msg(4)).unwrap();
-        outbox.push(msg(46)).unwrap();
+        outbox.push(msg(4), limits).unwrap();
+        outbox.push(msg(46), limits).unwrap();
         assert_eq!(outbox.buffered.load(Ordering::Relaxed), 50);
         // The next one overflows: the queue is dropped and a 1013 close is scheduled.
-        assert!(matches!(outbox.push(msg(1)), Err(SendError::QueueFull)));
+        assert!(matches!(
+            outbox.push(msg(1), limits),
+            Err(SendError::QueueFull)
+        ));
         assert_eq!(outbox.buffered.load(Ordering::Relaxed), 0);
         let queue = lock(&outbox.queue);
         assert!(queue.items.is_empty() && queue.overflowed);
         assert_eq!(queue.close.as_ref().unwrap().0, close_code::TRY_AGAIN_LATER);
         drop(queue);
-        assert!(matches!(outbox.push(msg(1)), Err(SendError::Closed)));
+        assert!(matches!(
+            outbox.push(msg(1), limits),
+            Err(SendError::Closed)
+        ));
     }
 
     /// A socket that takes at most `take` bytes a write (`None`: fails) and keeps them.
@@ -853,8 +879,11 @@ mod tests {
         }
     }
 
+    /// A queue limit no test here reaches.
+    const BIG: QueueLimits = QueueLimits::new(1 << 20);
+
     fn shared(take: Option<usize>) -> (Outbox, Arc<FakeSocket>) {
-        let outbox = Outbox::new(1 << 20);
+        let outbox = Outbox::new();
         let socket = Arc::new(FakeSocket::default());
         *lock(&socket.take) = take;
         outbox.share_socket(socket.clone());
@@ -874,12 +903,12 @@ mod tests {
         let (outbox, socket) = shared(Some(usize::MAX));
         let text = Message::from_text("hello");
         // The task has the socket: the message is queued.
-        outbox.push(Outbound::Message(text.clone())).unwrap();
+        outbox.push(Outbound::Message(text.clone()), BIG).unwrap();
         assert!(lock(&socket.written).is_empty());
         assert_eq!(lock(&outbox.queue).items.len(), 1);
         // Idle, but something is queued: still queued behind it, in order.
         outbox.release_socket();
-        outbox.push(Outbound::Message(text.clone())).unwrap();
+        outbox.push(Outbound::Message(text.clone()), BIG).unwrap();
         assert!(lock(&socket.written).is_empty());
         lock(&outbox.queue).items.clear();
         outbox.buffered.store(0, Ordering::Relaxed);
@@ -887,7 +916,7 @@ mod tests {
         for len in [0, 125, 126, 65535, 65536] {
             lock(&socket.written).clear();
             let binary = Message::from_binary(vec![7; len]);
-            outbox.push(Outbound::Message(binary.clone())).unwrap();
+            outbox.push(Outbound::Message(binary.clone()), BIG).unwrap();
             assert_eq!(*lock(&socket.written), encoded(&binary), "{len} bytes");
             assert!(lock(&outbox.queue).items.is_empty());
             assert_eq!(outbox.buffered.load(Ordering::Relaxed), 0);
@@ -896,14 +925,14 @@ mod tests {
         // Claimed back: queued again.
         outbox.claim_socket();
         lock(&socket.written).clear();
-        outbox.push(Outbound::Message(text)).unwrap();
+        outbox.push(Outbound::Message(text), BIG).unwrap();
         assert!(lock(&socket.written).is_empty());
         // Gone: never written directly again.
         outbox.unshare_socket();
         outbox.release_socket();
         lock(&outbox.queue).items.clear();
         outbox
-            .push(Outbound::Message(Message::from_text("x")))
+            .push(Outbound::Message(Message::from_text("x")), BIG)
             .unwrap();
         assert!(lock(&socket.written).is_empty());
     }
@@ -916,7 +945,9 @@ mod tests {
         for take in [1, 3, 100] {
             let (outbox, socket) = shared(Some(take));
             outbox.release_socket();
-            outbox.push(Outbound::Message(message.clone())).unwrap();
+            outbox
+                .push(Outbound::Message(message.clone()), BIG)
+                .unwrap();
             assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
             let queue = lock(&outbox.queue);
             let [Outbound::Rest(rest)] = queue.items.iter().collect::<Vec<_>>()[..] else {
@@ -936,7 +967,9 @@ mod tests {
             let (outbox, socket) = shared(take);
             outbox.release_socket();
             let message = Message::from_text("queued");
-            outbox.push(Outbound::Message(message.clone())).unwrap();
+            outbox
+                .push(Outbound::Message(message.clone()), BIG)
+                .unwrap();
             assert!(lock(&socket.written).is_empty());
             assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
             let queue = lock(&outbox.queue);
@@ -956,7 +989,7 @@ mod tests {
         assert!(Cork::corked());
         let pushed: Vec<Pushed> = messages
             .iter()
-            .map(|m| outbox.push(Outbound::Message(m.clone())).unwrap())
+            .map(|m| outbox.push(Outbound::Message(m.clone()), BIG).unwrap())
             .collect();
         // Only the first asks to be written at the end; nothing is written yet.
         assert_eq!(pushed[0], Pushed::Deferred);
@@ -988,7 +1021,9 @@ mod tests {
             outbox.release_socket();
             let cork = Cork::new();
             for message in &messages {
-                outbox.push(Outbound::Message(message.clone())).unwrap();
+                outbox
+                    .push(Outbound::Message(message.clone()), BIG)
+                    .unwrap();
             }
             drop(cork);
             outbox.flush_deferred(&mut Vec::new());
@@ -1012,9 +1047,13 @@ mod tests {
         let (outbox, socket) = shared(Some(usize::MAX));
         outbox.release_socket();
         let cork = Cork::new();
-        outbox.push(Outbound::Message(messages[1].clone())).unwrap();
-        outbox.push(Outbound::Ping(Bytes::new())).unwrap();
-        outbox.push(Outbound::Message(messages[2].clone())).unwrap();
+        outbox
+            .push(Outbound::Message(messages[1].clone()), BIG)
+            .unwrap();
+        outbox.push(Outbound::Ping(Bytes::new()), BIG).unwrap();
+        outbox
+            .push(Outbound::Message(messages[2].clone()), BIG)
+            .unwrap();
         drop(cork);
         outbox.flush_deferred(&mut Vec::new());
         assert_eq!(*lock(&socket.written), encoded(&messages[1]));
@@ -1024,18 +1063,19 @@ mod tests {
 
     #[test]
     fn overflow_keeps_the_rest_of_a_frame() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new();
+        let limits = QueueLimits::new(100);
         let socket = Arc::new(FakeSocket::default());
         *lock(&socket.take) = Some(10);
         outbox.share_socket(socket);
         outbox.release_socket();
         outbox
-            .push(Outbound::Message(Message::from_binary(vec![0; 60])))
+            .push(Outbound::Message(Message::from_binary(vec![0; 60])), limits)
             .unwrap();
         let rest = outbox.buffered.load(Ordering::Relaxed);
         assert_eq!(rest, 52);
         assert!(matches!(
-            outbox.push(Outbound::Message(Message::from_binary(vec![0; 60]))),
+            outbox.push(Outbound::Message(Message::from_binary(vec![0; 60])), limits),
             Err(SendError::QueueFull)
         ));
         let queue = lock(&outbox.queue);

@@ -246,7 +246,9 @@ impl ServerBuilder {
             outgoing.routes_by_interest = backplane.routes_by_interest();
             Arc::new(outgoing)
         });
+        let queue_limits = crate::peer::QueueLimits::new(self.limits.max_buffered_bytes);
         let shared = Arc::new(Shared {
+            queue_limits,
             resolver: self.resolver,
             limits: self.limits,
             allowed_origins: self.allowed_origins,
@@ -357,6 +359,8 @@ pub(crate) struct Shared {
     pub(crate) flusher: crate::socket::Flusher,
     /// Wakes the peers whose idle timeout or ping is due.
     pub(crate) sweep: crate::sweep::Sweep,
+    /// The bounds of every peer's send queue.
+    pub(crate) queue_limits: crate::peer::QueueLimits,
 }
 
 impl Drop for Shared {

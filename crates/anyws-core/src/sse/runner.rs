@@ -200,13 +200,14 @@ fn next_event(peer: &Peer, link: &SseLink, cx: &mut Context<'_>) -> Poll<Next> {
         return Poll::Pending;
     }
     if state.over_rate
-        && (state.inbox.is_empty() || peer.buffered_amount() >= peer.inner.outbox.read_pause)
+        && (state.inbox.is_empty()
+            || peer.buffered_amount() >= peer.inner.shared.queue_limits.read_pause)
     {
         // The messages before the one over the rate were handled (or the client does not read
         // and they will not be): the peer is closed.
         return Poll::Ready(Next::OverRate);
     }
-    if peer.buffered_amount() >= peer.inner.outbox.read_pause {
+    if peer.buffered_amount() >= peer.inner.shared.queue_limits.read_pause {
         // Backpressure: hand over nothing more until the client takes what it was sent.
         return Poll::Pending;
     }

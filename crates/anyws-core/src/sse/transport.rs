@@ -270,7 +270,7 @@ impl Stream for PeerEvents {
             let before = outbox.buffered.fetch_sub(freed, Ordering::AcqRel);
             outbox.notify_drained();
             let mut state = lock(&this.link.state);
-            if before >= outbox.read_pause {
+            if before >= this.peer.inner.shared.queue_limits.read_pause {
                 state.backpressure = true;
             } else if before == freed && std::mem::take(&mut state.backpressure) {
                 state.drain_pending = true;

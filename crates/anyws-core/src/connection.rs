@@ -391,6 +391,7 @@ impl Drop for Driver<'_> {
 
 impl<'p> Driver<'p> {
     fn new(peer: &'p Peer, compressor: Option<Compressor>, shared_socket: bool) -> Self {
+        let opened = peer.inner.shared.sweep.now();
         Self {
             peer,
             read_waker_handle: Waker::from(peer.inner.clone()),
@@ -413,8 +414,8 @@ impl<'p> Driver<'p> {
             read_paused: false,
             error: None,
             timer: None,
-            heard_at: peer.inner.shared.sweep.now(),
-            ping_base: peer.inner.shared.sweep.now(),
+            heard_at: opened,
+            ping_base: opened,
             ping_due: false,
             rate: peer
                 .inner
@@ -817,13 +818,11 @@ impl<'p> Driver<'p> {
             || self.read_failed
             || peer.ready_state() >= ReadyState::Closing;
         if closing {
-            if self.timer.is_none() {
-                let deadline = shared.runtime.now() + limits.close_timeout;
-                self.timer = Some(shared.runtime.new_timer(deadline));
-            }
-            let Some(timer) = self.timer.as_mut() else {
-                return Poll::Pending;
-            };
+            let timer = self.timer.get_or_insert_with(|| {
+                shared
+                    .runtime
+                    .new_timer(shared.runtime.now() + limits.close_timeout)
+            });
             // Ready once the close timeout passed without an answer.
             return timer.as_mut().poll(cx);
         }

@@ -6,7 +6,7 @@ use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A tokio TCP stream behind an `Arc`, so that the WebSocket peer it ends up carrying can share
@@ -66,9 +66,25 @@ impl AsyncRead for SharedTcpStream {
         let stream = &self.socket.0;
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            // A read that finds nothing clears the readiness, and the next poll waits.
-            match stream.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // A read that finds nothing clears the readiness, and the next poll waits. So does
+            // one that got less than it asked for, which emptied the socket (on Unix, whose
+            // readiness is edge-triggered), as tokio's own `TcpStream` read does: the next
+            // read then waits for the socket rather than making a system call that finds
+            // nothing. (`try_io` clears the readiness seen before the read, not an event that
+            // came since.)
+            let wanted = buf.remaining();
+            let mut short = false;
+            let read = stream.try_io(Interest::READABLE, || {
+                let n = stream.try_read_buf(buf)?;
+                if cfg!(unix) && n > 0 && n < wanted {
+                    short = true;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match read {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !short => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Ready(Ok(())),
                 result => return Poll::Ready(result.map(drop)),
             }
         }

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::CatchUnwind;
+use futures_util::task::{waker_ref, ArcWake};
 use futures_util::FutureExt;
 use std::collections::VecDeque;
 use std::fmt;
@@ -12,7 +13,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll, Wake, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use crate::admission::Admission;
@@ -154,10 +155,9 @@ impl PendingPeer {
             _ => false,
         };
         let span = crate::observe::peer_span(&self.peer);
-        tracing::Instrument::instrument(
+        crate::observe::Traced::new(
             async move {
-                let compressor = self.deflate.as_ref().map(Compressor::new);
-                drive(&mut socket, &self.peer, &*self.hooks, compressor, shared).await;
+                drive(&mut socket, &self, shared).await;
                 // Dropping `self` now frees the peer's place in the connection limits.
             },
             span,
@@ -268,42 +268,56 @@ impl<S: AsyncRead + Unpin> Socket<S> {
 #[allow(clippy::manual_async_fn)] // On purpose: see above.
 fn drive<'a, S>(
     socket: &'a mut Option<Socket<S>>,
-    peer: &'a Peer,
-    hooks: &'a dyn Hooks,
-    compressor: Option<Compressor>,
+    pending: &'a PendingPeer,
     shared_socket: bool,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async move {
+        // The peer and hooks are read from `pending` rather than kept in locals, which the task
+        // would hold beside the driver.
         // The peer joined the registry in the handshake; a close asked for since then stands.
-        peer.open();
+        pending.peer.open();
         crate::observe::opened();
         // The driver lives in a block of its own, so that the closing hooks below run in the
         // space it took rather than beside it.
         let (info, error) = {
-            let mut driver = Driver::new(peer, compressor, shared_socket);
-            let mut running = Some(hook("open", hooks.open(peer)));
+            let mut driver = Driver::new(
+                &pending.peer,
+                &*pending.hooks,
+                pending.deflate.as_ref(),
+                shared_socket,
+            );
             if let Some(io) = socket.as_mut() {
-                std::future::poll_fn(|cx| driver.poll(cx, io, &mut running, hooks, peer)).await;
+                std::future::poll_fn(|cx| driver.poll(cx, io)).await;
             }
             // The connection is over: stop queueing, leave every list, drop the socket, then
             // tell the hooks.
-            drop(running);
+            driver.running = None;
             (driver.close_info(), driver.error.take())
         };
+        let peer = &pending.peer;
         peer.set_ready_state(ReadyState::Closed);
         peer.inner.outbox.shut();
         // Counted before it leaves: once a peer is off the list, its close shows in the stats.
         crate::observe::ended(peer, &info, error.as_deref());
         peer.inner.shared.leave(peer);
         *socket = None;
-        if let Some(error) = error {
-            run_hook("error", hooks.error(peer, *error)).await;
-        }
-        run_hook("close", hooks.close(peer, info)).await;
+        // A future of its own, which takes the driver's place in the task: what it keeps
+        // across its `await`s is not laid out beside the driver.
+        closing_hooks(pending, info, error).await;
     }
+}
+
+/// Runs the `error` hook (when the connection failed) and the `close` hook of a connection
+/// that is over.
+async fn closing_hooks(pending: &PendingPeer, info: CloseInfo, error: Option<Box<Error>>) {
+    let (peer, hooks) = (&pending.peer, &*pending.hooks);
+    if let Some(error) = error {
+        run_hook("error", hooks.error(peer, *error)).await;
+    }
+    run_hook("close", hooks.close(peer, info)).await;
 }
 
 /// The waker the read side of a connection is polled with: it notes that the read side woke the
@@ -319,22 +333,18 @@ pub(crate) struct ReadWaker {
     woken: AtomicBool,
 }
 
-impl Wake for PeerInner {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.read_waker.woken.store(true, Ordering::Release);
-        self.outbox.waker.wake();
+impl ArcWake for PeerInner {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.read_waker.woken.store(true, Ordering::Release);
+        arc_self.outbox.waker.wake();
     }
 }
 
 struct Driver<'p> {
     peer: &'p Peer,
-    /// Notes whether the read side woke the task since it last answered `Pending`.
-    /// The peer's [`ReadWaker`] as a [`Waker`], made once.
-    read_waker_handle: Waker,
+    hooks: &'p dyn Hooks,
+    /// The hook being awaited: messages are handled one after the other.
+    running: Option<RunningHook<'p>>,
     /// The read side answered `Pending` when last polled, and holds `read_waker`: until that is
     /// woken, polling the read side again would only find nothing.
     read_idle: bool,
@@ -390,14 +400,20 @@ impl Drop for Driver<'_> {
 }
 
 impl<'p> Driver<'p> {
-    fn new(peer: &'p Peer, compressor: Option<Compressor>, shared_socket: bool) -> Self {
+    fn new(
+        peer: &'p Peer,
+        hooks: &'p dyn Hooks,
+        deflate: Option<&Negotiated>,
+        shared_socket: bool,
+    ) -> Self {
         let opened = peer.inner.shared.sweep.now();
         Self {
             peer,
-            read_waker_handle: Waker::from(peer.inner.clone()),
+            hooks,
+            running: Some(hook("open", hooks.open(peer))),
             read_idle: false,
             batch: VecDeque::new(),
-            compressor,
+            compressor: deflate.map(Compressor::new),
             frames: if peer.inner.shared.client {
                 Frames::masked()
             } else {
@@ -470,17 +486,11 @@ impl<'p> Driver<'p> {
     }
 
     /// One turn of the connection. Ready when the connection is over.
-    fn poll<'a, S>(
-        &mut self,
-        cx: &mut Context<'_>,
-        socket: &mut Socket<S>,
-        running: &mut Option<RunningHook<'a>>,
-        hooks: &'a dyn Hooks,
-        peer: &'a Peer,
-    ) -> Poll<()>
+    fn poll<S>(&mut self, cx: &mut Context<'_>, socket: &mut Socket<S>) -> Poll<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let (peer, hooks) = (self.peer, self.hooks);
         // What this turn sends to other peers that are idle is written to them when it ends,
         // each once.
         let _cork = Cork::new();
@@ -500,13 +510,13 @@ impl<'p> Driver<'p> {
         loop {
             // Finish the running hook before reading the next message, so messages are handled
             // in order.
-            if let Some(current) = running.as_mut() {
+            if let Some(current) = self.running.as_mut() {
                 match current.future.poll_unpin(cx) {
                     Poll::Pending => break,
-                    Poll::Ready(Ok(())) => *running = None,
+                    Poll::Ready(Ok(())) => self.running = None,
                     Poll::Ready(Err(payload)) => {
                         let name = current.name;
-                        *running = None;
+                        self.running = None;
                         self.fail(Error::HookPanicked {
                             hook: name,
                             message: panic_message(&*payload),
@@ -516,7 +526,7 @@ impl<'p> Driver<'p> {
             }
             if self.drain_pending && self.sent_close.is_none() {
                 self.drain_pending = false;
-                *running = Some(hook("drain", hooks.drain(peer)));
+                self.running = Some(hook("drain", hooks.drain(peer)));
                 continue;
             }
             if self.read_failed || self.received_close.is_some() || handled == MESSAGES_PER_TURN {
@@ -540,7 +550,9 @@ impl<'p> Driver<'p> {
             if self.read_idle && !woken {
                 break;
             }
-            let polled = socket.poll_input(&mut Context::from_waker(&self.read_waker_handle));
+            // The read side is polled with the peer as its waker (see `ReadWaker`), borrowed.
+            let read_waker = waker_ref(&peer.inner);
+            let polled = socket.poll_input(&mut Context::from_waker(&read_waker));
             self.read_idle = polled.is_pending();
             let event = match polled {
                 Poll::Pending => break,
@@ -592,7 +604,7 @@ impl<'p> Driver<'p> {
                             .shared
                             .counters
                             .received(peer.inner.key, message.len());
-                        *running = Some(hook("message", hooks.message(peer, message)));
+                        self.running = Some(hook("message", hooks.message(peer, message)));
                     }
                 }
                 Event::Binary(bytes) => {
@@ -603,7 +615,7 @@ impl<'p> Driver<'p> {
                             .shared
                             .counters
                             .received(peer.inner.key, message.len());
-                        *running = Some(hook("message", hooks.message(peer, message)));
+                        self.running = Some(hook("message", hooks.message(peer, message)));
                     }
                 }
                 Event::Ping(payload) => {
@@ -615,13 +627,13 @@ impl<'p> Driver<'p> {
                         self.frames.encode_control(frames::PONG, &payload);
                     }
                     if open {
-                        *running = Some(hook("ping", hooks.ping(peer, payload)));
+                        self.running = Some(hook("ping", hooks.ping(peer, payload)));
                     }
                 }
                 Event::Pong(payload) => {
                     handled += 1;
                     if open {
-                        *running = Some(hook("pong", hooks.pong(peer, payload)));
+                        self.running = Some(hook("pong", hooks.pong(peer, payload)));
                     }
                 }
             }
@@ -668,8 +680,8 @@ impl<'p> Driver<'p> {
 
         let resume = self.read_paused
             && peer.buffered_amount() < peer.inner.shared.queue_limits.read_pause
-            && running.is_none();
-        if resume || (handled == MESSAGES_PER_TURN && running.is_none()) {
+            && self.running.is_none();
+        if resume || (handled == MESSAGES_PER_TURN && self.running.is_none()) {
             // More may be waiting to be read; let other tasks run first.
             cx.waker().wake_by_ref();
         }
@@ -902,6 +914,7 @@ mod tests {
     use std::io;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
+    use std::task::{Wake, Waker};
     use std::time::Instant;
 
     /// A runtime whose timers never fire; the test turns timeouts off anyway.

@@ -2,7 +2,7 @@
 //!
 //! The connection driver and the SSE runner call these at a handful of points (a peer's start
 //! and end, a refused request); nothing here runs per message, so a server without a `tracing`
-//! subscriber pays only the disabled span each peer task carries.
+//! subscriber pays only an empty pointer in each peer task ([`Traced`]).
 //!
 //! Events use the target `anyws`. Levels:
 //!
@@ -12,6 +12,9 @@
 //!   `403`, `431` for upgrades), and the backplane losing its broker or dropping relays;
 //! - `error`: a hook that panicked, with the hook's name.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::{CloseInfo, Error, Peer, Transport};
@@ -29,6 +32,50 @@ pub(crate) fn peer_span(peer: &Peer) -> tracing::Span {
         transport = transport_name(peer.transport()),
         http_version = ?request.version(),
     )
+}
+
+pin_project_lite::pin_project! {
+    /// A peer's task, run in its span as with `tracing::Instrument`; but the span, 40 bytes
+    /// even when disabled, is boxed and kept only when a subscriber wants it, since this lives
+    /// in every idle peer's task.
+    pub(crate) struct Traced<F> {
+        span: Option<Box<tracing::Span>>,
+        // `None` once dropped: see the `PinnedDrop` below.
+        #[pin]
+        future: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Traced<F> {
+        /// The future is dropped inside the span too, as when its task is cancelled.
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.as_deref().map(tracing::Span::enter);
+            this.future.set(None);
+        }
+    }
+}
+
+impl<F> Traced<F> {
+    /// `future`, run in `span` when that is enabled.
+    pub(crate) fn new(future: F, span: tracing::Span) -> Self {
+        Self {
+            span: (!span.is_disabled()).then(|| Box::new(span)),
+            future: Some(future),
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Traced<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let _entered = this.span.as_deref().map(tracing::Span::enter);
+        match this.future.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
 }
 
 /// The transport's name in events and metric labels.

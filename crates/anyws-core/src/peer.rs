@@ -105,10 +105,8 @@ pub(crate) struct PeerInner {
     request: Request,
     pub(crate) namespace: Arc<str>,
     context: Option<Context>,
-    protocol: Option<Box<str>>,
-    /// The `Sec-WebSocket-Extensions` value of the `101`, when an extension was negotiated;
-    /// shared by the peers that got the same answer (see `deflate::answer`).
-    extensions: Option<Arc<str>>,
+    /// The subprotocol and extensions of the `101`; boxed apart, as most peers have neither.
+    answered: Option<Box<Answered>>,
     transport: Transport,
     pub(crate) topics: Mutex<Vec<Arc<str>>>,
     pub(crate) outbox: Outbox,
@@ -120,6 +118,15 @@ pub(crate) struct PeerInner {
     /// When the connection's driver next needs its task woken for the idle timeout or a ping,
     /// for the server's sweep (see `crate::sweep`).
     pub(crate) deadline: std::sync::atomic::AtomicU64,
+}
+
+/// What the `101` answered beyond the upgrade itself.
+struct Answered {
+    /// The subprotocol selected in the `upgrade` hook.
+    protocol: Option<Box<str>>,
+    /// The `Sec-WebSocket-Extensions` value, when an extension was negotiated; shared by the
+    /// peers that got the same answer (see `deflate::answer`).
+    extensions: Option<Arc<str>>,
 }
 
 impl PeerInner {
@@ -158,8 +165,12 @@ impl Peer {
                 request,
                 namespace,
                 context,
-                protocol: protocol.map(String::into_boxed_str),
-                extensions,
+                answered: (protocol.is_some() || extensions.is_some()).then(|| {
+                    Box::new(Answered {
+                        protocol: protocol.map(String::into_boxed_str),
+                        extensions,
+                    })
+                }),
                 transport,
                 topics: Mutex::new(Vec::new()),
                 outbox: Outbox::new(),
@@ -213,10 +224,12 @@ impl Peer {
     /// request header, as CrossWS reports it. `None` when neither exists. On a client's peer,
     /// only the subprotocol the server selected.
     pub fn protocol(&self) -> Option<&str> {
+        let answered = self.inner.answered.as_ref();
+        let protocol = answered.and_then(|a| a.protocol.as_deref());
         if self.inner.shared.client {
-            return self.inner.protocol.as_deref();
+            return protocol;
         }
-        self.inner.protocol.as_deref().or_else(|| {
+        protocol.or_else(|| {
             self.inner
                 .request
                 .headers()
@@ -230,10 +243,12 @@ impl Peer {
     /// the raw `Sec-WebSocket-Extensions` request header, as CrossWS reports it. `None` when
     /// neither exists. On a client's peer, only what the server answered.
     pub fn extensions(&self) -> Option<&str> {
+        let answered = self.inner.answered.as_ref();
+        let extensions = answered.and_then(|a| a.extensions.as_deref());
         if self.inner.shared.client {
-            return self.inner.extensions.as_deref();
+            return extensions;
         }
-        self.inner.extensions.as_deref().or_else(|| {
+        extensions.or_else(|| {
             self.inner
                 .request
                 .headers()

@@ -622,11 +622,10 @@ impl crate::Server {
             _admission: admission,
         };
         let span = crate::observe::peer_span(&peer);
-        self.runtime()
-            .spawn(Box::pin(tracing::Instrument::instrument(
-                super::runner::run_hooks(peer, hooks, link),
-                span,
-            )));
+        self.runtime().spawn(Box::pin(crate::observe::Traced::new(
+            super::runner::run_hooks(peer, hooks, link),
+            span,
+        )));
         SseOutcome::Open(response.map(|()| events))
     }
 }

@@ -11,34 +11,41 @@ const CONTINUATION: u8 = 0x0;
 const MAX_HEADER: usize = 14;
 
 /// Reads a client's frames out of the bytes it sends; see the [module docs](super).
+///
+/// It lives in every peer's task, so what only a message in progress needs is boxed apart
+/// ([`Progress`]): an idle reader holds no heap memory.
 #[derive(Debug)]
 pub(crate) struct Reader {
     max_message_size: usize,
     max_frame_size: usize,
     extension: Option<Box<dyn Extension>>,
-    /// Frames must be masked: true on a server (client frames are masked), false on a client
-    /// (a server's frames never are).
-    expect_masked: bool,
+    /// The frame whose payload is being read.
+    frame: Option<Frame>,
     /// The start of a frame header that was split across reads.
     header: [u8; MAX_HEADER],
     header_len: u8,
-    /// The frame whose payload is being read.
-    frame: Option<Frame>,
+    /// [`CLIENT`] and [`CLOSED`].
+    flags: u8,
+    /// The message or control frame in progress, or the error the reader failed with; `None`
+    /// between messages.
+    progress: Option<Box<Progress>>,
+}
+
+/// The reader reads as a client: frames must be unmasked (a server's frames never are), where a
+/// server's reader wants them masked.
+const CLIENT: u8 = 1;
+/// A close frame was read; anything after it is ignored.
+const CLOSED: u8 = 2;
+
+/// What the reader holds while a message is in progress.
+#[derive(Debug, Default)]
+struct Progress {
     /// The data message in progress.
     message: Option<Partial>,
     /// The payload so far of a control frame split across reads.
     control: Vec<u8>,
-    state: State,
-}
-
-/// Whether the reader reads on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Open,
-    /// A close frame was read; anything after it is ignored.
-    Closed,
     /// The client broke the protocol; every read fails with this.
-    Failed(ReadError),
+    failed: Option<ReadError>,
 }
 
 /// A frame whose payload is being read.
@@ -87,20 +94,18 @@ impl Reader {
             max_message_size,
             max_frame_size,
             extension: None,
-            expect_masked: true,
+            frame: None,
             header: [0; MAX_HEADER],
             header_len: 0,
-            frame: None,
-            message: None,
-            control: Vec::new(),
-            state: State::Open,
+            flags: 0,
+            progress: None,
         }
     }
 
     /// Reads as a client: the server's frames are unmasked, and a masked one is a protocol error
     /// ([`ReadError::Masked`]).
     pub(crate) fn client(mut self) -> Self {
-        self.expect_masked = false;
+        self.flags |= CLIENT;
         self
     }
 
@@ -113,7 +118,25 @@ impl Reader {
     /// The heap memory the reader holds, in bytes: what it has of the message and control frame
     /// in progress. Zero between messages.
     pub(crate) fn buffered(&self) -> usize {
-        self.message.as_ref().map_or(0, |m| m.payload.capacity()) + self.control.capacity()
+        self.progress.as_ref().map_or(0, |p| {
+            p.message.as_ref().map_or(0, |m| m.payload.capacity()) + p.control.capacity()
+        })
+    }
+
+    /// Whether the reader holds no heap memory at all, as between messages.
+    #[cfg(test)]
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.progress.is_none()
+    }
+
+    /// The data message in progress.
+    fn message(&self) -> Option<&Partial> {
+        self.progress.as_ref()?.message.as_ref()
+    }
+
+    /// What is in progress, made on first need.
+    fn progress(&mut self) -> &mut Progress {
+        self.progress.get_or_insert_with(Box::default)
     }
 
     /// Reads from the front of `input`, which moves past what was read, up to the end of the
@@ -123,20 +146,32 @@ impl Reader {
     /// After a close frame everything is ignored (`Ok(None)`); after an error every call fails
     /// with that error.
     pub(crate) fn read(&mut self, input: &mut &[u8]) -> Result<Option<Event>, ReadError> {
-        match self.state {
-            State::Open => {}
-            State::Closed => {
-                *input = &[];
-                return Ok(None);
-            }
-            State::Failed(error) => return Err(error),
+        if self.flags & CLOSED != 0 {
+            *input = &[];
+            return Ok(None);
+        }
+        if let Some(error) = self.progress.as_ref().and_then(|p| p.failed) {
+            return Err(error);
         }
         let result = self.read_open(input);
-        if let Err(error) = result {
-            self.state = State::Failed(error);
-            self.frame = None;
-            self.message = None;
-            self.control = Vec::new();
+        match result {
+            Err(error) => {
+                self.frame = None;
+                self.progress = Some(Box::new(Progress {
+                    failed: Some(error),
+                    ..Progress::default()
+                }));
+            }
+            // The input is used up: with nothing in progress, the reader lets go of its box
+            // (kept while a burst of messages is read, to be reused).
+            Ok(_) if input.is_empty() => {
+                if self.progress.as_ref().is_some_and(|p| {
+                    p.message.is_none() && p.control.capacity() == 0 && p.failed.is_none()
+                }) {
+                    self.progress = None;
+                }
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -208,10 +243,12 @@ impl Reader {
             return Err(ReadError::ReservedBits);
         }
         match opcode {
-            CONTINUATION if self.message.is_none() => {
+            CONTINUATION if self.message().is_none() => {
                 return Err(ReadError::UnexpectedContinuation)
             }
-            TEXT | BINARY if self.message.is_some() => return Err(ReadError::ExpectedContinuation),
+            TEXT | BINARY if self.message().is_some() => {
+                return Err(ReadError::ExpectedContinuation)
+            }
             CONTINUATION | TEXT | BINARY => {}
             CLOSE | PING | PONG => {
                 if !fin {
@@ -229,7 +266,7 @@ impl Reader {
             return Err(ReadError::ReservedBits);
         }
         let masked = second & 0x80 != 0;
-        if masked != self.expect_masked {
+        if masked == (self.flags & CLIENT != 0) {
             return Err(if masked {
                 ReadError::Masked
             } else {
@@ -266,7 +303,7 @@ impl Reader {
         if remaining > self.max_frame_size {
             return Err(too_big);
         }
-        if let Some(message) = &self.message {
+        if let Some(message) = self.message() {
             let total = message.payload.len() as u64 + size;
             if total > self.max_message_size as u64 {
                 return Err(ReadError::MessageTooBig {
@@ -298,7 +335,7 @@ impl Reader {
     /// A frame's header is complete: a new data message starts with its first frame.
     fn start_frame(&mut self, frame: &Frame) {
         if matches!(frame.opcode, TEXT | BINARY) {
-            self.message = Some(Partial {
+            self.progress().message = Some(Partial {
                 text: frame.opcode == TEXT,
                 transformed: frame.rsv1,
                 payload: Vec::new(),
@@ -314,13 +351,15 @@ impl Reader {
             return Ok(());
         }
         if frame.opcode & 0x08 != 0 {
-            let start = self.control.len();
-            self.control.reserve_exact(frame.remaining);
-            self.control.extend_from_slice(chunk);
-            unmask(&mut self.control[start..], frame.mask);
+            let control = &mut self.progress().control;
+            let start = control.len();
+            control.reserve_exact(frame.remaining);
+            control.extend_from_slice(chunk);
+            unmask(&mut control[start..], frame.mask);
             return Ok(());
         }
-        let Some(message) = self.message.as_mut() else {
+        let max_message_size = self.max_message_size;
+        let Some(message) = self.progress.as_mut().and_then(|p| p.message.as_mut()) else {
             return Err(ReadError::UnexpectedContinuation);
         };
         let payload = &mut message.payload;
@@ -332,7 +371,7 @@ impl Reader {
             let end = if frame.fin {
                 start + frame.remaining
             } else {
-                self.max_message_size
+                max_message_size
             };
             let target = needed.max(payload.capacity().saturating_mul(2).min(end));
             payload.reserve_exact(target - start);
@@ -348,26 +387,29 @@ impl Reader {
     /// The frame's payload is complete: the event it ends, if any.
     fn end_frame(&mut self, frame: &Frame) -> Result<Option<Event>, ReadError> {
         match frame.opcode {
-            PING => Ok(Some(Event::Ping(Bytes::from(std::mem::take(
-                &mut self.control,
-            ))))),
-            PONG => Ok(Some(Event::Pong(Bytes::from(std::mem::take(
-                &mut self.control,
-            ))))),
+            PING => Ok(Some(Event::Ping(self.take_control()))),
+            PONG => Ok(Some(Event::Pong(self.take_control()))),
             CLOSE => {
-                let payload = std::mem::take(&mut self.control);
+                let payload = self.take_control();
                 let close = parse_close(&payload)?;
                 // Nothing more is read: a message cut short by the close is let go.
-                self.state = State::Closed;
-                self.message = None;
+                self.flags |= CLOSED;
+                self.progress = None;
                 Ok(Some(Event::Close(close)))
             }
-            _ if frame.fin => match self.message.take() {
+            _ if frame.fin => match self.progress.as_mut().and_then(|p| p.message.take()) {
                 Some(message) => self.complete(message).map(Some),
                 None => Err(ReadError::UnexpectedContinuation),
             },
             _ => Ok(None),
         }
+    }
+
+    /// The payload of the control frame just read (empty when it had none).
+    fn take_control(&mut self) -> Bytes {
+        self.progress
+            .as_mut()
+            .map_or_else(Bytes::new, |p| Bytes::from(std::mem::take(&mut p.control)))
     }
 
     /// Hands over a complete data message. This is the one place where a whole message's payload

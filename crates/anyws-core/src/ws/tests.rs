@@ -109,6 +109,33 @@ fn reads_single_frame_messages() {
 }
 
 #[test]
+fn an_idle_reader_holds_no_memory() {
+    let mut reader = reader();
+    assert!(reader.holds_nothing());
+    let burst = frames(&[
+        (true, TEXT, b"one"),
+        (true, PING, b"p"),
+        (true, BINARY, b"two"),
+    ]);
+    // Within a burst the reader keeps what it made for the first message...
+    let mut input = &burst[..];
+    assert_eq!(reader.read(&mut input), Ok(Some(text("one"))));
+    assert!(!reader.holds_nothing());
+    // ...and once the input is used up, with no message in progress, it has nothing left.
+    assert_eq!(feed(&mut reader, input).0.len(), 2);
+    assert!(reader.holds_nothing());
+    // A message cut between reads is held until it is complete.
+    let message = frame(true, TEXT, b"split in two");
+    assert_eq!(feed(&mut reader, &message[..9]), (vec![], None));
+    assert!(!reader.holds_nothing());
+    assert_eq!(
+        feed(&mut reader, &message[9..]),
+        (vec![text("split in two")], None)
+    );
+    assert!(reader.holds_nothing());
+}
+
+#[test]
 fn every_protocol_error_has_its_close_code() {
     let long_ping = {
         let mut f = frame(true, PING, &[0; 126]);

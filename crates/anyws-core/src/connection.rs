@@ -104,9 +104,15 @@ impl PendingPeer {
 
     /// Like [`PendingPeer::run_with_prefix`], for an `io` that writes to `socket` unchanged
     /// (plain TCP, not TLS): while the peer has nothing else to write, a message sent or
-    /// published to it is written to `socket` by the sender, without waking the peer's task.
-    /// A peer that negotiated permessage-deflate, and a client's connection (whose frames are
-    /// masked), write everything from their task as [`PendingPeer::run_with_prefix`] does.
+    /// published to it is written to `socket` by the sender, without waking the peer's task;
+    /// with permessage-deflate without context takeover ([`Deflate::shared`]) the sender
+    /// compresses it as the task would (a publish's compressed bytes are shared). A peer with
+    /// a compression context of its own ([`Deflate::dedicated`]), and a client's connection
+    /// (whose frames are masked), write everything from their task as
+    /// [`PendingPeer::run_with_prefix`] does.
+    ///
+    /// [`Deflate::shared`]: crate::Deflate::shared
+    /// [`Deflate::dedicated`]: crate::Deflate::dedicated
     pub fn run_on_socket<S>(
         self,
         io: S,
@@ -147,11 +153,27 @@ impl PendingPeer {
         // The socket and `self` are made out here and only borrowed inside: this future is
         // the peer's task for as long as the connection lives, and an `async fn` keeps a copy
         // of every argument it moves on to another future.
-        let shared = match shared_socket {
-            Some(shared) if self.deflate.is_none() && !self.peer.inner.shared.client => {
-                self.peer.inner.outbox.share_socket(shared);
-                true
-            }
+        // Senders write to an idle peer's socket themselves, compressing as its task would when
+        // it negotiated permessage-deflate without context takeover (the server's shared mode).
+        // A peer with a compression context of its own, and a client (whose frames are
+        // masked), write only from their task.
+        let shared = match (shared_socket, &self.deflate) {
+            (Some(shared), deflate) if !self.peer.inner.shared.client => match deflate {
+                None => {
+                    self.peer.inner.outbox.share_socket(shared, 0);
+                    true
+                }
+                Some(negotiated)
+                    if !negotiated.server_takeover && negotiated.server_window >= 9 =>
+                {
+                    self.peer
+                        .inner
+                        .outbox
+                        .share_socket(shared, negotiated.server_window);
+                    true
+                }
+                Some(_) => false,
+            },
             _ => false,
         };
         let span = crate::observe::peer_span(&self.peer);

@@ -16,8 +16,8 @@ use crate::connection::ReadWaker;
 use crate::server::Shared;
 use crate::socket::Cork;
 use crate::upgrade::Context;
-use crate::ws::deflate::Prepared;
-use crate::ws::frames::Header;
+use crate::ws::deflate::{Compressor, Deflate, Prepared};
+use crate::ws::frames::{Header, BINARY, TEXT};
 use crate::SharedSocket;
 use crate::{close_code, Message, Request, SendError, Server};
 
@@ -132,7 +132,10 @@ struct Answered {
 impl PeerInner {
     /// Queues `item` for the peer, or writes it (see [`Outbox::push`]).
     pub(crate) fn push(self: &Arc<Self>, item: Outbound) -> Result<(), SendError> {
-        if self.outbox.push(item, self.shared.queue_limits)? == Pushed::Deferred {
+        let pushed =
+            self.outbox
+                .push(item, self.shared.queue_limits, self.shared.deflate.as_ref())?;
+        if pushed == Pushed::Deferred {
             Cork::defer(self.clone());
         }
         Ok(())
@@ -421,6 +424,9 @@ pub(crate) struct Queue {
     /// The connection's socket, while senders may write to it themselves (see
     /// [`Outbox::push`]).
     pub(crate) socket: Option<Arc<dyn SharedSocket>>,
+    /// With `socket`: the window bits of the peer's permessage-deflate without context
+    /// takeover, whose messages senders compress themselves; 0 when it has none.
+    pub(crate) deflate_window: u8,
 }
 
 /// A peer's outgoing queue, shared between senders and the connection's writer.
@@ -482,15 +488,83 @@ fn write_now(socket: &dyn SharedSocket, bufs: &[IoSlice<'_>]) -> usize {
     }
 }
 
-/// What is left of a frame of `header` and `payload` once `written` bytes of it went out.
-fn rest_of(header: &[u8], payload: &Bytes, written: usize) -> Bytes {
+/// What is left of a frame of `header` and `payload` once `written` bytes of it went out;
+/// `shared` is `payload` as `Bytes` when it is, to slice rather than copy.
+fn rest_of(header: &[u8], payload: &[u8], shared: Option<&Bytes>, written: usize) -> Bytes {
     if written < header.len() {
         let mut rest = header[written..].to_vec();
         rest.extend_from_slice(payload);
         Bytes::from(rest)
     } else {
-        payload.slice(written - header.len()..)
+        let from = written - header.len();
+        match shared {
+            Some(bytes) => bytes.slice(from..),
+            None => Bytes::copy_from_slice(&payload[from..]),
+        }
     }
+}
+
+/// The server's permessage-deflate configuration with the peer's window, for a peer whose
+/// messages senders compress (`window` not 0).
+fn with_window(deflate: Option<&Deflate>, window: u8) -> Option<(&Deflate, u8)> {
+    deflate
+        .filter(|_| window != 0)
+        .map(|config| (config, window))
+}
+
+/// Frames `item` as the peer's task would when it is a data message, and hands the frame's
+/// header and payload to `f`, with the payload as `Bytes` when it is the message's own: plain,
+/// or, with `deflate` (the configuration and the window of a peer without context takeover),
+/// compressed with the thread's compressor or with the publish's shared compressed bytes.
+/// `None`, without calling `f`, for anything else.
+fn frame_data<R>(
+    item: &Outbound,
+    deflate: Option<(&Deflate, u8)>,
+    f: impl FnOnce(&[u8], &[u8], Option<&Bytes>) -> R,
+) -> Option<R> {
+    let data = item.message()?;
+    let mut f = Some(f);
+    if let Some((config, window)) = deflate {
+        let prepared = match item {
+            Outbound::Prepared(prepared) => Some(&**prepared),
+            _ => None,
+        };
+        let opcode = if data.is_text() { TEXT } else { BINARY };
+        let compressed =
+            Compressor::Shared { window }.compress(config, data, prepared, |payload| {
+                let header = Header::compressed(opcode, payload.len());
+                f.take().map(|f| f(header.as_slice(), payload, None))
+            });
+        if let Some(result) = compressed.flatten() {
+            return Some(result);
+        }
+    }
+    let header = Header::data(data);
+    f.map(|f| f(header.as_slice(), data.bytes(), Some(data.bytes())))
+}
+
+/// Writes `item`, a data message, as one frame straight to `socket`. `None` when all of it
+/// went; otherwise what the task must write: the rest of the frame, or (`Some(None)`) the whole
+/// message, when the socket took none of it or failed (the task then meets the failure itself).
+fn write_direct(
+    socket: &dyn SharedSocket,
+    item: &Outbound,
+    deflate: Option<(&Deflate, u8)>,
+) -> Option<Option<Outbound>> {
+    frame_data(item, deflate, |header, payload, shared| {
+        let total = header.len() + payload.len();
+        let written = write_now(socket, &[IoSlice::new(header), IoSlice::new(payload)]);
+        if written >= total {
+            return None;
+        }
+        if written == 0 {
+            return Some(None);
+        }
+        Some(Some(Outbound::Rest(rest_of(
+            header, payload, shared, written,
+        ))))
+    })
+    .unwrap_or(Some(None))
 }
 
 /// Who writes to a peer's socket: its connection's task, or, while that has nothing to write,
@@ -557,7 +631,16 @@ impl Outbox {
 
     /// Queues `message`, or writes it to the socket when the peer's task is idle (see
     /// [`direct`]). [`Pushed::Deferred`] asks the caller to [`Cork::defer`] the peer.
-    pub(crate) fn push(&self, message: Outbound, limits: QueueLimits) -> Result<Pushed, SendError> {
+    ///
+    /// `deflate` is the server's permessage-deflate configuration, with which a sender
+    /// compresses what it writes itself to a peer that negotiated it (see
+    /// [`Outbox::share_socket`]).
+    pub(crate) fn push(
+        &self,
+        message: Outbound,
+        limits: QueueLimits,
+        deflate: Option<&Deflate>,
+    ) -> Result<Pushed, SendError> {
         let len = message.payload_len();
         let mut queue = lock(&self.queue);
         if queue.closing || queue.terminate {
@@ -604,8 +687,9 @@ impl Outbox {
                 self.buffered.fetch_add(len, Ordering::AcqRel);
                 return Ok(Pushed::Deferred);
             }
-            (Some(socket), Some(data)) if was_empty && self.start_writing() => {
-                match self.write_direct(&**socket, data) {
+            (Some(socket), Some(_)) if was_empty && self.start_writing() => {
+                let deflate = with_window(deflate, queue.deflate_window);
+                match write_direct(&**socket, &message, deflate) {
                     None => {
                         self.direct.store(direct::IDLE, Ordering::Release);
                         return Ok(Pushed::Done);
@@ -629,29 +713,11 @@ impl Outbox {
         Ok(Pushed::Done)
     }
 
-    /// Writes `data` as one frame straight to `socket`. `None` when all of it went; otherwise
-    /// what the task must write: the rest of the frame, or (`Some(None)`) the whole message,
-    /// when the socket took none of it or failed (the task then meets the failure itself).
-    fn write_direct(&self, socket: &dyn SharedSocket, data: &Message) -> Option<Option<Outbound>> {
-        let header = Header::data(data);
-        let header = header.as_slice();
-        let payload = data.bytes();
-        let total = header.len() + payload.len();
-        let written = write_now(socket, &[IoSlice::new(header), IoSlice::new(payload)]);
-        if written >= total {
-            return None;
-        }
-        if written == 0 {
-            return Some(None);
-        }
-        Some(Some(Outbound::Rest(rest_of(header, payload, written))))
-    }
-
     /// Writes what turns queued for this peer while its task was idle (see [`Cork`]): the
     /// frames encoded into `buf`, up to 64 KiB a system call, until the queue is empty or the
     /// socket full. What the socket does not take, and anything but data frames, is left to
     /// the task, woken.
-    pub(crate) fn flush_deferred(&self, buf: &mut Vec<u8>) {
+    pub(crate) fn flush_deferred(&self, buf: &mut Vec<u8>, deflate: Option<&Deflate>) {
         /// Frames gathered into one write, as the task's writer gathers them.
         const WRITE_BYTES: usize = 64 * 1024;
         let mut guard = lock(&self.queue);
@@ -659,6 +725,7 @@ impl Outbox {
         let Some(socket) = &queue.socket else {
             return;
         };
+        let deflate = with_window(deflate, queue.deflate_window);
         if queue.items.is_empty() {
             return;
         }
@@ -673,13 +740,18 @@ impl Outbox {
         let done = loop {
             buf.clear();
             let mut count = 0;
-            for data in items.iter().map_while(Outbound::message) {
+            for item in items.iter() {
                 if buf.len() >= WRITE_BYTES {
                     break;
                 }
-                buf.extend_from_slice(Header::data(data).as_slice());
-                buf.extend_from_slice(data.bytes());
-                sent += data.len();
+                let framed = frame_data(item, deflate, |header, payload, _| {
+                    buf.extend_from_slice(header);
+                    buf.extend_from_slice(payload);
+                });
+                if framed.is_none() {
+                    break;
+                }
+                sent += item.payload_len();
                 count += 1;
             }
             if count == 0 {
@@ -723,9 +795,13 @@ impl Outbox {
     }
 
     /// Lets senders write straight to `socket` once the task says it is idle (see
-    /// [`Outbox::push`]).
-    pub(crate) fn share_socket(&self, socket: Arc<dyn SharedSocket>) {
-        lock(&self.queue).socket = Some(socket);
+    /// [`Outbox::push`]). `deflate_window` is the window bits of the peer's permessage-deflate
+    /// without context takeover (0 without the extension): senders compress with the thread's
+    /// compressor, and a publish's compressed bytes are shared, as the task would.
+    pub(crate) fn share_socket(&self, socket: Arc<dyn SharedSocket>, deflate_window: u8) {
+        let mut queue = lock(&self.queue);
+        queue.socket = Some(socket);
+        queue.deflate_window = deflate_window;
     }
 
     /// The connection's task is about to write, or to run code that may send: from now on
@@ -846,12 +922,12 @@ mod tests {
         assert_eq!(limits.read_pause, 5);
         let msg = |n: usize| Outbound::Message(Message::from_binary(vec![0; n]));
         // Below the read-pause mark anything is accepted, even past the limit.
-        outbox.push(msg(4), limits).unwrap();
-        outbox.push(msg(46), limits).unwrap();
+        outbox.push(msg(4), limits, None).unwrap();
+        outbox.push(msg(46), limits, None).unwrap();
         assert_eq!(outbox.buffered.load(Ordering::Relaxed), 50);
         // The next one overflows: the queue is dropped and a 1013 close is scheduled.
         assert!(matches!(
-            outbox.push(msg(1), limits),
+            outbox.push(msg(1), limits, None),
             Err(SendError::QueueFull)
         ));
         assert_eq!(outbox.buffered.load(Ordering::Relaxed), 0);
@@ -860,7 +936,7 @@ mod tests {
         assert_eq!(queue.close.as_ref().unwrap().0, close_code::TRY_AGAIN_LATER);
         drop(queue);
         assert!(matches!(
-            outbox.push(msg(1), limits),
+            outbox.push(msg(1), limits, None),
             Err(SendError::Closed)
         ));
     }
@@ -901,7 +977,7 @@ mod tests {
         let outbox = Outbox::new();
         let socket = Arc::new(FakeSocket::default());
         *lock(&socket.take) = take;
-        outbox.share_socket(socket.clone());
+        outbox.share_socket(socket.clone(), 0);
         (outbox, socket)
     }
 
@@ -913,17 +989,118 @@ mod tests {
         frames.take_for_test()
     }
 
+    /// The data frames in `bytes`, unmasked and unfragmented: first byte and payload.
+    fn frames_in(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while let [first, second, rest @ ..] = bytes {
+            let (len, rest) = match second {
+                126 => (
+                    usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+                    &rest[2..],
+                ),
+                127 => unreachable!("no test frame is that long"),
+                len => (usize::from(*len), rest),
+            };
+            frames.push((*first, rest[..len].to_vec()));
+            bytes = &rest[len..];
+        }
+        frames
+    }
+
+    #[test]
+    fn senders_compress_for_a_peer_without_context_takeover() {
+        use crate::ws::deflate::{negotiate, Inflater};
+        use crate::ws::Extension;
+        let config = Deflate::shared();
+        let mut offer = http::HeaderMap::new();
+        offer.insert(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            http::HeaderValue::from_static("permessage-deflate"),
+        );
+        let negotiated = negotiate(&config, &offer).unwrap();
+        let long = Message::from_text("compress me, once ".repeat(64));
+        let short = Message::from_text("short");
+        let prepared = Arc::new(Prepared::new(long.clone()));
+        let mut compressed_publishes = Vec::new();
+        // Two peers with the extension and one without, each idle: the sender writes to all.
+        for window in [15, 15, 0] {
+            let (outbox, socket) = shared(Some(usize::MAX));
+            outbox.share_socket(socket.clone(), window);
+            outbox.release_socket();
+            for item in [
+                Outbound::Prepared(prepared.clone()),
+                Outbound::Message(short.clone()),
+                Outbound::Message(long.clone()),
+            ] {
+                outbox.push(item, BIG, Some(&config)).unwrap();
+            }
+            assert!(lock(&outbox.queue).items.is_empty(), "all written directly");
+            let frames = frames_in(&lock(&socket.written));
+            assert_eq!(frames.len(), 3);
+            if window == 0 {
+                let plain: Vec<u8> = [&long, &short, &long]
+                    .into_iter()
+                    .flat_map(encoded)
+                    .collect();
+                assert!(*lock(&socket.written) == plain);
+                continue;
+            }
+            // The long texts compressed (RSV1), the short one, under the threshold, plain.
+            let inflate = |payload: &[u8]| {
+                Inflater::new(&negotiated)
+                    .decode(payload.to_vec(), 1 << 20)
+                    .unwrap()
+            };
+            assert_eq!(frames[0].0, 0xC1);
+            assert_eq!(inflate(&frames[0].1), long.bytes()[..]);
+            assert!(frames[0].1.len() < long.len());
+            assert_eq!(frames[1], (0x81, b"short".to_vec()));
+            assert_eq!(frames[2].0, 0xC1);
+            assert_eq!(inflate(&frames[2].1), long.bytes()[..]);
+            compressed_publishes.push(frames[0].1.clone());
+        }
+        // Every recipient gets the publish's one compressed form.
+        assert_eq!(compressed_publishes[0], compressed_publishes[1]);
+        // Sent during a turn (from a hook), the same frames go out in one write at its end.
+        let (outbox, socket) = shared(Some(usize::MAX));
+        outbox.share_socket(socket.clone(), 15);
+        outbox.release_socket();
+        let cork = Cork::new();
+        let publish = Outbound::Prepared(prepared.clone());
+        assert_eq!(
+            outbox.push(publish, BIG, Some(&config)).unwrap(),
+            Pushed::Deferred
+        );
+        let send = Outbound::Message(short.clone());
+        assert_eq!(outbox.push(send, BIG, Some(&config)).unwrap(), Pushed::Done);
+        drop(cork);
+        outbox.flush_deferred(&mut Vec::new(), Some(&config));
+        assert_eq!(socket.writes.load(Ordering::Relaxed), 1);
+        let frames = frames_in(&lock(&socket.written));
+        assert_eq!(
+            frames,
+            [
+                (0xC1, compressed_publishes[0].clone()),
+                (0x81, b"short".to_vec())
+            ]
+        );
+    }
+
     #[test]
     fn direct_write_only_while_the_task_is_idle() {
         let (outbox, socket) = shared(Some(usize::MAX));
         let text = Message::from_text("hello");
         // The task has the socket: the message is queued.
-        outbox.push(Outbound::Message(text.clone()), BIG).unwrap();
+        outbox
+            .push(Outbound::Message(text.clone()), BIG, None)
+            .unwrap();
         assert!(lock(&socket.written).is_empty());
         assert_eq!(lock(&outbox.queue).items.len(), 1);
         // Idle, but something is queued: still queued behind it, in order.
         outbox.release_socket();
-        outbox.push(Outbound::Message(text.clone()), BIG).unwrap();
+        outbox
+            .push(Outbound::Message(text.clone()), BIG, None)
+            .unwrap();
         assert!(lock(&socket.written).is_empty());
         lock(&outbox.queue).items.clear();
         outbox.buffered.store(0, Ordering::Relaxed);
@@ -931,7 +1108,9 @@ mod tests {
         for len in [0, 125, 126, 65535, 65536] {
             lock(&socket.written).clear();
             let binary = Message::from_binary(vec![7; len]);
-            outbox.push(Outbound::Message(binary.clone()), BIG).unwrap();
+            outbox
+                .push(Outbound::Message(binary.clone()), BIG, None)
+                .unwrap();
             assert_eq!(*lock(&socket.written), encoded(&binary), "{len} bytes");
             assert!(lock(&outbox.queue).items.is_empty());
             assert_eq!(outbox.buffered.load(Ordering::Relaxed), 0);
@@ -940,14 +1119,14 @@ mod tests {
         // Claimed back: queued again.
         outbox.claim_socket();
         lock(&socket.written).clear();
-        outbox.push(Outbound::Message(text), BIG).unwrap();
+        outbox.push(Outbound::Message(text), BIG, None).unwrap();
         assert!(lock(&socket.written).is_empty());
         // Gone: never written directly again.
         outbox.unshare_socket();
         outbox.release_socket();
         lock(&outbox.queue).items.clear();
         outbox
-            .push(Outbound::Message(Message::from_text("x")), BIG)
+            .push(Outbound::Message(Message::from_text("x")), BIG, None)
             .unwrap();
         assert!(lock(&socket.written).is_empty());
     }
@@ -961,7 +1140,7 @@ mod tests {
             let (outbox, socket) = shared(Some(take));
             outbox.release_socket();
             outbox
-                .push(Outbound::Message(message.clone()), BIG)
+                .push(Outbound::Message(message.clone()), BIG, None)
                 .unwrap();
             assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
             let queue = lock(&outbox.queue);
@@ -983,7 +1162,7 @@ mod tests {
             outbox.release_socket();
             let message = Message::from_text("queued");
             outbox
-                .push(Outbound::Message(message.clone()), BIG)
+                .push(Outbound::Message(message.clone()), BIG, None)
                 .unwrap();
             assert!(lock(&socket.written).is_empty());
             assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
@@ -1004,7 +1183,11 @@ mod tests {
         assert!(Cork::corked());
         let pushed: Vec<Pushed> = messages
             .iter()
-            .map(|m| outbox.push(Outbound::Message(m.clone()), BIG).unwrap())
+            .map(|m| {
+                outbox
+                    .push(Outbound::Message(m.clone()), BIG, None)
+                    .unwrap()
+            })
             .collect();
         // Only the first asks to be written at the end; nothing is written yet.
         assert_eq!(pushed[0], Pushed::Deferred);
@@ -1013,7 +1196,7 @@ mod tests {
         assert_eq!(lock(&outbox.queue).items.len(), 40);
         drop(cork);
         assert!(!Cork::corked());
-        outbox.flush_deferred(&mut Vec::new());
+        outbox.flush_deferred(&mut Vec::new(), None);
         // 40 frames in one write, whole and in order.
         assert_eq!(socket.writes.load(Ordering::Relaxed), 1);
         let expected: Vec<u8> = messages.iter().flat_map(encoded).collect();
@@ -1037,11 +1220,11 @@ mod tests {
             let cork = Cork::new();
             for message in &messages {
                 outbox
-                    .push(Outbound::Message(message.clone()), BIG)
+                    .push(Outbound::Message(message.clone()), BIG, None)
                     .unwrap();
             }
             drop(cork);
-            outbox.flush_deferred(&mut Vec::new());
+            outbox.flush_deferred(&mut Vec::new(), None);
             assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
             let queue = lock(&outbox.queue);
             let mut stream = lock(&socket.written).clone();
@@ -1063,14 +1246,16 @@ mod tests {
         outbox.release_socket();
         let cork = Cork::new();
         outbox
-            .push(Outbound::Message(messages[1].clone()), BIG)
+            .push(Outbound::Message(messages[1].clone()), BIG, None)
             .unwrap();
-        outbox.push(Outbound::Ping(Bytes::new()), BIG).unwrap();
         outbox
-            .push(Outbound::Message(messages[2].clone()), BIG)
+            .push(Outbound::Ping(Bytes::new()), BIG, None)
+            .unwrap();
+        outbox
+            .push(Outbound::Message(messages[2].clone()), BIG, None)
             .unwrap();
         drop(cork);
-        outbox.flush_deferred(&mut Vec::new());
+        outbox.flush_deferred(&mut Vec::new(), None);
         assert_eq!(*lock(&socket.written), encoded(&messages[1]));
         assert_eq!(lock(&outbox.queue).items.len(), 2);
         assert_eq!(outbox.direct.load(Ordering::Relaxed), direct::TASK);
@@ -1082,15 +1267,23 @@ mod tests {
         let limits = QueueLimits::new(100);
         let socket = Arc::new(FakeSocket::default());
         *lock(&socket.take) = Some(10);
-        outbox.share_socket(socket);
+        outbox.share_socket(socket, 0);
         outbox.release_socket();
         outbox
-            .push(Outbound::Message(Message::from_binary(vec![0; 60])), limits)
+            .push(
+                Outbound::Message(Message::from_binary(vec![0; 60])),
+                limits,
+                None,
+            )
             .unwrap();
         let rest = outbox.buffered.load(Ordering::Relaxed);
         assert_eq!(rest, 52);
         assert!(matches!(
-            outbox.push(Outbound::Message(Message::from_binary(vec![0; 60])), limits),
+            outbox.push(
+                Outbound::Message(Message::from_binary(vec![0; 60])),
+                limits,
+                None
+            ),
             Err(SendError::QueueFull)
         ));
         let queue = lock(&outbox.queue);

@@ -187,7 +187,8 @@ async fn flush(state: Arc<FlushState>) {
             };
         }
         for peer in batch.drain(..) {
-            peer.outbox.flush_deferred(&mut buf);
+            peer.outbox
+                .flush_deferred(&mut buf, peer.shared.deflate.as_ref());
         }
         // A large message's buffer is not kept.
         if buf.capacity() > 128 * 1024 {

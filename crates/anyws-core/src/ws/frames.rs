@@ -24,6 +24,8 @@ pub(crate) const PING: u8 = 0x9;
 pub(crate) const PONG: u8 = 0xA;
 /// The most payload a control frame may carry.
 pub(crate) const MAX_CONTROL: usize = 125;
+/// RSV1 in a frame's first byte: permessage-deflate's "compressed" bit.
+const RSV1: u8 = 0x40;
 
 /// A buffer of encoded frames bigger than this is given back once written, so a burst does not
 /// leave a large buffer behind on an idle connection.
@@ -54,6 +56,12 @@ impl Header {
             10
         };
         Self { bytes, len: used }
+    }
+
+    /// The header of an unfragmented data message compressed by permessage-deflate (RSV1 set)
+    /// into `len` bytes; `opcode` is [`TEXT`] or [`BINARY`].
+    pub(crate) fn compressed(opcode: u8, len: usize) -> Self {
+        Self::new(0x80 | RSV1 | opcode, len)
     }
 
     /// The header of an unfragmented data message.
@@ -103,7 +111,7 @@ impl Frames {
     /// Appends a data frame like [`encode`](Frames::encode), with RSV1 set: `payload` is a
     /// message compressed with permessage-deflate.
     pub(crate) fn encode_compressed(&mut self, opcode: u8, payload: &[u8]) {
-        self.encode_with(0x80 | 0x40 | opcode, payload);
+        self.encode_with(0x80 | RSV1 | opcode, payload);
     }
 
     fn encode_with(&mut self, first: u8, payload: &[u8]) {

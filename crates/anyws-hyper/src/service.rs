@@ -260,7 +260,9 @@ where
                             None => Either::Left(Either::Right(peer.run_with_prefix(io, read_buf))),
                         }
                     }
-                    Err(upgraded) => Either::Right(peer.run(HyperIo::new(upgraded))),
+                    // Boxed: this future, with hyper's larger `Upgraded`, would otherwise set
+                    // the size of every peer's task.
+                    Err(upgraded) => Either::Right(Box::pin(peer.run(HyperIo::new(upgraded)))),
                 }),
                 Err(error) => {
                     tracing::debug!(target: "anyws", %error, "upgrade failed after the 101");

@@ -283,6 +283,25 @@ impl<S: AsyncRead + Unpin> Socket<S> {
     }
 }
 
+impl<S: AsyncRead + Unpin> Socket<S> {
+    /// Reads and drops what the client still sends: `Ready` once it closed its side (or the
+    /// stream failed). At most [`MESSAGES_PER_TURN`] reads a call, so that a flood cannot keep
+    /// the task from yielding.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.pending = Vec::new();
+        self.pending_at = 0;
+        for _ in 0..MESSAGES_PER_TURN {
+            match poll_read_shared(&mut self.io, cx, |_| ()) {
+                Poll::Ready(Ok(Some(()))) => {}
+                Poll::Ready(Ok(None) | Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 /// Runs the connection on `socket`, which it drops once the connection is over.
 ///
 /// A plain fn returning an `async` block, which uses its captures in place: an `async fn` keeps
@@ -389,8 +408,11 @@ struct Driver<'p> {
     sent_close: Option<Box<(u16, String)>>,
     /// The close frame the client sent.
     received_close: Option<Box<(u16, String)>>,
-    /// Reading failed; the connection ends once our close frame is out.
+    /// Reading failed; the connection ends once our close frame is out and the client closed
+    /// its side (or the close timeout passed).
     read_failed: bool,
+    /// After a read failure, our side of the stream is shut (see `Driver::poll`).
+    write_shut: bool,
     /// Reading stopped because too much output was waiting for the peer.
     read_paused: bool,
     error: Option<Box<Error>>,
@@ -449,6 +471,7 @@ impl<'p> Driver<'p> {
             sent_close: None,
             received_close: None,
             read_failed: false,
+            write_shut: false,
             read_paused: false,
             error: None,
             timer: None,
@@ -581,7 +604,8 @@ impl<'p> Driver<'p> {
                 Poll::Ready(Ok(Input::Event(event))) => event,
                 Poll::Ready(Ok(Input::End)) => return Poll::Ready(()),
                 Poll::Ready(Ok(Input::Failed(error))) => {
-                    // The connection ends once our close frame is out.
+                    // The connection ends once our close frame is out and the client closed
+                    // its side.
                     self.read_failed = true;
                     self.fail(error.into());
                     continue;
@@ -678,11 +702,26 @@ impl<'p> Driver<'p> {
             }
             Poll::Ready(Ok(Written::Terminated)) => return Poll::Ready(()),
             Poll::Ready(Ok(Written::All)) => {
-                // Our close frame is out: after a read failure, or as the answer to the
-                // client's (or answered by it), the connection is over.
-                if self.sent_close.is_some() && (self.read_failed || self.received_close.is_some())
-                {
+                // Our close frame is out: as the answer to the client's (or answered by it), the
+                // connection is over.
+                if self.sent_close.is_some() && self.received_close.is_some() {
                     return Poll::Ready(());
+                }
+                // After a read failure the client may still be sending. Closing the socket with
+                // its bytes unread would make the kernel reset the connection, and a reset can
+                // destroy what we wrote (the last messages, our close frame) before the client
+                // reads it. So our side is shut, and what arrives is read and dropped until the
+                // client closes its side, within the close timeout (`poll_timer`).
+                if self.sent_close.is_some() && self.read_failed {
+                    if !self.write_shut {
+                        match Pin::new(&mut socket.io).poll_close(cx) {
+                            Poll::Ready(_) => self.write_shut = true,
+                            Poll::Pending => return self.poll_timer(cx),
+                        }
+                    }
+                    if socket.poll_discard(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
                 }
                 // Nothing left to write: until the next turn, senders write themselves. Not
                 // once the close handshake began, and not while a ping or a drain is due.

@@ -367,8 +367,9 @@ async fn closing_hooks(pending: &PendingPeer, info: CloseInfo, error: Option<Box
 /// async-std) that poll would cost a `read` system call that finds nothing and another to re-arm
 /// the socket's readiness, for every message a publish delivers.
 ///
-/// It is a field of the peer, which is the waker (see the `Wake` impl below): no allocation of
-/// its own per connection. The task's waker is the one senders wake, the outbox's.
+/// It is a field of the peer, which is the waker (see the `ArcWake` impl below; the driver
+/// borrows it per poll): no allocation of its own per connection. The task's waker is the one
+/// senders wake, the outbox's.
 #[derive(Default)]
 pub(crate) struct ReadWaker {
     woken: AtomicBool,

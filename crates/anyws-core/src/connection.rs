@@ -281,9 +281,7 @@ impl<S: AsyncRead + Unpin> Socket<S> {
             }
         }
     }
-}
 
-impl<S: AsyncRead + Unpin> Socket<S> {
     /// Reads and drops what the client still sends: `Ready` once it closed its side (or the
     /// stream failed). At most [`MESSAGES_PER_TURN`] reads a call, so that a flood cannot keep
     /// the task from yielding.

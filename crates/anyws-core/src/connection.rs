@@ -321,7 +321,7 @@ where
         crate::observe::opened();
         // The driver lives in a block of its own, so that the closing hooks below run in the
         // space it took rather than beside it.
-        let (info, error) = {
+        let (info, error, linger) = {
             let mut driver = Driver::new(
                 &pending.peer,
                 &*pending.hooks,
@@ -331,10 +331,11 @@ where
             if let Some(io) = socket.as_mut() {
                 std::future::poll_fn(|cx| driver.poll(cx, io)).await;
             }
-            // The connection is over: stop queueing, leave every list, drop the socket, then
-            // tell the hooks.
+            // The connection is over: stop queueing, leave every list, drop the socket (unless
+            // it lingers), then tell the hooks.
             driver.running = None;
-            (driver.close_info(), driver.error.take())
+            let linger = driver.linger.then(|| driver.timer.take());
+            (driver.close_info(), driver.error.take(), linger)
         };
         let peer = &pending.peer;
         peer.set_ready_state(ReadyState::Closed);
@@ -342,10 +343,28 @@ where
         // Counted before it leaves: once a peer is off the list, its close shows in the stats.
         crate::observe::ended(peer, &info, error.as_deref());
         peer.inner.shared.leave(peer);
-        *socket = None;
+        if linger.is_none() {
+            *socket = None;
+        }
         // A future of its own, which takes the driver's place in the task: what it keeps
         // across its `await`s is not laid out beside the driver.
         closing_hooks(pending, info, error).await;
+        if let (Some(timer), Some(io)) = (linger, socket.as_mut()) {
+            // The peer is gone; only its socket is left to read out (see `Driver::linger`),
+            // within what is left of the close timeout.
+            let shared = &peer.inner.shared;
+            let mut timer = timer.unwrap_or_else(|| {
+                shared
+                    .runtime
+                    .new_timer(shared.runtime.now() + shared.limits.close_timeout)
+            });
+            std::future::poll_fn(|cx| match io.poll_discard(cx) {
+                Poll::Ready(()) => Poll::Ready(()),
+                Poll::Pending => timer.as_mut().poll(cx),
+            })
+            .await;
+            *socket = None;
+        }
     }
 }
 
@@ -407,11 +426,16 @@ struct Driver<'p> {
     sent_close: Option<Box<(u16, String)>>,
     /// The close frame the client sent.
     received_close: Option<Box<(u16, String)>>,
-    /// Reading failed; the connection ends once our close frame is out and the client closed
-    /// its side (or the close timeout passed).
+    /// Reading failed; the connection ends once our close frame is out (or the close timeout
+    /// passed).
     read_failed: bool,
-    /// After a read failure, our side of the stream is shut (see `Driver::poll`).
-    write_shut: bool,
+    /// The connection ended after a read failure with our close frame out and our side of the
+    /// stream shut: the client may still be sending. Closing the socket with its bytes unread
+    /// would make the kernel reset the connection, and a reset can destroy what we wrote (the
+    /// last messages, our close frame) before the client reads it. So once the peer is gone,
+    /// `drive` reads and drops what arrives until the client closes its side, within the close
+    /// timeout.
+    linger: bool,
     /// Reading stopped because too much output was waiting for the peer.
     read_paused: bool,
     error: Option<Box<Error>>,
@@ -470,7 +494,7 @@ impl<'p> Driver<'p> {
             sent_close: None,
             received_close: None,
             read_failed: false,
-            write_shut: false,
+            linger: false,
             read_paused: false,
             error: None,
             timer: None,
@@ -603,8 +627,7 @@ impl<'p> Driver<'p> {
                 Poll::Ready(Ok(Input::Event(event))) => event,
                 Poll::Ready(Ok(Input::End)) => return Poll::Ready(()),
                 Poll::Ready(Ok(Input::Failed(error))) => {
-                    // The connection ends once our close frame is out and the client closed
-                    // its side.
+                    // The connection ends once our close frame is out.
                     self.read_failed = true;
                     self.fail(error.into());
                     continue;
@@ -706,21 +729,17 @@ impl<'p> Driver<'p> {
                 if self.sent_close.is_some() && self.received_close.is_some() {
                     return Poll::Ready(());
                 }
-                // After a read failure the client may still be sending. Closing the socket with
-                // its bytes unread would make the kernel reset the connection, and a reset can
-                // destroy what we wrote (the last messages, our close frame) before the client
-                // reads it. So our side is shut, and what arrives is read and dropped until the
-                // client closes its side, within the close timeout (`poll_timer`).
+                // After a read failure, the connection is over once our side is shut; the
+                // socket lingers (see `linger`).
                 if self.sent_close.is_some() && self.read_failed {
-                    if !self.write_shut {
-                        match Pin::new(&mut socket.io).poll_close(cx) {
-                            Poll::Ready(_) => self.write_shut = true,
-                            Poll::Pending => return self.poll_timer(cx),
+                    return match Pin::new(&mut socket.io).poll_close(cx) {
+                        Poll::Ready(Ok(())) => {
+                            self.linger = true;
+                            Poll::Ready(())
                         }
-                    }
-                    if socket.poll_discard(cx).is_ready() {
-                        return Poll::Ready(());
-                    }
+                        Poll::Ready(Err(_)) => Poll::Ready(()),
+                        Poll::Pending => self.poll_timer(cx),
+                    };
                 }
                 // Nothing left to write: until the next turn, senders write themselves. Not
                 // once the close handshake began, and not while a ping or a drain is due.

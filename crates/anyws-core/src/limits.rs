@@ -83,10 +83,11 @@ pub struct Limits {
     /// goes over it is closed with 1008 (policy violation). `None`: no limit. Default: `None`.
     pub message_rate: Option<MessageRate>,
     /// Time to wait for the client's reply after the server sent a close frame, before the
-    /// connection is dropped; after a protocol error, the time to wait for the client to close
-    /// its side of the stream (what it sends meanwhile is read and dropped, so that closing the
-    /// socket does not reset the connection before the client read the close frame). Default:
-    /// 2 seconds.
+    /// connection is dropped. After a protocol error the peer ends as soon as its close frame
+    /// is out (it leaves every list and its `close` hook runs), and this is how long its socket
+    /// is then kept for the client to close its side: what the client sends meanwhile is read
+    /// and dropped, so that closing the socket does not reset the connection before the client
+    /// read the close frame. Default: 2 seconds.
     pub close_timeout: Duration,
     /// Largest amount of publishes, in bytes, that may wait to be relayed to other instances by
     /// the [backplane](crate::backplane) (each counts its payload, topic and namespace plus 64

@@ -30,6 +30,10 @@ impl SharedSocket for Shared {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.0.try_write_vectored(bufs)
     }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
 }
 
 impl SharedTcpStream {

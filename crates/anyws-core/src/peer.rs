@@ -476,11 +476,11 @@ pub(crate) enum Pushed {
     Deferred,
 }
 
-/// What `socket` takes of `bufs` now: 0 when it takes nothing or fails (the task meets the
-/// failure itself).
-fn write_now(socket: &dyn SharedSocket, bufs: &[IoSlice<'_>]) -> usize {
+/// What the socket takes now of what `write` writes: 0 when it takes nothing or fails (the
+/// task meets the failure itself).
+fn write_now(mut write: impl FnMut() -> std::io::Result<usize>) -> usize {
     loop {
-        match socket.try_write_vectored(bufs) {
+        match write() {
             Ok(n) => return n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return 0,
@@ -543,6 +543,10 @@ fn frame_data<R>(
     f.map(|f| f(header.as_slice(), data.bytes(), Some(data.bytes())))
 }
 
+/// The largest frame [`write_direct`] copies into one buffer rather than writing its header
+/// and payload as two.
+const COPIED_FRAME: usize = 1024;
+
 /// Writes `item`, a data message, as one frame straight to `socket`. `None` when all of it
 /// went; otherwise what the task must write: the rest of the frame, or (`Some(None)`) the whole
 /// message, when the socket took none of it or failed (the task then meets the failure itself).
@@ -553,7 +557,16 @@ fn write_direct(
 ) -> Option<Option<Outbound>> {
     frame_data(item, deflate, |header, payload, shared| {
         let total = header.len() + payload.len();
-        let written = write_now(socket, &[IoSlice::new(header), IoSlice::new(payload)]);
+        let written = if total <= COPIED_FRAME {
+            // Small: copied into one buffer, for a plain write, which costs the kernel less
+            // than a vectored one.
+            let mut frame = [0; COPIED_FRAME];
+            frame[..header.len()].copy_from_slice(header);
+            frame[header.len()..total].copy_from_slice(payload);
+            write_now(|| socket.try_write(&frame[..total]))
+        } else {
+            write_now(|| socket.try_write_vectored(&[IoSlice::new(header), IoSlice::new(payload)]))
+        };
         if written >= total {
             return None;
         }
@@ -758,7 +771,7 @@ impl Outbox {
                 break items.is_empty();
             }
             items.drain(..count);
-            let written = write_now(&**socket, &[IoSlice::new(buf)]);
+            let written = write_now(|| socket.try_write(buf));
             if written < buf.len() {
                 // The socket is full: the task writes the rest, first, when it can.
                 let rest = Bytes::copy_from_slice(&buf[written..]);
@@ -947,9 +960,16 @@ mod tests {
         written: Mutex<Vec<u8>>,
         take: Mutex<Option<usize>>,
         writes: AtomicUsize,
+        /// Of `writes`, those of one buffer (`try_write`).
+        plain_writes: AtomicUsize,
     }
 
     impl SharedSocket for FakeSocket {
+        fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+            self.plain_writes.fetch_add(1, Ordering::Relaxed);
+            self.try_write_vectored(&[IoSlice::new(buf)])
+        }
+
         fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
             let Some(mut room) = *lock(&self.take) else {
                 return Err(std::io::ErrorKind::BrokenPipe.into());
@@ -1132,8 +1152,36 @@ mod tests {
     }
 
     #[test]
+    fn a_small_frame_goes_out_in_one_plain_write() {
+        for (size, plain) in [(0, 1), (300, 1), (COPIED_FRAME - 4, 1), (COPIED_FRAME, 0)] {
+            let message = Message::from_binary(vec![7; size]);
+            let (outbox, socket) = shared(Some(usize::MAX));
+            outbox.release_socket();
+            outbox
+                .push(Outbound::Message(message.clone()), BIG, None)
+                .unwrap();
+            assert_eq!(socket.writes.load(Ordering::Relaxed), 1, "{size} B");
+            assert_eq!(
+                socket.plain_writes.load(Ordering::Relaxed),
+                plain,
+                "{size} B"
+            );
+            assert_eq!(*lock(&socket.written), encoded(&message), "{size} B");
+        }
+    }
+
+    #[test]
     fn direct_write_leaves_the_rest_of_a_frame_to_the_task() {
-        let message = Message::from_binary(vec![1; 300]);
+        // Copied into one write, and written as header and payload.
+        for message in [
+            Message::from_binary(vec![1; 300]),
+            Message::from_binary(vec![2; 2 * COPIED_FRAME]),
+        ] {
+            direct_write_cut(message);
+        }
+    }
+
+    fn direct_write_cut(message: Message) {
         let whole = encoded(&message);
         // Cut inside the header and inside the payload.
         for take in [1, 3, 100] {

@@ -27,11 +27,23 @@ pub trait SharedSocket: Send + Sync + 'static {
     /// Writes what the socket takes now of `bufs`, in order, without waiting: the number of
     /// bytes written, or [`io::ErrorKind::WouldBlock`] when it takes nothing.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// [`try_write_vectored`](Self::try_write_vectored) with one buffer, which is how most
+    /// writes come (a publish's frames are gathered into one). By default it calls
+    /// `try_write_vectored`; a socket implements it when a plain write costs less than a
+    /// vectored one (for a TCP socket, `send` rather than `writev`).
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write_vectored(&[IoSlice::new(buf)])
+    }
 }
 
 impl<T: AsRef<TcpStream> + Send + Sync + 'static> SharedSocket for T {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.as_ref().write_vectored(bufs)
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.as_ref().write(buf)
     }
 }
 

@@ -87,7 +87,9 @@ pub struct Limits {
     /// is out (it leaves every list and its `close` hook runs), and this is how long its socket
     /// is then kept for the client to close its side: what the client sends meanwhile is read
     /// and dropped, so that closing the socket does not reset the connection before the client
-    /// read the close frame. Default: 2 seconds.
+    /// read the close frame; until it is dropped, the socket keeps its place in
+    /// [`max_connections`](Limits::max_connections) and
+    /// [`max_connections_per_ip`](Limits::max_connections_per_ip). Default: 2 seconds.
     pub close_timeout: Duration,
     /// Largest amount of publishes, in bytes, that may wait to be relayed to other instances by
     /// the [backplane](crate::backplane) (each counts its payload, topic and namespace plus 64

@@ -227,6 +227,39 @@ async fn serve_sends_ordinary_requests_to_the_fallback() {
 
 use std::future::IntoFuture;
 
+/// The accept loop runs as a task of its own; dropping the `Serve` future (here by aborting the
+/// task that awaits it) stops it and closes the listener, while a peer it accepted carries on.
+#[tokio::test]
+async fn dropping_serve_stops_accepting_and_peers_carry_on() {
+    let (events, _seen) = mpsc::unbounded_channel();
+    let server = anyws_tokio::server(Named { name: "x", events });
+    let (listener, addr) = listener().await;
+    let serving = tokio::spawn(anyws_tokio::serve(listener, server.clone()).into_future());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    serving.abort();
+    assert!(serving.await.unwrap_err().is_cancelled());
+    // The loop's task sees the abort when next polled, and drops the listener.
+    let mut refused = false;
+    for _ in 0..1000 {
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        refused,
+        "still accepting after the Serve future was dropped"
+    );
+    ws.send(tungstenite::Message::text("still here"))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, "x: still here");
+    assert_eq!(server.peers().len(), 1);
+}
+
 /// Floods the peer on request and reports when its buffer has drained.
 struct Flood;
 

@@ -227,8 +227,8 @@ async fn serve_sends_ordinary_requests_to_the_fallback() {
 
 use std::future::IntoFuture;
 
-/// The accept loop runs as a task of its own; dropping the `Serve` future (here by aborting the
-/// task that awaits it) stops it and closes the listener, while a peer it accepted carries on.
+/// Dropping the `Serve` future (here by aborting the task that awaits it) stops the accept loop
+/// and closes the listener, while a peer it accepted carries on.
 #[tokio::test]
 async fn dropping_serve_stops_accepting_and_peers_carry_on() {
     let (events, _seen) = mpsc::unbounded_channel();

@@ -14,7 +14,11 @@
 # every one). The others run the other 120 of the 216, which cover every payload kind and every
 # offer, with messages up to 32 KiB, whole and in fragments: the compression code is the core's,
 # the same on every runtime, and what differs per runtime (the upgrade answer, the byte stream) is
-# exercised as much by a small message as by a large one.
+# exercised as much by a small message as by a large one. In dedicated mode the large cases run
+# with one payload (12.1's and 13.*'s, a JSON text) and every offer: 12.2 to 12.5 send other
+# payloads (a bitmap, German text, HTML, a PDF) with the default offer, which shared mode puts
+# to the large sizes and both modes to the smaller ones; the per-peer compressor's window and
+# context are what dedicated mode adds, and those the offers of 13.* vary.
 # AUTOBAHN_FULL=1 runs all 517 cases in shared and in dedicated mode instead; AUTOBAHN_MODES picks
 # the modes (default "off shared dedicated"). wstest (Python 2, one core) is the bottleneck, so
 # AUTOBAHN_JOBS runs (default 2) go at once, each with its own server and port.
@@ -38,6 +42,9 @@ mkdir -p target/autobahn
 # The compression cases with the largest messages, as exclude patterns.
 large=$(for group in 12 13; do for case in 9 10 13 14 15 16 17 18; do printf '"%s.*.%s",' $group $case; done; done)
 large="[${large%,}]"
+# The same for dedicated mode on the runtimes of AUTOBAHN_LARGE: 12.2 to 12.5's.
+payloads=$(for sub in 2 3 4 5; do for case in 9 10 13 14 15 16 17 18; do printf '"12.%s.%s",' $sub $case; done; done)
+payloads="[${payloads%,}]"
 
 # One run: a fixture on a free port, the fuzzing client against it, the fixture stopped.
 # Writes target/autobahn/NAME.out; exits with fuzz-server.sh's status.
@@ -45,11 +52,12 @@ run() {
   local runtime=$1 mode=$2 name="$1-$2" cases='' exclude=''
   if [ "$mode" != off ]; then
     cases='["12.*","13.*"]'
-    [ "${AUTOBAHN_FULL:-0}" = 1 ] && cases='["*"]'
     case " ${AUTOBAHN_LARGE:-tokio} " in
       *" all "* | *" $runtime "*) exclude='[]' ;;
       *) exclude=$large ;;
     esac
+    if [ "$mode" = dedicated ] && [ "$exclude" = '[]' ]; then exclude=$payloads; fi
+    if [ "${AUTOBAHN_FULL:-0}" = 1 ]; then cases='["*"]' exclude='[]'; fi
   fi
   local port pid status=0 started=$SECONDS
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

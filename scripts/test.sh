@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS"; }
 
 # The scale-out tests start their own redis-server (a free port, a temporary directory, no
 # persistence); only the program is needed, not a running service.
@@ -76,3 +76,4 @@ bash scripts/autobahn.sh tokio smol async-std axum hyper actix
 step "autobahn client"
 # The fuzzing server against the anyws client on each runtime (about 3 minutes on 2 cores).
 bash scripts/autobahn-client.sh tokio smol async-std
+printf '\n== all passed (%d s)\n' "$SECONDS"

@@ -103,7 +103,8 @@ pub type Serve<F = NotFound> = anyws_hyper::Serve<TokioListener, F>;
 /// `.await` the returned builder to run. It runs until
 /// [`Serve::with_graceful_shutdown`](anyws_hyper::Serve::with_graceful_shutdown)'s signal fires
 /// or [`Server::shutdown`] is called, then stops accepting, closes every peer with 1001 and
-/// returns once they are gone.
+/// returns once they are gone. The accept loop runs as a task of the server's runtime; see
+/// [`anyws_hyper::serve`] on the listener's backlog.
 ///
 /// ```no_run
 /// # async fn run(server: anyws_core::Server) -> std::io::Result<()> {

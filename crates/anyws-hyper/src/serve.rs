@@ -1,7 +1,8 @@
 //! Serving a listener: accept, upgrade or fall back, shut down gracefully.
 
 use anyws_core::{Server, SharedSocket};
-use futures_util::future::{select, Either};
+use futures_util::future::{select, AbortHandle, Abortable, Either};
+use futures_util::task::AtomicWaker;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use std::convert::Infallible;
@@ -10,7 +11,9 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::io::Prefixed;
@@ -55,11 +58,15 @@ pub trait Listener: Send + 'static {
 ///
 /// The returned [`Serve`] is a builder; `.await` it to run. It runs until
 /// [`Serve::with_graceful_shutdown`]'s signal fires or [`Server::shutdown`] is called, then
-/// stops accepting, closes every peer with 1001 and returns once they are gone. Connections and
-/// peers run as tasks of the server's runtime; the handshake timeout is
+/// stops accepting, closes every peer with 1001 and returns once they are gone. The accept loop,
+/// connections and peers run as tasks of the server's runtime, wherever the `Serve` is awaited
+/// (dropping it stops the accept loop); the handshake timeout is
 /// [`Limits::handshake_timeout`](anyws_core::Limits::handshake_timeout), and a request head
 /// larger than [`Limits::max_request_head_bytes`](anyws_core::Limits::max_request_head_bytes)
-/// gets `431` (see [`serve_connection`]).
+/// gets `431` (see [`serve_connection`]). While the accept task waits its turn on a busy
+/// runtime, new connections wait in the listener's backlog: bind it with room for the bursts
+/// you expect (the runtimes' `bind` asks for 128; past it the kernel drops a client's SYN, and
+/// the client tries again only a second or more later).
 pub fn serve<L: Listener>(listener: L, server: Server) -> Serve<L, NotFound> {
     Serve {
         listener,
@@ -154,7 +161,92 @@ impl<L: Listener, F: Fallback> IntoFuture for Serve<L, F> {
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
+        Box::pin(Running {
+            serve: Some(self),
+            task: None,
+        })
+    }
+}
+
+/// A [`Serve`] being awaited. The accept loop runs as a task of the server's runtime, started
+/// on the first poll, so that it accepts on the runtime's threads, beside the connections it
+/// spawns: awaited on a thread of its own (a `block_on`), it would hand every connection over
+/// to another thread, at the cost of a wake-up across threads each. This future waits for the
+/// loop's result; dropping it stops the loop.
+struct Running<L, F> {
+    serve: Option<Serve<L, F>>,
+    task: Option<(Arc<Outcome>, AbortHandle)>,
+}
+
+// Nothing in it is pinned: `serve` moves into the task whole.
+impl<L, F> Unpin for Running<L, F> {}
+
+/// What the accept loop's task hands to the [`Running`] future that waits for it.
+#[derive(Default)]
+struct Outcome {
+    result: Mutex<Option<io::Result<()>>>,
+    /// The task is over, with its result or dropped by its runtime.
+    ended: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// Marks the task over however it ends.
+struct Ended(Arc<Outcome>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+}
+
+impl<L: Listener, F: Fallback> Future for Running<L, F> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(serve) = this.serve.take() {
+            let outcome = Arc::new(Outcome::default());
+            let (abort, registration) = AbortHandle::new_pair();
+            let runtime = serve.server.runtime().clone();
+            let ended = Ended(outcome.clone());
+            runtime.spawn(Box::pin(async move {
+                if let Ok(result) = Abortable::new(serve.run(), registration).await {
+                    *ended
+                        .0
+                        .result
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(result);
+                }
+                drop(ended);
+            }));
+            this.task = Some((outcome, abort));
+        }
+        let Some((outcome, _)) = &this.task else {
+            return Poll::Pending;
+        };
+        outcome.waker.register(cx.waker());
+        if !outcome.ended.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        let result = outcome
+            .result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        Poll::Ready(result.unwrap_or_else(|| {
+            Err(io::Error::other(
+                "the server's runtime dropped the accept loop's task",
+            ))
+        }))
+    }
+}
+
+impl<L, F> Drop for Running<L, F> {
+    fn drop(&mut self) {
+        if let Some((_, abort)) = &self.task {
+            abort.abort();
+        }
     }
 }
 

@@ -79,7 +79,21 @@ impl ReadAhead {
     }
 }
 
-/// A `futures-io` stream whose reads go through a [`ReadAhead`]; writes go straight through.
+/// The one buffer with bytes in `bufs`, if only one has any: what a TLS layer's vectored write
+/// most often holds (rustls hands over its queued records as a list, and there is most often
+/// one). Written with a plain `send` rather than `writev`, it costs the kernel less: `writev`
+/// goes through the file layer (`vfs_writev`, the iovec copied in, the file checks) before it
+/// reaches the socket.
+pub fn only_buffer<'a>(bufs: &'a [IoSlice<'_>]) -> Option<&'a [u8]> {
+    let mut with_bytes = bufs.iter().filter(|buf| !buf.is_empty());
+    match (with_bytes.next(), with_bytes.next()) {
+        (Some(buf), None) => Some(buf),
+        _ => None,
+    }
+}
+
+/// A `futures-io` stream whose reads go through a [`ReadAhead`]; writes go straight through,
+/// a vectored one with a single buffer as a plain write (see [`only_buffer`]).
 /// What `anyws-smol` and `anyws-async-std` hand their TLS layer.
 #[derive(Debug)]
 pub struct ReadAheadStream<S> {
@@ -129,7 +143,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAheadStream<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        match only_buffer(bufs) {
+            Some(buf) => Pin::new(&mut self.io).poll_write(cx, buf),
+            None => Pin::new(&mut self.io).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -173,6 +190,68 @@ mod tests {
             assert_eq!(read_all(&mut stream, step), input, "reads of {step}");
             assert!(stream.ahead.rest.capacity() == 0, "nothing kept at the end");
         }
+    }
+
+    /// Records how it was written to.
+    #[derive(Default)]
+    struct Writes {
+        plain: Vec<Vec<u8>>,
+        vectored: Vec<Vec<Vec<u8>>>,
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.plain.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.vectored
+                .push(bufs.iter().map(|buf| buf.to_vec()).collect());
+            Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A vectored write with one buffer that holds bytes is a plain write of that buffer;
+    /// with two or more it stays vectored.
+    #[test]
+    fn a_vectored_write_of_one_buffer_is_a_plain_write() {
+        let mut stream = ReadAheadStream::new(Writes::default());
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut write = |bufs: &[&[u8]]| {
+            let slices: Vec<IoSlice<'_>> = bufs.iter().map(|buf| IoSlice::new(buf)).collect();
+            match Pin::new(&mut stream).poll_write_vectored(&mut cx, &slices) {
+                Poll::Ready(Ok(n)) => n,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(write(&[b"record"]), 6);
+        assert_eq!(write(&[b"", b"second", b""]), 6);
+        assert_eq!(write(&[b"two", b"records"]), 10);
+        let writes = &stream.io;
+        assert_eq!(writes.plain, [b"record".to_vec(), b"second".to_vec()]);
+        assert_eq!(
+            writes.vectored,
+            [vec![b"two".to_vec(), b"records".to_vec()]]
+        );
+        assert_eq!(only_buffer(&[]), None);
     }
 
     /// One socket read serves several small reads, and what is kept goes once taken.

@@ -21,7 +21,8 @@ use std::task::{ready, Context, Poll};
 /// arrival, as on tokio. Readiness is only ever a hint; a read that still finds nothing waits
 /// again, and the end of the stream and errors pass through as they come.
 ///
-/// Writes go straight to the socket as on `async-io`'s streams; closing shuts down the
+/// Writes go straight to the socket as on `async-io`'s streams (a vectored write of one buffer
+/// as a plain one, see [`anyws_hyper::only_buffer`]); closing shuts down the
 /// writing half. It implements hyper's I/O traits as well as `futures-io`'s: the
 /// [serving functions](crate::serve) hand it to hyper for every accepted connection, and it
 /// serves any other hyper service on `async-io` the same way. For hyper, a read goes through
@@ -151,7 +152,10 @@ impl AsyncWrite for ReadyStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.io).poll_write_vectored(cx, bufs)
+        match anyws_hyper::only_buffer(bufs) {
+            Some(buf) => Pin::new(&mut &*self.io).poll_write(cx, buf),
+            None => Pin::new(&mut &*self.io).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 /// socket by the sender itself, without waking the peer's task (see
 /// [`anyws_hyper::Listener::shared_socket`]). Reads and writes through it are those of a
 /// [`TcpStream`]: a read waits for readiness and reads what is there, a write writes what the
-/// socket takes.
+/// socket takes (a vectored write of one buffer as a plain one, see
+/// [`anyws_hyper::only_buffer`]).
 #[derive(Debug)]
 pub struct SharedTcpStream {
     socket: Arc<Shared>,
@@ -126,7 +127,10 @@ impl AsyncWrite for SharedTcpStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_with(cx, |stream| stream.try_write_vectored(bufs))
+        match anyws_hyper::only_buffer(bufs) {
+            Some(buf) => self.poll_with(cx, |stream| stream.try_write(buf)),
+            None => self.poll_with(cx, |stream| stream.try_write_vectored(bufs)),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

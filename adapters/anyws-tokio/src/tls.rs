@@ -100,7 +100,7 @@ impl Future for TlsConnecting {
 /// A TCP stream whose reads go through an [`anyws_hyper::tls::ReadAhead`]: what rustls reads
 /// from under a [`TokioTlsListener`]'s connections, so that a 16 KiB record takes one `recv`,
 /// not rustls's 4 KiB steps. Writes go straight through, a vectored one with a single buffer
-/// as a plain write (see [`anyws_hyper::tls::only_buffer`]).
+/// as a plain write (see [`anyws_hyper::only_buffer`]).
 #[derive(Debug)]
 pub struct ReadAheadTcpStream {
     io: TcpStream,
@@ -139,7 +139,7 @@ impl AsyncWrite for ReadAheadTcpStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match anyws_hyper::tls::only_buffer(bufs) {
+        match anyws_hyper::only_buffer(bufs) {
             Some(buf) => Pin::new(&mut self.io).poll_write(cx, buf),
             None => Pin::new(&mut self.io).poll_write_vectored(cx, bufs),
         }

@@ -17,6 +17,20 @@ thread_local! {
     static HYPER_READ: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
+/// The one buffer with bytes in `bufs`, if only one has any: what a vectored write most often
+/// holds (hyper's response head without a body, rustls's queued records, of which there is
+/// most often one). Written with a plain `send` rather than `writev`, it costs the kernel
+/// less: `writev` goes through the file layer (`vfs_writev`, the iovec copied in, the file
+/// checks) before it reaches the socket. The runtime adapters' sockets write such a vectored
+/// write as a plain one.
+pub fn only_buffer<'a>(bufs: &'a [io::IoSlice<'_>]) -> Option<&'a [u8]> {
+    let mut with_bytes = bufs.iter().filter(|buf| !buf.is_empty());
+    match (with_bytes.next(), with_bytes.next()) {
+        (Some(buf), None) => Some(buf),
+        _ => None,
+    }
+}
+
 /// A `futures-io` byte stream (a socket of `async-io`, a TLS stream of `futures-rustls`) as a
 /// hyper I/O object, which is what [`serve_connection`](crate::serve_connection) takes on
 /// runtimes other than tokio.

@@ -60,7 +60,7 @@ pub mod tls;
 mod tower;
 
 pub use client::{ClientConnector, ClientSecurity};
-pub use io::{FuturesIo, HyperIo};
+pub use io::{only_buffer, FuturesIo, HyperIo};
 pub use serve::{serve, serve_connection, serve_secure_connection, Listener, Serve};
 pub use service::{
     is_anyws_request, is_websocket_connect, not_found, upgrade, Body, BoxError, Fallback, NotFound,

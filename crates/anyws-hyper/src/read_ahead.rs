@@ -79,21 +79,8 @@ impl ReadAhead {
     }
 }
 
-/// The one buffer with bytes in `bufs`, if only one has any: what a TLS layer's vectored write
-/// most often holds (rustls hands over its queued records as a list, and there is most often
-/// one). Written with a plain `send` rather than `writev`, it costs the kernel less: `writev`
-/// goes through the file layer (`vfs_writev`, the iovec copied in, the file checks) before it
-/// reaches the socket.
-pub fn only_buffer<'a>(bufs: &'a [IoSlice<'_>]) -> Option<&'a [u8]> {
-    let mut with_bytes = bufs.iter().filter(|buf| !buf.is_empty());
-    match (with_bytes.next(), with_bytes.next()) {
-        (Some(buf), None) => Some(buf),
-        _ => None,
-    }
-}
-
 /// A `futures-io` stream whose reads go through a [`ReadAhead`]; writes go straight through,
-/// a vectored one with a single buffer as a plain write (see [`only_buffer`]).
+/// a vectored one with a single buffer as a plain write (see [`only_buffer`](crate::only_buffer)).
 /// What `anyws-smol` and `anyws-async-std` hand their TLS layer.
 #[derive(Debug)]
 pub struct ReadAheadStream<S> {
@@ -143,7 +130,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAheadStream<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match only_buffer(bufs) {
+        match crate::only_buffer(bufs) {
             Some(buf) => Pin::new(&mut self.io).poll_write(cx, buf),
             None => Pin::new(&mut self.io).poll_write_vectored(cx, bufs),
         }
@@ -251,7 +238,7 @@ mod tests {
             writes.vectored,
             [vec![b"two".to_vec(), b"records".to_vec()]]
         );
-        assert_eq!(only_buffer(&[]), None);
+        assert_eq!(crate::only_buffer(&[]), None);
     }
 
     /// One socket read serves several small reads, and what is kept goes once taken.

@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-pub use crate::read_ahead::{only_buffer, ReadAhead, ReadAheadStream};
+pub use crate::read_ahead::{ReadAhead, ReadAheadStream};
 pub use rustls;
 
 /// A certificate chain or key that could not be used, with the file it came from.

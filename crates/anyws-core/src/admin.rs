@@ -230,7 +230,6 @@ impl Drop for StreamSlot {
 
 /// One `stats` event's data: the counters and the peers, as JSON.
 fn snapshot(server: &Server) -> String {
-    let now = server.runtime().now();
     let peers: Vec<serde_json::Value> = server
         .peers()
         .iter()
@@ -243,7 +242,7 @@ fn snapshot(server: &Server) -> String {
                 "transport": crate::observe::transport_name(peer.transport()),
                 "topics": peer.topics(),
                 "bufferedAmount": peer.buffered_amount(),
-                "ageMs": now.saturating_duration_since(peer.inner.opened_at).as_millis() as u64,
+                "ageMs": peer.inner.age().as_millis() as u64,
             })
         })
         .collect();

@@ -47,6 +47,7 @@ impl Server {
         let mut admission = Admission {
             shared: self.shared.clone(),
             ip: None,
+            handed_on: false,
         };
         if let (Some(max_per_ip), Some(addr)) =
             (limits.max_connections_per_ip, request.remote_addr())
@@ -108,6 +109,36 @@ pub struct Admission {
     shared: Arc<Shared>,
     /// The address counted against the per-IP limit, when it is on.
     ip: Option<IpAddr>,
+    /// The place was handed on with [`Admission::into_place`]: dropping this gives nothing back.
+    handed_on: bool,
+}
+
+/// A place in the connection limits, kept without the server it counts in: a WebSocket peer's
+/// task holds its server already, and keeps the place in the 17 bytes of this. Given back by
+/// [`Place::give_back`], once.
+#[derive(Debug)]
+pub(crate) struct Place {
+    ip: Option<IpAddr>,
+}
+
+impl Place {
+    /// Gives the place back to `shared`, the server it was admitted to.
+    pub(crate) fn give_back(self, shared: &Shared) {
+        release(shared, self.ip);
+    }
+}
+
+impl Admission {
+    /// The place alone, for a holder that keeps the server's `Shared` anyway and gives the
+    /// place back itself.
+    pub(crate) fn into_place(mut self, shared: &Arc<Shared>) -> Place {
+        debug_assert!(
+            Arc::ptr_eq(&self.shared, shared),
+            "admitted to another server"
+        );
+        self.handed_on = true;
+        Place { ip: self.ip }
+    }
 }
 
 impl fmt::Debug for Admission {
@@ -118,15 +149,22 @@ impl fmt::Debug for Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip {
-            let mut per_ip = lock(&self.shared.connections_per_ip);
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
+        if !self.handed_on {
+            release(&self.shared, self.ip);
+        }
+    }
+}
+
+/// Gives a place in `shared`'s connection limits back.
+fn release(shared: &Shared, ip: Option<IpAddr>) {
+    if let Some(ip) = ip {
+        let mut per_ip = lock(&shared.connections_per_ip);
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
             }
         }
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
     }
+    shared.connections.fetch_sub(1, Ordering::AcqRel);
 }

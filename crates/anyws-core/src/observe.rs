@@ -91,10 +91,7 @@ pub(crate) fn transport_name(transport: Transport) -> &'static str {
 pub(crate) fn ended(peer: &Peer, info: &CloseInfo, error: Option<&Error>) {
     let shared = &peer.inner.shared;
     shared.counters.closed(info.code);
-    let lifetime = shared
-        .runtime
-        .now()
-        .saturating_duration_since(peer.inner.opened_at);
+    let lifetime = peer.inner.age();
     if let Some(error) = error {
         failed(error);
     }

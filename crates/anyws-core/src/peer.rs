@@ -108,13 +108,18 @@ pub(crate) struct PeerInner {
     /// The subprotocol and extensions of the `101`; boxed apart, as most peers have neither.
     answered: Option<Box<Answered>>,
     transport: Transport,
-    pub(crate) topics: Mutex<Vec<Arc<str>>>,
+    /// The topics it is subscribed to, in order: a boxed slice, a word smaller than a `Vec`
+    /// in every peer, reallocated on each (rare) subscribe and unsubscribe.
+    pub(crate) topics: Mutex<Box<[Arc<str>]>>,
     pub(crate) outbox: Outbox,
     /// Notes that the connection's read side woke its task.
     pub(crate) read_waker: ReadWaker,
     pub(crate) shared: Arc<Shared>,
-    /// When the handshake was accepted.
-    pub(crate) opened_at: std::time::Instant,
+    /// When the handshake was accepted, in the sweep's milliseconds (see [`Sweep::millis`]):
+    /// half an `Instant`.
+    ///
+    /// [`Sweep::millis`]: crate::sweep::Sweep::millis
+    opened_at: u64,
     /// When the connection's driver next needs its task woken for the idle timeout or a ping,
     /// for the server's sweep (see `crate::sweep`).
     pub(crate) deadline: std::sync::atomic::AtomicU64,
@@ -130,6 +135,11 @@ struct Answered {
 }
 
 impl PeerInner {
+    /// How long ago the handshake was accepted, to the millisecond.
+    pub(crate) fn age(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shared.sweep.now().saturating_sub(self.opened_at))
+    }
+
     /// Queues `item` for the peer, or writes it (see [`Outbox::push`]).
     pub(crate) fn push(self: &Arc<Self>, item: Outbound) -> Result<(), SendError> {
         let pushed =
@@ -175,10 +185,10 @@ impl Peer {
                     })
                 }),
                 transport,
-                topics: Mutex::new(Vec::new()),
+                topics: Mutex::default(),
                 outbox: Outbox::new(),
                 read_waker: ReadWaker::default(),
-                opened_at: shared.runtime.now(),
+                opened_at: shared.sweep.now(),
                 deadline: std::sync::atomic::AtomicU64::new(crate::sweep::NEVER),
                 shared,
             }),

@@ -107,7 +107,9 @@ impl Shared {
             Some((existing, _)) => existing.clone(),
             None => topic.into(),
         };
-        topics.push(topic.clone());
+        let mut list = std::mem::take(&mut *topics).into_vec();
+        list.push(topic.clone());
+        *topics = list.into_boxed_slice();
         let subscribers = ns.topics.entry(topic.clone()).or_default();
         subscribers.insert(key, peer.clone());
         if subscribers.len() == 1 {
@@ -132,7 +134,9 @@ impl Shared {
         let Some(pos) = topics.iter().position(|t| &**t == topic) else {
             return;
         };
-        topics.remove(pos);
+        let mut list = std::mem::take(&mut *topics).into_vec();
+        list.remove(pos);
+        *topics = list.into_boxed_slice();
         if let Some(ns) = registry.namespaces.get_mut(&peer.inner.namespace) {
             if let Some(subscribers) = ns.topics.get_mut(topic) {
                 subscribers.remove(&key);

@@ -4,11 +4,11 @@
 use bytes::Bytes;
 use std::fmt;
 
-use super::{Event as WsEvent, Reader as WsReader};
+use super::{Event as WsEvent, ReadLimits, Reader as WsReader};
 
 /// The crate's WebSocket frame reader; see [`Reader::read`].
 #[derive(Debug)]
-pub struct Reader(WsReader);
+pub struct Reader(WsReader, ReadLimits);
 
 /// What [`Reader::read`] gives: a complete message or control frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,13 +28,19 @@ pub enum Event {
 impl Reader {
     /// A reader with these limits, in bytes.
     pub fn new(max_message_size: usize, max_frame_size: usize) -> Self {
-        Self(WsReader::new(max_message_size, max_frame_size))
+        Self(
+            WsReader::new(),
+            ReadLimits {
+                max_message_size,
+                max_frame_size,
+            },
+        )
     }
 
     /// Reads from the front of `input` up to the next event; `Ok(None)` once `input` is used up,
     /// `Err` with the close code to send when the client broke the protocol.
     pub fn read(&mut self, input: &mut &[u8]) -> Result<Option<Event>, u16> {
-        match self.0.read(input) {
+        match self.0.read(input, self.1) {
             Ok(event) => Ok(event.map(|event| match event {
                 WsEvent::Text(bytes) => Event::Text(bytes),
                 WsEvent::Binary(bytes) => Event::Binary(bytes),

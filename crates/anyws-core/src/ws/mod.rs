@@ -37,7 +37,7 @@ mod reader;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub(crate) use reader::Reader;
+pub(crate) use reader::{ReadLimits, Reader};
 
 use bytes::Bytes;
 use std::fmt;

@@ -16,8 +16,6 @@ const MAX_HEADER: usize = 14;
 /// ([`Progress`]): an idle reader holds no heap memory.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    max_message_size: usize,
-    max_frame_size: usize,
     extension: Option<Box<dyn Extension>>,
     /// The frame whose payload is being read.
     frame: Option<Frame>,
@@ -86,13 +84,20 @@ impl Partial {
     }
 }
 
+/// The sizes a [`Reader`] accepts, in bytes: passed to each [`Reader::read`] rather than kept in
+/// every connection's reader.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadLimits {
+    /// The largest message, whole (and, with an extension, once decoded).
+    pub(crate) max_message_size: usize,
+    /// The largest frame payload.
+    pub(crate) max_frame_size: usize,
+}
+
 impl Reader {
-    /// A reader that accepts frames of up to `max_frame_size` bytes of payload and messages of
-    /// up to `max_message_size` bytes.
-    pub(crate) fn new(max_message_size: usize, max_frame_size: usize) -> Self {
+    /// A reader, between messages.
+    pub(crate) fn new() -> Self {
         Self {
-            max_message_size,
-            max_frame_size,
             extension: None,
             frame: None,
             header: [0; MAX_HEADER],
@@ -145,7 +150,14 @@ impl Reader {
     ///
     /// After a close frame everything is ignored (`Ok(None)`); after an error every call fails
     /// with that error.
-    pub(crate) fn read(&mut self, input: &mut &[u8]) -> Result<Option<Event>, ReadError> {
+    ///
+    /// Frames and messages past `limits` fail with [`ReadError::FrameTooBig`] and
+    /// [`ReadError::MessageTooBig`].
+    pub(crate) fn read(
+        &mut self,
+        input: &mut &[u8],
+        limits: ReadLimits,
+    ) -> Result<Option<Event>, ReadError> {
         if self.flags & CLOSED != 0 {
             *input = &[];
             return Ok(None);
@@ -153,7 +165,7 @@ impl Reader {
         if let Some(error) = self.progress.as_ref().and_then(|p| p.failed) {
             return Err(error);
         }
-        let result = self.read_open(input);
+        let result = self.read_open(input, limits);
         match result {
             Err(error) => {
                 self.frame = None;
@@ -176,11 +188,15 @@ impl Reader {
         result
     }
 
-    fn read_open(&mut self, input: &mut &[u8]) -> Result<Option<Event>, ReadError> {
+    fn read_open(
+        &mut self,
+        input: &mut &[u8],
+        limits: ReadLimits,
+    ) -> Result<Option<Event>, ReadError> {
         loop {
             let frame = match self.frame {
                 Some(frame) => frame,
-                None => match self.read_header(input)? {
+                None => match self.read_header(input, limits)? {
                     Some(frame) => frame,
                     None => return Ok(None),
                 },
@@ -188,7 +204,7 @@ impl Reader {
             let take = frame.remaining.min(input.len());
             let (chunk, rest) = input.split_at(take);
             *input = rest;
-            self.take_payload(&frame, chunk)?;
+            self.take_payload(&frame, chunk, limits)?;
             if take < frame.remaining {
                 let mut frame = frame;
                 frame.remaining -= take;
@@ -197,7 +213,7 @@ impl Reader {
                 return Ok(None);
             }
             self.frame = None;
-            if let Some(event) = self.end_frame(&frame)? {
+            if let Some(event) = self.end_frame(&frame, limits)? {
                 return Ok(Some(event));
             }
         }
@@ -205,7 +221,11 @@ impl Reader {
 
     /// Reads a frame header from `input`, or what there is of it. `Ok(None)` when `input` ended
     /// first; the header so far is kept for the next read.
-    fn read_header(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, ReadError> {
+    fn read_header(
+        &mut self,
+        input: &mut &[u8],
+        limits: ReadLimits,
+    ) -> Result<Option<Frame>, ReadError> {
         if input.is_empty() {
             return Ok(None);
         }
@@ -213,7 +233,7 @@ impl Reader {
         let take = (MAX_HEADER - have).min(input.len());
         self.header[have..have + take].copy_from_slice(&input[..take]);
         let header = self.header;
-        match self.parse_header(&header[..have + take])? {
+        match self.parse_header(&header[..have + take], limits)? {
             Some((frame, len)) => {
                 *input = &input[len - have..];
                 self.header_len = 0;
@@ -232,7 +252,11 @@ impl Reader {
     /// Parses the frame header at the start of `bytes`: the frame and the header's length, or
     /// `Ok(None)` while it is incomplete. What the first two bytes say is judged as soon as they
     /// are there; the length as soon as it is.
-    fn parse_header(&self, bytes: &[u8]) -> Result<Option<(Frame, usize)>, ReadError> {
+    fn parse_header(
+        &self,
+        bytes: &[u8],
+        limits: ReadLimits,
+    ) -> Result<Option<(Frame, usize)>, ReadError> {
         let [first, second, ..] = *bytes else {
             return Ok(None);
         };
@@ -297,24 +321,24 @@ impl Reader {
         };
         let too_big = ReadError::FrameTooBig {
             size,
-            limit: self.max_frame_size,
+            limit: limits.max_frame_size,
         };
         let remaining = usize::try_from(size).map_err(|_| too_big)?;
-        if remaining > self.max_frame_size {
+        if remaining > limits.max_frame_size {
             return Err(too_big);
         }
         if let Some(message) = self.message() {
             let total = message.payload.len() as u64 + size;
-            if total > self.max_message_size as u64 {
+            if total > limits.max_message_size as u64 {
                 return Err(ReadError::MessageTooBig {
                     size: total,
-                    limit: self.max_message_size,
+                    limit: limits.max_message_size,
                 });
             }
-        } else if matches!(opcode, TEXT | BINARY) && remaining > self.max_message_size {
+        } else if matches!(opcode, TEXT | BINARY) && remaining > limits.max_message_size {
             return Err(ReadError::MessageTooBig {
                 size,
-                limit: self.max_message_size,
+                limit: limits.max_message_size,
             });
         }
         // An unmasked frame (a server's) reads as one masked with zeros, which unmasking skips.
@@ -346,7 +370,12 @@ impl Reader {
 
     /// Unmasks the next `chunk` of the frame's payload into the message or control frame in
     /// progress. Text is checked as it arrives.
-    fn take_payload(&mut self, frame: &Frame, chunk: &[u8]) -> Result<(), ReadError> {
+    fn take_payload(
+        &mut self,
+        frame: &Frame,
+        chunk: &[u8],
+        limits: ReadLimits,
+    ) -> Result<(), ReadError> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -358,7 +387,7 @@ impl Reader {
             unmask(&mut control[start..], frame.mask);
             return Ok(());
         }
-        let max_message_size = self.max_message_size;
+        let max_message_size = limits.max_message_size;
         let Some(message) = self.progress.as_mut().and_then(|p| p.message.as_mut()) else {
             return Err(ReadError::UnexpectedContinuation);
         };
@@ -385,7 +414,7 @@ impl Reader {
     }
 
     /// The frame's payload is complete: the event it ends, if any.
-    fn end_frame(&mut self, frame: &Frame) -> Result<Option<Event>, ReadError> {
+    fn end_frame(&mut self, frame: &Frame, limits: ReadLimits) -> Result<Option<Event>, ReadError> {
         match frame.opcode {
             PING => Ok(Some(Event::Ping(self.take_control()))),
             PONG => Ok(Some(Event::Pong(self.take_control()))),
@@ -398,7 +427,7 @@ impl Reader {
                 Ok(Some(Event::Close(close)))
             }
             _ if frame.fin => match self.progress.as_mut().and_then(|p| p.message.take()) {
-                Some(message) => self.complete(message).map(Some),
+                Some(message) => self.complete(message, limits).map(Some),
                 None => Err(ReadError::UnexpectedContinuation),
             },
             _ => Ok(None),
@@ -415,7 +444,7 @@ impl Reader {
     /// Hands over a complete data message. This is the one place where a whole message's payload
     /// passes through: an [`Extension`] decodes a message whose first frame had RSV1 here, and
     /// its text is checked once decoded.
-    fn complete(&mut self, message: Partial) -> Result<Event, ReadError> {
+    fn complete(&mut self, message: Partial, limits: ReadLimits) -> Result<Event, ReadError> {
         let Partial {
             text,
             transformed,
@@ -426,11 +455,11 @@ impl Reader {
             let Some(extension) = self.extension.as_mut() else {
                 return Err(ReadError::ReservedBits);
             };
-            payload = extension.decode(payload, self.max_message_size)?;
-            if payload.len() > self.max_message_size {
+            payload = extension.decode(payload, limits.max_message_size)?;
+            if payload.len() > limits.max_message_size {
                 return Err(ReadError::MessageTooBig {
                     size: payload.len() as u64,
-                    limit: self.max_message_size,
+                    limit: limits.max_message_size,
                 });
             }
             if text && simdutf8::basic::from_utf8(&payload).is_err() {

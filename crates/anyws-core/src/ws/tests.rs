@@ -5,6 +5,46 @@ use super::reader::unmask;
 use super::*;
 use crate::ws::frames::{BINARY, CLOSE, PING, PONG, TEXT};
 
+/// The reader with its limits, which the connection keeps apart from it.
+struct Reader {
+    inner: super::Reader,
+    limits: ReadLimits,
+}
+
+impl Reader {
+    fn new(max_message_size: usize, max_frame_size: usize) -> Self {
+        Self {
+            inner: super::Reader::new(),
+            limits: ReadLimits {
+                max_message_size,
+                max_frame_size,
+            },
+        }
+    }
+
+    fn read(&mut self, input: &mut &[u8]) -> Result<Option<Event>, ReadError> {
+        self.inner.read(input, self.limits)
+    }
+
+    fn client(mut self) -> Self {
+        self.inner = self.inner.client();
+        self
+    }
+
+    fn with_extension(mut self, extension: Box<dyn Extension>) -> Self {
+        self.inner = self.inner.with_extension(extension);
+        self
+    }
+
+    fn buffered(&self) -> usize {
+        self.inner.buffered()
+    }
+
+    fn holds_nothing(&self) -> bool {
+        self.inner.holds_nothing()
+    }
+}
+
 const CONTINUATION: u8 = 0x0;
 const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 

@@ -110,7 +110,11 @@ impl PendingPeer {
     /// compresses it as the task would (a publish's compressed bytes are shared). A peer with
     /// a compression context of its own ([`Deflate::dedicated`]), and a client's connection
     /// (whose frames are masked), write everything from their task as
-    /// [`PendingPeer::run_with_prefix`] does.
+    /// [`PendingPeer::run_with_prefix`] does, and so does every peer when `socket` is `None`.
+    ///
+    /// It takes an `Option` so that an HTTP layer whose connections may or may not offer their
+    /// socket spawns one type of future for both (a choice between two would make every peer's
+    /// task larger).
     ///
     /// [`Deflate::shared`]: crate::Deflate::shared
     /// [`Deflate::dedicated`]: crate::Deflate::dedicated
@@ -118,12 +122,12 @@ impl PendingPeer {
         self,
         io: S,
         prefix: Bytes,
-        socket: Arc<dyn SharedSocket>,
+        socket: Option<Arc<dyn SharedSocket>>,
     ) -> impl Future<Output = ()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.start(io, prefix, Some(socket))
+        self.start(io, prefix, socket)
     }
 
     fn start<S>(
@@ -204,12 +208,38 @@ impl Drop for PendingPeer {
 type HookFuture<'a> = CatchUnwind<AssertUnwindSafe<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>>;
 
 struct RunningHook<'a> {
-    name: &'static str,
+    name: HookName,
     future: HookFuture<'a>,
 }
 
+/// Which hook is running: a byte in every peer's driver, where its name would take two words.
+#[derive(Clone, Copy, Debug)]
+enum HookName {
+    Open,
+    Message,
+    Drain,
+    Ping,
+    Pong,
+    Error,
+    Close,
+}
+
+impl HookName {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Message => "message",
+            Self::Drain => "drain",
+            Self::Ping => "ping",
+            Self::Pong => "pong",
+            Self::Error => "error",
+            Self::Close => "close",
+        }
+    }
+}
+
 fn hook<'a>(
-    name: &'static str,
+    name: HookName,
     future: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
 ) -> RunningHook<'a> {
     RunningHook {
@@ -225,7 +255,7 @@ fn hook<'a>(
 /// and `future` once.
 #[allow(clippy::manual_async_fn)] // On purpose: see above.
 fn run_hook<'a>(
-    name: &'static str,
+    name: HookName,
     future: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
 ) -> impl Future<Output = ()> + 'a {
     let mut running = hook(name, future);
@@ -233,7 +263,7 @@ fn run_hook<'a>(
         if let Err(payload) = (&mut running.future).await {
             let message = panic_message(&*payload);
             crate::observe::late_panic(&Error::HookPanicked {
-                hook: running.name,
+                hook: running.name.as_str(),
                 message,
             });
         }
@@ -417,9 +447,9 @@ fn closing_hooks(
 ) -> impl Future<Output = ()> + '_ {
     async move {
         if let Some(error) = error.take() {
-            run_hook("error", pending.hooks.error(&pending.peer, *error)).await;
+            run_hook(HookName::Error, pending.hooks.error(&pending.peer, *error)).await;
         }
-        run_hook("close", pending.hooks.close(&pending.peer, info)).await;
+        run_hook(HookName::Close, pending.hooks.close(&pending.peer, info)).await;
     }
 }
 
@@ -429,9 +459,9 @@ fn closing_hooks(
 /// async-std) that poll would cost a `read` system call that finds nothing and another to re-arm
 /// the socket's readiness, for every message a publish delivers.
 ///
-/// It is a field of the peer, which is the waker (see the `ArcWake` impl below; the driver
-/// borrows it per poll): no allocation of its own per connection. The task's waker is the one
-/// senders wake, the outbox's.
+/// It is a field of the peer's outbox, and the peer is the waker (see the `ArcWake` impl below;
+/// the driver borrows it per poll): no allocation of its own per connection. The task's waker is
+/// the one senders wake, the outbox's.
 #[derive(Default)]
 pub(crate) struct ReadWaker {
     woken: AtomicBool,
@@ -439,7 +469,11 @@ pub(crate) struct ReadWaker {
 
 impl ArcWake for PeerInner {
     fn wake_by_ref(arc_self: &Arc<Self>) {
-        arc_self.read_waker.woken.store(true, Ordering::Release);
+        arc_self
+            .outbox
+            .read_waker
+            .woken
+            .store(true, Ordering::Release);
         arc_self.outbox.waker.wake();
     }
 }
@@ -522,7 +556,7 @@ impl<'p> Driver<'p> {
         Self {
             peer,
             hooks,
-            running: Some(hook("open", hooks.open(peer))),
+            running: Some(hook(HookName::Open, hooks.open(peer))),
             read_idle: false,
             batch: VecDeque::new(),
             compressor: deflate.map(Compressor::new),
@@ -631,7 +665,7 @@ impl<'p> Driver<'p> {
                         let name = current.name;
                         self.running = None;
                         self.fail(Error::HookPanicked {
-                            hook: name,
+                            hook: name.as_str(),
                             message: panic_message(&*payload),
                         });
                     }
@@ -639,7 +673,7 @@ impl<'p> Driver<'p> {
             }
             if self.drain_pending && self.sent_close.is_none() {
                 self.drain_pending = false;
-                self.running = Some(hook("drain", hooks.drain(peer)));
+                self.running = Some(hook(HookName::Drain, hooks.drain(peer)));
                 continue;
             }
             if self.read_failed || self.received_close.is_some() || handled == MESSAGES_PER_TURN {
@@ -657,6 +691,7 @@ impl<'p> Driver<'p> {
             let woken = self
                 .peer
                 .inner
+                .outbox
                 .read_waker
                 .woken
                 .swap(false, Ordering::AcqRel);
@@ -722,7 +757,7 @@ impl<'p> Driver<'p> {
                             .shared
                             .counters
                             .received(peer.inner.key, message.len());
-                        self.running = Some(hook("message", hooks.message(peer, message)));
+                        self.running = Some(hook(HookName::Message, hooks.message(peer, message)));
                     }
                 }
                 Event::Binary(bytes) => {
@@ -733,7 +768,7 @@ impl<'p> Driver<'p> {
                             .shared
                             .counters
                             .received(peer.inner.key, message.len());
-                        self.running = Some(hook("message", hooks.message(peer, message)));
+                        self.running = Some(hook(HookName::Message, hooks.message(peer, message)));
                     }
                 }
                 Event::Ping(payload) => {
@@ -745,13 +780,13 @@ impl<'p> Driver<'p> {
                         self.frames.encode_control(frames::PONG, &payload);
                     }
                     if open {
-                        self.running = Some(hook("ping", hooks.ping(peer, payload)));
+                        self.running = Some(hook(HookName::Ping, hooks.ping(peer, payload)));
                     }
                 }
                 Event::Pong(payload) => {
                     handled += 1;
                     if open {
-                        self.running = Some(hook("pong", hooks.pong(peer, payload)));
+                        self.running = Some(hook(HookName::Pong, hooks.pong(peer, payload)));
                     }
                 }
             }

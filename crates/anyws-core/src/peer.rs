@@ -107,13 +107,10 @@ pub(crate) struct PeerInner {
     context: Option<Context>,
     /// The subprotocol and extensions of the `101`; boxed apart, as most peers have neither.
     answered: Option<Box<Answered>>,
-    transport: Transport,
     /// The topics it is subscribed to, in order: a boxed slice, a word smaller than a `Vec`
     /// in every peer, reallocated on each (rare) subscribe and unsubscribe.
     pub(crate) topics: Mutex<Box<[Arc<str>]>>,
     pub(crate) outbox: Outbox,
-    /// Notes that the connection's read side woke its task.
-    pub(crate) read_waker: ReadWaker,
     pub(crate) shared: Arc<Shared>,
     /// When the handshake was accepted, in the sweep's milliseconds (see [`Sweep::millis`]):
     /// half an `Instant`.
@@ -184,10 +181,8 @@ impl Peer {
                         extensions,
                     })
                 }),
-                transport,
                 topics: Mutex::default(),
-                outbox: Outbox::new(),
-                read_waker: ReadWaker::default(),
+                outbox: Outbox::new(transport),
                 opened_at: shared.sweep.now(),
                 deadline: std::sync::atomic::AtomicU64::new(crate::sweep::NEVER),
                 shared,
@@ -207,7 +202,7 @@ impl Peer {
 
     /// How the peer is connected: WebSocket or the SSE transport.
     pub fn transport(&self) -> Transport {
-        self.inner.transport
+        self.inner.outbox.transport
     }
 
     /// The client's address, when the adapter knows it.
@@ -363,7 +358,7 @@ impl Peer {
     /// Over SSE, which has no ping frames, this does nothing and returns `Ok`. Fails when the
     /// peer is closing.
     pub fn ping(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        if self.inner.transport == Transport::Sse {
+        if self.inner.outbox.transport == Transport::Sse {
             return Ok(());
         }
         let mut payload = payload.into();
@@ -452,6 +447,11 @@ pub(crate) struct Outbox {
     pub(crate) state: AtomicU8,
     /// Who may write to the socket now: one of the `direct` states.
     pub(crate) direct: AtomicU8,
+    /// Notes that the connection's read side woke its task (which `waker` wakes).
+    pub(crate) read_waker: ReadWaker,
+    /// The peer's transport, which never changes: kept here, beside the other bytes, where
+    /// alignment leaves room, rather than adding a word to every peer.
+    pub(crate) transport: Transport,
 }
 
 /// The bounds of a peer's send queue, the same for every peer of a server (kept there, not in
@@ -640,7 +640,7 @@ impl Outbound {
 }
 
 impl Outbox {
-    fn new() -> Self {
+    fn new(transport: Transport) -> Self {
         Self {
             queue: Mutex::new(Queue::default()),
             buffered: AtomicUsize::new(0),
@@ -649,6 +649,8 @@ impl Outbox {
             closing: Event::new(),
             state: AtomicU8::new(ReadyState::Connecting as u8),
             direct: AtomicU8::new(direct::TASK),
+            read_waker: ReadWaker::default(),
+            transport,
         }
     }
 
@@ -940,7 +942,7 @@ mod tests {
 
     #[test]
     fn outbox_overflow_policy() {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Transport::WebSocket);
         let limits = QueueLimits::new(10);
         assert_eq!(limits.read_pause, 5);
         let msg = |n: usize| Outbound::Message(Message::from_binary(vec![0; n]));
@@ -1004,7 +1006,7 @@ mod tests {
     const BIG: QueueLimits = QueueLimits::new(1 << 20);
 
     fn shared(take: Option<usize>) -> (Outbox, Arc<FakeSocket>) {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Transport::WebSocket);
         let socket = Arc::new(FakeSocket::default());
         *lock(&socket.take) = take;
         outbox.share_socket(socket.clone(), 0);
@@ -1321,7 +1323,7 @@ mod tests {
 
     #[test]
     fn overflow_keeps_the_rest_of_a_frame() {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(Transport::WebSocket);
         let limits = QueueLimits::new(100);
         let socket = Arc::new(FakeSocket::default());
         *lock(&socket.take) = Some(10);

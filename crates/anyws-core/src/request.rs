@@ -5,9 +5,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTO
 use http::request::Parts;
 use http::uri::Scheme;
 use http::{Extensions, Method, Uri, Version};
+use once_cell::race::OnceBox;
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 /// The HTTP request that opened a peer: method, URI, headers, remote address and extensions.
 ///
@@ -40,7 +40,7 @@ struct Packed {
     extensions: Extensions,
     /// The whole request, made on demand: for [`Request::headers`], [`Request::uri`] and
     /// [`Request::parts`].
-    unpacked: OnceLock<Box<Parts>>,
+    unpacked: OnceBox<Parts>,
 }
 
 /// The fields at the front of [`Packed::fields`], before the headers.
@@ -130,7 +130,7 @@ impl Request {
             fields: fields.into_boxed_slice(),
             version: parts.version,
             extensions: parts.extensions,
-            unpacked: OnceLock::new(),
+            unpacked: OnceBox::new(),
         });
     }
 
@@ -194,7 +194,7 @@ impl Request {
             Head::Parts { parts, .. } => &mut parts.extensions,
             Head::Packed(packed) => {
                 // The unpacked copy would no longer match.
-                packed.unpacked = OnceLock::new();
+                packed.unpacked = OnceBox::new();
                 &mut packed.extensions
             }
         }
@@ -271,10 +271,11 @@ impl Request {
     pub fn into_parts(self) -> Parts {
         match self.head {
             Head::Parts { parts, .. } => *parts,
-            Head::Packed(mut packed) => match packed.unpacked.take() {
-                Some(parts) => *parts,
-                None => packed.unpack(),
-            },
+            Head::Packed(packed) => {
+                let mut parts = packed.unpack();
+                parts.extensions = packed.extensions;
+                parts
+            }
         }
     }
 }

@@ -252,13 +252,7 @@ where
                             Bytes::from([&unread[..], &parts.read_buf[..]].concat())
                         };
                         let socket = socket_of.and_then(|socket_of| socket_of(&io));
-                        let io = HyperIo::new(io);
-                        match socket {
-                            Some(socket) => {
-                                Either::Left(Either::Left(peer.run_on_socket(io, read_buf, socket)))
-                            }
-                            None => Either::Left(Either::Right(peer.run_with_prefix(io, read_buf))),
-                        }
+                        Either::Left(peer.run_on_socket(HyperIo::new(io), read_buf, socket))
                     }
                     // Boxed: this future, with hyper's larger `Upgraded`, would otherwise set
                     // the size of every peer's task.

@@ -22,7 +22,7 @@ use crate::limits::RateLimiter;
 use crate::peer::{lock, Outbound, PeerInner};
 use crate::read_ahead::poll_read_shared;
 use crate::socket::Cork;
-use crate::ws::deflate::{Compressor, Inflater, Negotiated};
+use crate::ws::deflate::{self, Compressor, Negotiated};
 use crate::ws::frames::{self, Frames};
 use crate::ws::{Event, ReadError, ReadLimits, Reader};
 use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState, SharedSocket};
@@ -144,7 +144,7 @@ impl PendingPeer {
             reader = reader.client();
         }
         if let Some(negotiated) = &self.deflate {
-            reader = reader.with_extension(Box::new(Inflater::new(negotiated)));
+            reader = reader.with_extension(deflate::inflater(negotiated));
         }
         let mut socket = Some(Socket {
             io,

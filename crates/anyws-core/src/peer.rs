@@ -105,8 +105,9 @@ pub(crate) struct PeerInner {
     request: Request,
     pub(crate) namespace: Arc<str>,
     context: Option<Context>,
-    /// The subprotocol and extensions of the `101`; boxed apart, as most peers have neither.
-    answered: Option<Box<Answered>>,
+    /// The subprotocol and extensions of the `101`, apart as most peers have neither, and
+    /// shared by the peers that got the same answer (see [`Answered::shared`]).
+    answered: Option<Arc<Answered>>,
     /// The topics it is subscribed to, in order: a boxed slice, a word smaller than a `Vec`
     /// in every peer, reallocated on each (rare) subscribe and unsubscribe.
     pub(crate) topics: Mutex<Box<[Arc<str>]>>,
@@ -123,12 +124,43 @@ pub(crate) struct PeerInner {
 }
 
 /// What the `101` answered beyond the upgrade itself.
+#[derive(Debug, PartialEq)]
 struct Answered {
     /// The subprotocol selected in the `upgrade` hook.
     protocol: Option<Box<str>>,
-    /// The `Sec-WebSocket-Extensions` value, when an extension was negotiated; shared by the
-    /// peers that got the same answer (see `deflate::answer`).
+    /// The `Sec-WebSocket-Extensions` value, when an extension was negotiated.
     extensions: Option<Arc<str>>,
+}
+
+/// How many different answers [`Answered::shared`] keeps to share: far more than a server
+/// gives in practice (a few subprotocols, each with or without one of its compression answers).
+const SHARED_ANSWERS: usize = 64;
+
+impl Answered {
+    /// The answer `protocol` and `extensions` make, `None` when neither is there: the copy that
+    /// earlier peers with the same answer hold, so that a peer with permessage-deflate or a
+    /// subprotocol holds a pointer and no allocation of its own. The first
+    /// [`SHARED_ANSWERS`] different answers are kept for sharing; any after them are the
+    /// peer's own.
+    fn shared(protocol: Option<String>, extensions: Option<Arc<str>>) -> Option<Arc<Self>> {
+        static KNOWN: Mutex<Vec<Arc<Answered>>> = Mutex::new(Vec::new());
+        if protocol.is_none() && extensions.is_none() {
+            return None;
+        }
+        let answer = Answered {
+            protocol: protocol.map(String::into_boxed_str),
+            extensions,
+        };
+        let mut known = lock(&KNOWN);
+        if let Some(same) = known.iter().find(|known| ***known == answer) {
+            return Some(same.clone());
+        }
+        let answer = Arc::new(answer);
+        if known.len() < SHARED_ANSWERS {
+            known.push(answer.clone());
+        }
+        Some(answer)
+    }
 }
 
 impl PeerInner {
@@ -175,12 +207,7 @@ impl Peer {
                 request,
                 namespace,
                 context,
-                answered: (protocol.is_some() || extensions.is_some()).then(|| {
-                    Box::new(Answered {
-                        protocol: protocol.map(String::into_boxed_str),
-                        extensions,
-                    })
-                }),
+                answered: Answered::shared(protocol, extensions),
                 topics: Mutex::default(),
                 outbox: Outbox::new(transport),
                 opened_at: shared.sweep.now(),
@@ -933,6 +960,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn peers_with_the_same_answer_share_it() {
+        assert!(Answered::shared(None, None).is_none());
+        let deflate: Arc<str> = "permessage-deflate; server_no_context_takeover".into();
+        let with = |protocol: &str| {
+            Answered::shared(Some(protocol.to_owned()), Some(deflate.clone())).unwrap()
+        };
+        let first = with("chat.v1");
+        assert!(Arc::ptr_eq(&first, &with("chat.v1")));
+        let other = with("chat.v2");
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(other.protocol.as_deref(), Some("chat.v2"));
+        assert_eq!(other.extensions.as_deref(), Some(&*deflate));
+        let alone = Answered::shared(None, Some(deflate.clone())).unwrap();
+        assert!(Arc::ptr_eq(
+            &alone,
+            &Answered::shared(None, Some(deflate)).unwrap()
+        ));
+        // Past the answers kept, a peer gets its own copy: the cache stays bounded.
+        for n in 0..SHARED_ANSWERS {
+            Answered::shared(Some(format!("p{n}")), None);
+        }
+        let late = || Answered::shared(Some("late".to_owned()), None).unwrap();
+        assert!(!Arc::ptr_eq(&late(), &late()));
+        assert_eq!(late().protocol.as_deref(), Some("late"));
+    }
+
+    #[test]
     fn reason_is_truncated_on_a_char_boundary() {
         let long = "é".repeat(100);
         let cut = truncate_reason(&long);
@@ -1041,8 +1095,7 @@ mod tests {
 
     #[test]
     fn senders_compress_for_a_peer_without_context_takeover() {
-        use crate::ws::deflate::{negotiate, Inflater};
-        use crate::ws::Extension;
+        use crate::ws::deflate::{inflater, negotiate};
         let config = Deflate::shared();
         let mut offer = http::HeaderMap::new();
         offer.insert(
@@ -1079,7 +1132,7 @@ mod tests {
             }
             // The long texts compressed (RSV1), the short one, under the threshold, plain.
             let inflate = |payload: &[u8]| {
-                Inflater::new(&negotiated)
+                inflater(&negotiated)
                     .decode(payload.to_vec(), 1 << 20)
                     .unwrap()
             };

@@ -505,47 +505,32 @@ fn inflate_into(
     Ok(out)
 }
 
-/// The reading side of permessage-deflate, set on the connection's [`Reader`](super::Reader).
-pub(crate) struct Inflater {
-    /// The client keeps its context: this connection's own decompressor, made on its first
-    /// compressed message. `None` otherwise, and the thread's decompressor is used.
-    own: Option<Box<zlib_rs::Inflate>>,
-    takeover: bool,
-    window: u8,
-}
-
-impl fmt::Debug for Inflater {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inflater")
-            .field("takeover", &self.takeover)
-            .field("window", &self.window)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Inflater {
-    pub(crate) fn new(negotiated: &Negotiated) -> Self {
-        Self {
+/// The reading side of permessage-deflate for `negotiated`, set on the connection's
+/// [`Reader`](super::Reader): without client context takeover (the server's shared mode) a
+/// [`ThreadInflater`], which is zero-sized and so costs the connection no allocation; with it
+/// an [`Inflater`] of the connection's own.
+pub(crate) fn inflater(negotiated: &Negotiated) -> Box<dyn Extension> {
+    if negotiated.client_takeover {
+        Box::new(Inflater {
             own: None,
-            takeover: negotiated.client_takeover,
             window: negotiated.client_window.max(9),
-        }
+        })
+    } else {
+        Box::new(ThreadInflater)
     }
 }
 
-impl Extension for Inflater {
+/// Inflates each message with the thread's decompressor, reset after it: the client keeps no
+/// context between messages.
+#[derive(Debug)]
+pub(crate) struct ThreadInflater;
+
+impl Extension for ThreadInflater {
     fn decode(&mut self, payload: Vec<u8>, max_size: usize) -> Result<Vec<u8>, ReadError> {
         // An empty payload carries no data (the tail alone would open a stored block that never
         // ends, leaving a decompressor with context in its middle): nothing to inflate.
         if payload.is_empty() {
             return Ok(payload);
-        }
-        if self.takeover {
-            let window = self.window;
-            let inflate = self
-                .own
-                .get_or_insert_with(|| Box::new(zlib_rs::Inflate::new(false, window)));
-            return inflate_into(inflate, payload, max_size);
         }
         CODECS.with(|codecs| {
             let mut codecs = codecs.borrow_mut();
@@ -556,6 +541,34 @@ impl Extension for Inflater {
             inflate.reset(false);
             result
         })
+    }
+}
+
+/// Inflates with the connection's own decompressor, made on its first compressed message: the
+/// client keeps its context from one message to the next.
+pub(crate) struct Inflater {
+    own: Option<Box<zlib_rs::Inflate>>,
+    window: u8,
+}
+
+impl fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inflater")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Extension for Inflater {
+    fn decode(&mut self, payload: Vec<u8>, max_size: usize) -> Result<Vec<u8>, ReadError> {
+        if payload.is_empty() {
+            return Ok(payload);
+        }
+        let window = self.window;
+        let inflate = self
+            .own
+            .get_or_insert_with(|| Box::new(zlib_rs::Inflate::new(false, window)));
+        inflate_into(inflate, payload, max_size)
     }
 }
 
@@ -791,7 +804,7 @@ mod tests {
     fn round_trip(
         compressor: &mut Compressor,
         config: &Deflate,
-        inflater: &mut Inflater,
+        inflater: &mut dyn Extension,
         text: &str,
     ) -> usize {
         let message = Message::from_text(text.to_owned());
@@ -816,10 +829,10 @@ mod tests {
             let offer = offer(&["permessage-deflate; client_max_window_bits"]);
             let n = negotiate(&config, &offer).unwrap();
             let mut compressor = Compressor::new(&n);
-            let mut inflater = Inflater::new(&n);
-            let first = round_trip(&mut compressor, &config, &mut inflater, &text);
-            let again = round_trip(&mut compressor, &config, &mut inflater, &text);
-            round_trip(&mut compressor, &config, &mut inflater, &text[3..]);
+            let mut inflater = inflater(&n);
+            let first = round_trip(&mut compressor, &config, &mut *inflater, &text);
+            let again = round_trip(&mut compressor, &config, &mut *inflater, &text);
+            round_trip(&mut compressor, &config, &mut *inflater, &text[3..]);
             // With context takeover the second copy of a message refers back to the first.
             if config.is_dedicated() {
                 assert!(again * 3 < first * 2, "{again} vs {first}");
@@ -881,7 +894,7 @@ mod tests {
             .compress(&config, &Message::from_binary(bomb), None, |b| b.to_vec())
             .unwrap();
         assert!(compressed.len() < 128 << 10, "{}", compressed.len());
-        let mut inflater = Inflater::new(&n);
+        let mut inflater = inflater(&n);
         let error = inflater.decode(compressed.clone(), 1 << 20).unwrap_err();
         assert!(
             matches!(error, ReadError::MessageTooBig { limit, size } if limit == 1 << 20 && size <= (1 << 20) + 1)
@@ -912,7 +925,7 @@ mod tests {
             let config = config.threshold(0);
             let n = negotiate(&config, &offer(&["permessage-deflate"])).unwrap();
             let mut compressor = Compressor::new(&n);
-            let mut inflater = Inflater::new(&n);
+            let mut inflater = inflater(&n);
             let mut first = b"{\"type\":\"chat\",".to_vec();
             first.resize(56, 0xff);
             let texts = [first.clone(), Vec::new(), Vec::new(), Vec::new(), first];
@@ -943,7 +956,7 @@ mod tests {
                 b.to_vec()
             })
             .unwrap();
-        let mut inflater = Inflater::new(&n);
+        let mut inflater = inflater(&n);
         for limit in [0, 1, 63, 299] {
             let error = inflater.decode(compressed.clone(), limit).unwrap_err();
             assert!(

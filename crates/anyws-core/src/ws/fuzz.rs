@@ -63,7 +63,7 @@ impl Reader {
 pub struct Deflate {
     config: super::deflate::Deflate,
     compressor: super::deflate::Compressor,
-    inflater: super::deflate::Inflater,
+    inflater: Box<dyn super::Extension>,
 }
 
 impl fmt::Debug for Deflate {
@@ -98,7 +98,7 @@ impl Deflate {
             super::deflate::negotiate(&config, &headers).expect("the offer is honoured");
         Self {
             compressor: super::deflate::Compressor::new(&negotiated),
-            inflater: super::deflate::Inflater::new(&negotiated),
+            inflater: super::deflate::inflater(&negotiated),
             config,
         }
     }
@@ -113,7 +113,6 @@ impl Deflate {
     /// Inflates a compressed message from the client to at most `max_size` bytes; `Err` with
     /// the close code to send when it cannot.
     pub fn inflate(&mut self, payload: Vec<u8>, max_size: usize) -> Result<Vec<u8>, u16> {
-        use super::Extension;
         self.inflater
             .decode(payload, max_size)
             .map_err(|error| error.close_code())

@@ -241,6 +241,8 @@ server_command() {
     h2) flags=" --max-concurrent-streams $h2_streams" ;;
     plain | http1) ;;
     deflate) [[ $name == bun ]] && flags=" --deflate" ;;
+    # Bun takes no value: any `--deflate` on its command line turns compression on.
+    off) [[ $name == bun ]] || flags=" --deflate off" ;;
     ?*) flags=" --deflate $setting" ;;
     esac
     case $name in

@@ -446,10 +446,12 @@ fn closing_hooks(
     mut error: Option<Box<Error>>,
 ) -> impl Future<Output = ()> + '_ {
     async move {
+        // Through the trait object: `Arc<dyn Hooks>`'s own impl would box each call twice.
+        let hooks: &dyn Hooks = &*pending.hooks;
         if let Some(error) = error.take() {
-            run_hook(HookName::Error, pending.hooks.error(&pending.peer, *error)).await;
+            run_hook(HookName::Error, hooks.error(&pending.peer, *error)).await;
         }
-        run_hook(HookName::Close, pending.hooks.close(&pending.peer, info)).await;
+        run_hook(HookName::Close, hooks.close(&pending.peer, info)).await;
     }
 }
 

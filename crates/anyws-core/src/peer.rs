@@ -461,6 +461,20 @@ pub(crate) struct Queue {
     pub(crate) deflate_window: u8,
 }
 
+impl Queue {
+    /// Appends `item` to `items`. An empty queue holds no capacity (see
+    /// [`Outbox::flush_deferred`]), and its first item gets room for itself alone: one small
+    /// allocation, which the allocator serves from its fast free lists, where a first growth
+    /// to four items takes a larger chunk through its general path. A publish to many idle
+    /// peers makes one of these per recipient, and frees it when the turn's writes are done.
+    fn push_back(&mut self, item: Outbound) {
+        if self.items.capacity() == 0 {
+            self.items.reserve_exact(1);
+        }
+        self.items.push_back(item);
+    }
+}
+
 /// A peer's outgoing queue, shared between senders and the connection's writer.
 pub(crate) struct Outbox {
     pub(crate) queue: Mutex<Queue>,
@@ -735,7 +749,7 @@ impl Outbox {
                     && self.direct.load(Ordering::Acquire) == direct::IDLE
                     && Cork::corked() =>
             {
-                queue.items.push_back(message);
+                queue.push_back(message);
                 self.buffered.fetch_add(len, Ordering::AcqRel);
                 return Ok(Pushed::Deferred);
             }
@@ -756,7 +770,7 @@ impl Outbox {
             _ => message,
         };
         let len = message.payload_len();
-        queue.items.push_back(message);
+        queue.push_back(message);
         self.buffered.fetch_add(len, Ordering::AcqRel);
         drop(queue);
         if was_empty {

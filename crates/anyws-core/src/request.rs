@@ -1,6 +1,5 @@
 //! The upgrade request as the hooks see it.
 
-use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
 use http::uri::Scheme;
@@ -22,7 +21,7 @@ pub struct Request {
 /// The request line, headers and extensions of a [`Request`].
 #[derive(Debug)]
 enum Head {
-    /// As the HTTP layer gave them (compacted), and the URL.
+    /// As the HTTP layer gave them, and the URL.
     Parts { parts: Box<Parts>, url: Box<str> },
     /// Packed by [`Request::pack`], for a request kept as long as its peer lives: a header map
     /// costs about a hundred bytes per header (and an empty one a hundred inline), a `Uri` 88.
@@ -69,11 +68,11 @@ static METHODS: [Method; 9] = [
 impl Request {
     /// Builds a request from HTTP request parts and the client's address, when known.
     ///
-    /// The header values and URI are copied into one compact allocation: HTTP layers such as
-    /// hyper hand out views into their whole read buffer, which a long-lived peer would otherwise
-    /// keep alive.
+    /// The parts are kept as given until a peer keeps the request for its lifetime: the request
+    /// is then packed into one allocation of its size (see [`Peer::request`](crate::Peer::request)),
+    /// so that it holds no view into the HTTP layer's read buffer (hyper hands out header values
+    /// that share its whole buffer).
     pub fn new(mut parts: Parts, remote_addr: Option<SocketAddr>) -> Self {
-        compact(&mut parts);
         let url = build_url(&parts).into_boxed_str();
         // The scheme mark of a TLS connection's glue is in the URL now.
         parts.extensions.remove::<Scheme>();
@@ -99,7 +98,7 @@ impl Request {
             return;
         };
         let parts = std::mem::replace(&mut **parts, http::Request::new(()).into_parts().0);
-        let uri = parts.uri.to_string();
+        let uri = target(&parts.uri);
         let (path, query) = (parts.uri.path(), parts.uri.query());
         let line = [parts.method.as_str(), &uri, path, query.unwrap_or(""), url];
         let total = line
@@ -396,36 +395,15 @@ pub(crate) fn header_tokens(
         .filter(|t| !t.is_empty())
 }
 
-/// Copies the header values and the URI of `parts` into one shared buffer of their exact size.
-fn compact(parts: &mut Parts) {
-    let uri = parts.uri.to_string();
-    let total = uri.len() + parts.headers.iter().map(|(_, v)| v.len()).sum::<usize>();
-    let mut buffer = BytesMut::with_capacity(total);
-    buffer.extend_from_slice(uri.as_bytes());
-    for value in parts.headers.values() {
-        buffer.extend_from_slice(value.as_bytes());
+/// The request target of `uri` as sent: its path and query as they stand in the `Uri` when it
+/// has no scheme or authority (the usual origin form), without formatting a copy.
+fn target(uri: &Uri) -> Cow<'_, str> {
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, None, Some(target)) if target.as_str().starts_with('/') => {
+            Cow::Borrowed(target.as_str())
+        }
+        _ => Cow::Owned(uri.to_string()),
     }
-    let buffer = buffer.freeze();
-    if let Ok(uri) = Uri::from_maybe_shared(buffer.slice(..uri.len())) {
-        parts.uri = uri;
-    }
-    let mut offset = uri.len();
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    let mut previous: Option<HeaderName> = None;
-    for (name, value) in std::mem::take(&mut parts.headers) {
-        // `into_iter` yields the name only for the first value of each header.
-        let Some(name) = name.or_else(|| previous.clone()) else {
-            continue;
-        };
-        let end = offset + value.len();
-        let sensitive = value.is_sensitive();
-        let mut copy = HeaderValue::from_maybe_shared(buffer.slice(offset..end)).unwrap_or(value);
-        copy.set_sensitive(sensitive);
-        offset = end;
-        headers.append(name.clone(), copy);
-        previous = Some(name);
-    }
-    parts.headers = headers;
 }
 
 fn build_url(parts: &Parts) -> String {
@@ -433,9 +411,8 @@ fn build_url(parts: &Parts) -> String {
         .headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".to_owned());
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
     let path = parts
         .uri
         .path_and_query()
@@ -447,7 +424,7 @@ fn build_url(parts: &Parts) -> String {
     let scheme = if secure { "https://" } else { "http://" };
     let mut url = String::with_capacity(scheme.len() + host.len() + path.len());
     url.push_str(scheme);
-    url.push_str(&host);
+    url.push_str(host);
     if !path.starts_with('/') {
         url.push('/');
     }
@@ -490,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn compacting_keeps_every_header_in_order() {
+    fn a_request_keeps_every_header_in_order() {
         let r = request("/a?b=c", Some("h:1"));
         let values: Vec<_> = r
             .headers()

@@ -571,7 +571,8 @@ impl Server {
                 return Entry::Refused(internal_error());
             }
         };
-        let accept = match AssertUnwindSafe(hooks.upgrade(&request))
+        // Through the trait object: `Arc<dyn Hooks>`'s own impl would box the call twice.
+        let accept = match AssertUnwindSafe((*hooks).upgrade(&request))
             .catch_unwind()
             .await
         {

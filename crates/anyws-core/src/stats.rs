@@ -188,7 +188,7 @@ impl Counters {
         *lock(&self.closes).entry(code).or_default() += 1;
         #[cfg(feature = "metrics")]
         if !self.unreported {
-            metrics::counter!("anyws_closes_total", "code" => code.to_string()).increment(1);
+            count_close(code);
         }
     }
 
@@ -342,6 +342,36 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Time from an upgrade request to its acceptance: checks, resolver and upgrade hook."
     );
+}
+
+/// Counts a close with `code` in `anyws_closes_total`. The codes of RFC 6455 (1000–1015) have
+/// their keys made once, so that a close allocates nothing here; other codes label a key made
+/// for them.
+#[cfg(feature = "metrics")]
+fn count_close(code: u16) {
+    use metrics::{Key, Label, Level, Metadata};
+    const NAME: &str = "anyws_closes_total";
+    macro_rules! keys {
+        ($($code:literal),*) => {
+            [$({
+                static LABELS: [Label; 1] = [Label::from_static_parts("code", stringify!($code))];
+                Key::from_static_parts(NAME, &LABELS)
+            }),*]
+        };
+    }
+    static KEYS: [Key; 16] = keys!(
+        1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+        1015
+    );
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+    match KEYS.get(usize::from(code.wrapping_sub(1000))) {
+        Some(key) => {
+            metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA))
+                .increment(1);
+        }
+        None => metrics::counter!(NAME, "code" => code.to_string()).increment(1),
+    }
 }
 
 #[cfg(test)]

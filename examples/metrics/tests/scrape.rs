@@ -134,5 +134,13 @@ fn prometheus_text_follows_the_clients() {
         Some(1.0),
         "{text}"
     );
+    // A close without a code counts as 1005, one of the codes whose key is made once.
     a.close(None).unwrap();
+    while a.read().is_ok() {}
+    let text = scrape_until(&addr, |t| sample(t, "anyws_peers") == Some(0.0));
+    assert_eq!(
+        sample(&text, "anyws_closes_total{code=\"1005\"}"),
+        Some(1.0),
+        "{text}"
+    );
 }

@@ -19,6 +19,8 @@ use crate::{close_code, CloseInfo, Error, Hooks, Message, Peer, ReadyState};
 /// once its stream is gone.
 pub(super) async fn run_hooks(peer: Peer, hooks: Arc<dyn Hooks>, link: Arc<SseLink>) {
     let shared = peer.inner.shared.clone();
+    // Called through the trait object: `Arc<dyn Hooks>`'s own impl would box each call twice.
+    let hooks: &dyn Hooks = &*hooks;
     // The peer joined the registry in `sse_open`; a close asked for since then stands.
     peer.open();
     crate::observe::opened();

@@ -180,10 +180,8 @@ impl<T: hyper::rt::Write + Unpin> AsyncWrite for HyperIo<T> {
     }
 }
 
-/// The HTTP/2 connection preface (RFC 9113 section 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// A connection whose first bytes were read to tell HTTP/2 from HTTP/1.1, and are read again.
+/// A connection whose first bytes were read (to tell HTTP/2 from HTTP/1.1, and a WebSocket
+/// upgrade from other requests: see [`crate::h1`]), and are read again.
 pub(crate) struct Prefixed<I> {
     prefix: Vec<u8>,
     at: usize,
@@ -191,45 +189,21 @@ pub(crate) struct Prefixed<I> {
 }
 
 impl<I> Prefixed<I> {
+    /// `inner`, read from `prefix` first.
+    pub(crate) fn new(prefix: Vec<u8>, inner: I) -> Self {
+        Self {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+
     /// The stream, and what is left of the prefix (nothing, once the prefix was read): a peer
     /// runs on the stream itself, without the prefix's 32 bytes.
     pub(crate) fn into_parts(self) -> (I, Vec<u8>) {
         let mut prefix = self.prefix;
         prefix.drain(..self.at);
         (self.inner, prefix)
-    }
-}
-
-impl<I: hyper::rt::Read + Unpin> Prefixed<I> {
-    /// Reads until the bytes are the HTTP/2 preface or cannot be: `true` for HTTP/2.
-    pub(crate) async fn sniff(mut inner: I) -> io::Result<(Self, bool)> {
-        let mut prefix = Vec::with_capacity(PREFACE.len());
-        while prefix.len() < PREFACE.len() && PREFACE.starts_with(&prefix) {
-            let mut chunk = [0u8; PREFACE.len()];
-            let wanted = PREFACE.len() - prefix.len();
-            let read = std::future::poll_fn(|cx| {
-                let mut buf = hyper::rt::ReadBuf::new(&mut chunk[..wanted]);
-                match Pin::new(&mut inner).poll_read(cx, buf.unfilled()) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
-                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await?;
-            if read == 0 {
-                break;
-            }
-            prefix.extend_from_slice(&chunk[..read]);
-        }
-        let http2 = prefix == PREFACE;
-        Ok((
-            Self {
-                prefix,
-                at: 0,
-                inner,
-            },
-            http2,
-        ))
     }
 }
 

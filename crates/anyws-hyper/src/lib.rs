@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod h1;
 mod io;
 #[cfg(feature = "tls")]
 mod read_ahead;

@@ -1,6 +1,9 @@
 //! Serving a listener: accept, upgrade or fall back, shut down gracefully.
 
-use anyws_core::{Server, SharedSocket};
+use crate::h1::{self, First};
+use crate::io::HyperIo;
+use anyws_core::{Request, Server, SharedSocket};
+use bytes::Bytes;
 use futures_util::future::{select, AbortHandle, Abortable, Either};
 use futures_util::task::AtomicWaker;
 use hyper::server::conn::{http1, http2};
@@ -16,7 +19,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::io::Prefixed;
 use crate::service::{handle, ConnectionCut, Fallback, NotFound, SocketOf};
 use crate::timer::sleep_until;
 use crate::RuntimeTimer;
@@ -288,6 +290,11 @@ async fn connect<C, I, F>(
 /// the connection is done (an upgraded peer runs on in a task of its own), when an SSE peer on
 /// it ended while its client had stopped reading the stream (the connection is dropped), or
 /// soon after [`Server::shutdown`] begins.
+///
+/// When the connection's first request is a WebSocket upgrade (`GET`, HTTP/1.1, no body), it is
+/// parsed and answered here rather than by hyper, which is made only for the connections that
+/// need it: its `101` carries the handshake's headers alone (no `Date`), and a refusal of it
+/// ends the connection (`Connection: close`).
 pub async fn serve_connection<I, F>(io: I, remote: SocketAddr, server: Server, fallback: F)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -319,17 +326,35 @@ async fn run_connection<I, F>(
 {
     let runtime = server.runtime().clone();
     // HTTP/2 by its connection preface (prior knowledge in cleartext; what a client that
-    // negotiated `h2` over TLS sends first), HTTP/1.1 otherwise. A client that sends nothing
-    // gets the handshake timeout.
+    // negotiated `h2` over TLS sends first), HTTP/1.1 otherwise, and a WebSocket upgrade
+    // answered without hyper. A client that sends nothing gets the handshake timeout, and a
+    // connection without a whole first request is dropped when the server shuts down.
     let deadline = runtime.now() + server.limits().handshake_timeout;
-    let (io, http2) = match select(
-        pin!(Prefixed::sniff(io)),
-        pin!(sleep_until(&*runtime, deadline)),
+    let mut shutdown = pin!(server.shutdown_started());
+    let first = match select(
+        pin!(h1::read_first(io, server.limits().max_request_head_bytes)),
+        select(pin!(sleep_until(&*runtime, deadline)), shutdown.as_mut()),
     )
     .await
     {
-        Either::Left((Ok(sniffed), _)) => sniffed,
-        Either::Left((Err(_), _)) | Either::Right(_) => return,
+        Either::Left((Some(first), _)) => first,
+        Either::Left((None, _)) | Either::Right(_) => return,
+    };
+    let (io, http2) = match first {
+        First::Http2(io) => (io, true),
+        First::Http1(io) => (io, false),
+        First::Upgrade {
+            io,
+            mut parts,
+            rest,
+        } => {
+            if secure {
+                parts.extensions.insert(http::uri::Scheme::HTTPS);
+            }
+            let request = Request::new(parts, Some(remote));
+            answer_upgrade(io, request, rest, &server, socket_of, shutdown).await;
+            return;
+        }
     };
     let for_service = server.clone();
     let cut = Arc::new(ConnectionCut::default());
@@ -359,15 +384,70 @@ async fn run_connection<I, F>(
         let connection = pin!(http.serve_connection(io, service));
         // Each stream's response is its own; a stalled SSE stream is held back by HTTP/2's flow
         // control rather than by the connection, so the connection is never cut for one.
-        drive(connection, &server, None).await;
+        drive(connection, &server, None, shutdown).await;
     } else {
         let mut http = http1::Builder::new();
         http.timer(RuntimeTimer(runtime.clone()))
             .header_read_timeout(server.limits().handshake_timeout);
         limit_head(&mut http, server.limits().max_request_head_bytes);
         let connection = pin!(http.serve_connection(io, service).with_upgrades());
-        drive(connection, &server, Some((&cut, remote))).await;
+        drive(connection, &server, Some((&cut, remote)), shutdown).await;
     }
+}
+
+/// Answers a connection's first request, a WebSocket upgrade read by [`h1::read_first`]: the
+/// handshake, then the `101` written here and the peer started in a task of its own on the
+/// stream (with `rest`, what the client sent after the head), or the refusal written and the
+/// connection closed. Once the server shuts down, a handshake still in its hooks has the close
+/// timeout to finish, as a request in flight on hyper's connections has.
+async fn answer_upgrade<I>(
+    mut io: I,
+    request: Request,
+    rest: Bytes,
+    server: &Server,
+    socket_of: SocketOf<I>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let runtime = server.runtime().clone();
+    let stopped = pin!(async {
+        shutdown.await;
+        let deadline = runtime.now() + server.limits().close_timeout;
+        sleep_until(&*runtime, deadline).await;
+    });
+    let (response, peer) = match select(pin!(server.handshake(request)), stopped).await {
+        Either::Left((handshake, _)) => handshake.into_parts(),
+        Either::Right(_) => return,
+    };
+    let mut head = Vec::with_capacity(256);
+    h1::encode_response(&response, &mut head);
+    drop(response);
+    if write_all(&mut io, &head).await.is_err() {
+        return;
+    }
+    match peer {
+        Some(peer) => {
+            let socket = socket_of(&io);
+            runtime.spawn(Box::pin(peer.run_on_socket(HyperIo::new(io), rest, socket)));
+        }
+        None => {
+            let _ = std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+        }
+    }
+}
+
+/// Writes all of `bytes` to `io` and flushes it (a TLS stream holds what it encrypted until
+/// then).
+async fn write_all<I: hyper::rt::Write + Unpin>(io: &mut I, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let written = std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, bytes)).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[written..];
+    }
+    std::future::poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
 }
 
 /// A served connection, HTTP/1.1 or HTTP/2: both shut down gracefully (HTTP/2 with a `GOAWAY`).
@@ -402,15 +482,16 @@ where
 }
 
 /// Runs `connection` until it ends, an SSE peer on it is cut off (`cut`, HTTP/1.1 only), or
-/// the server shuts down: then it finishes what is in flight and closes, within the close
-/// timeout.
+/// the server shuts down (`shutdown`, the connection's wait for
+/// [`Server::shutdown_started`]): then it finishes what is in flight and closes, within the
+/// close timeout.
 async fn drive<C: Connection>(
     mut connection: Pin<&mut C>,
     server: &Server,
     cut: Option<(&Arc<ConnectionCut>, SocketAddr)>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
 ) {
     let runtime = server.runtime().clone();
-    let shutdown = pin!(server.shutdown_started());
     // An SSE peer whose client stopped reading has ended: its response can never finish, so the
     // connection goes too.
     let cut_off = pin!(async {

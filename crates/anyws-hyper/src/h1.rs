@@ -58,6 +58,9 @@ where
     I: hyper::rt::Read + Unpin,
 {
     let mut buffer = Vec::new();
+    // Where the search for the head's end goes on from: a head sent a few bytes at a time is
+    // parsed once, when it has ended, rather than after every read.
+    let mut searched = 0;
     loop {
         let read = std::future::poll_fn(|cx| {
             FIRST_READ.with(|scratch| {
@@ -92,6 +95,13 @@ where
         if buffer.starts_with(PREFACE) {
             return Some(First::Http2(Prefixed::new(buffer, io)));
         }
+        if !head_ended(&buffer, searched) {
+            if buffer.len() > max_head {
+                return Some(First::Http1(Prefixed::new(buffer, io)));
+            }
+            searched = buffer.len();
+            continue;
+        }
         match parse_upgrade(buffer, max_head) {
             Parsed::Upgrade(parts, rest) => return Some(First::Upgrade { io, parts, rest }),
             Parsed::Partial(partial) if partial.len() <= max_head => buffer = partial,
@@ -100,6 +110,20 @@ where
             }
         }
     }
+}
+
+/// Whether `buffer`, searched before from `from` on, now holds the blank line that ends a
+/// head (`\n\n` or `\n\r\n`, as `httparse` takes line ends).
+fn head_ended(buffer: &[u8], from: usize) -> bool {
+    let from = from.saturating_sub(2);
+    buffer[from..]
+        .iter()
+        .enumerate()
+        .filter(|&(_, &byte)| byte == b'\n')
+        .any(|(at, _)| {
+            let after = &buffer[from + at + 1..];
+            after.starts_with(b"\n") || after.starts_with(b"\r\n")
+        })
 }
 
 /// What [`parse_upgrade`] made of a connection's first bytes.
@@ -239,6 +263,21 @@ mod tests {
         assert_eq!(parts.headers["sec-websocket-version"], "13");
         assert_eq!(parts.headers.len(), 5);
         assert_eq!(&rest[..], b"\x81\x80frame");
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        for split in 0..head.len() {
+            let ended = head_ended(&head[..split], 0) || head_ended(head, split);
+            assert!(ended, "split at {split}");
+            assert!(!head_ended(
+                &head[..head.len() - 1],
+                split.min(head.len() - 1)
+            ));
+        }
+        assert!(head_ended(b"GET / HTTP/1.1\nHost: h\n\n", 0));
+        assert!(!head_ended(b"GET / HTTP/1.1\r\nHost: h\r\n", 0));
     }
 
     #[test]

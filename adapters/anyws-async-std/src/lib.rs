@@ -183,12 +183,26 @@ impl anyws_hyper::Listener for AsyncStdListener {
 }
 
 /// Accepts a connection on `listener`, with `TCP_NODELAY`, as a [`ReadyStream`].
+///
+/// async-std registers every socket it accepts in an `async_io::Async` of its own, which it
+/// keeps to itself: taking the socket back out costs four system calls (deregistered, made
+/// blocking, then non-blocking and registered again as a `ReadyStream`). So a connection
+/// already waiting is taken with a plain `accept` on the listening socket (non-blocking, as
+/// async-std set it up), and async-std's own `accept` is awaited only when none is waiting.
 async fn accept(listener: &TcpListener) -> std::io::Result<(ReadyStream, SocketAddr)> {
-    let (stream, remote) = listener.accept().await?;
+    let (stream, remote) = match socket2::SockRef::from(listener).accept() {
+        Ok((socket, address)) => match address.as_socket() {
+            Some(remote) => (std::net::TcpStream::from(socket), remote),
+            None => return Err(std::io::Error::other("a TCP listener accepted a non-IP peer")),
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+            let (stream, remote) = listener.accept().await?;
+            // The only handle, just accepted: out of async-std's `Async`, to be registered anew.
+            (std::net::TcpStream::try_from(stream)?, remote)
+        }
+        Err(error) => return Err(error),
+    };
     let _ = stream.set_nodelay(true);
-    // async-std keeps its `async_io::Async` to itself: take the socket back out of it (the only
-    // handle, just accepted) and register it anew.
-    let stream = std::net::TcpStream::try_from(stream)?;
     Ok((ReadyStream::try_from(stream)?, remote))
 }
 

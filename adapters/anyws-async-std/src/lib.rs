@@ -193,7 +193,11 @@ async fn accept(listener: &TcpListener) -> std::io::Result<(ReadyStream, SocketA
     let (stream, remote) = match socket2::SockRef::from(listener).accept() {
         Ok((socket, address)) => match address.as_socket() {
             Some(remote) => (std::net::TcpStream::from(socket), remote),
-            None => return Err(std::io::Error::other("a TCP listener accepted a non-IP peer")),
+            None => {
+                return Err(std::io::Error::other(
+                    "a TCP listener accepted a non-IP peer",
+                ))
+            }
         },
         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
             let (stream, remote) = listener.accept().await?;

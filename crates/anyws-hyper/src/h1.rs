@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
-pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The most a read of the first request takes at a time, and the size of each thread's buffer
 /// for it.

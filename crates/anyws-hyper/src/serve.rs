@@ -6,6 +6,7 @@ use anyws_core::{Request, Server, SharedSocket};
 use bytes::Bytes;
 use futures_util::future::{select, AbortHandle, Abortable, Either};
 use futures_util::task::AtomicWaker;
+use futures_util::AsyncWriteExt;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use std::convert::Infallible;
@@ -423,7 +424,9 @@ async fn answer_upgrade<I>(
     let mut head = Vec::with_capacity(256);
     h1::encode_response(&response, &mut head);
     drop(response);
-    if write_all(&mut io, &head).await.is_err() {
+    // Flushed: a TLS stream holds what it encrypted until then.
+    let mut writer = HyperIo::new(&mut io);
+    if writer.write_all(&head).await.is_err() || writer.flush().await.is_err() {
         return;
     }
     match peer {
@@ -432,22 +435,9 @@ async fn answer_upgrade<I>(
             runtime.spawn(Box::pin(peer.run_on_socket(HyperIo::new(io), rest, socket)));
         }
         None => {
-            let _ = std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+            let _ = writer.close().await;
         }
     }
-}
-
-/// Writes all of `bytes` to `io` and flushes it (a TLS stream holds what it encrypted until
-/// then).
-async fn write_all<I: hyper::rt::Write + Unpin>(io: &mut I, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let written = std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, bytes)).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[written..];
-    }
-    std::future::poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
 }
 
 /// A served connection, HTTP/1.1 or HTTP/2: both shut down gracefully (HTTP/2 with a `GOAWAY`).

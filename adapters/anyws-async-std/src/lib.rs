@@ -228,13 +228,13 @@ pub fn serve_tls(
     anyws_hyper::serve(AsyncStdTlsListener::new(listener, tls), server)
 }
 
-/// An async-std TCP listener whose connections speak TLS (`futures-rustls`), as an
+/// An async-std TCP listener whose connections speak TLS ([`anyws_hyper::tls::TlsStream`]), as an
 /// [`anyws_hyper::Listener`]; accepted sockets get `TCP_NODELAY` and are read through a
 /// [`ReadyStream`].
 #[cfg(feature = "tls")]
 pub struct AsyncStdTlsListener {
     listener: TcpListener,
-    acceptor: futures_rustls::TlsAcceptor,
+    config: Arc<anyws_hyper::tls::rustls::ServerConfig>,
 }
 
 #[cfg(feature = "tls")]
@@ -255,24 +255,19 @@ impl AsyncStdTlsListener {
     ) -> Self {
         Self {
             listener,
-            acceptor: futures_rustls::TlsAcceptor::from(tls.into()),
+            config: tls.into(),
         }
     }
 }
 
 #[cfg(feature = "tls")]
 impl anyws_hyper::Listener for AsyncStdTlsListener {
-    type Io = anyws_hyper::FuturesIo<
-        futures_rustls::server::TlsStream<anyws_hyper::tls::ReadAheadStream<ReadyStream>>,
-    >;
+    type Io = anyws_hyper::tls::TlsStream<ReadyStream>;
     type Connecting = anyws_smol::TlsConnecting;
     const SECURE: bool = true;
 
     async fn accept(&mut self) -> std::io::Result<(Self::Connecting, SocketAddr)> {
         let (stream, remote) = accept(&self.listener).await?;
-        Ok((
-            anyws_smol::TlsConnecting::new(&self.acceptor, stream),
-            remote,
-        ))
+        Ok((anyws_smol::TlsConnecting::new(&self.config, stream), remote))
     }
 }

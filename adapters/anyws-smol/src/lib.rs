@@ -38,8 +38,8 @@
 //! - [`serve`] accepts connections on a smol [`TcpListener`], upgrades WebSocket requests and
 //!   hands every other request to a [fallback](anyws_hyper::Serve::fallback). It shuts down
 //!   gracefully on a signal or on [`Server::shutdown`].
-//! - `serve_tls` (feature `tls`) does the same over TLS (`wss://`), with `futures-rustls` and
-//!   a rustls configuration from [`anyws_hyper::tls`].
+//! - `serve_tls` (feature `tls`) does the same over TLS (`wss://`), with a rustls configuration
+//!   and the TLS stream of [`anyws_hyper::tls`].
 //! - [`upgrade`] handles one hyper request inside any hyper service running on smol.
 //! - [`event_stream_response`] serves an [`EventStream`](anyws_core::sse::EventStream) of
 //!   server-sent events, from a fallback or any hyper service.

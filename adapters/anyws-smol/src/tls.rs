@@ -1,11 +1,10 @@
-//! Serving over TLS with `futures-rustls`.
+//! Serving over TLS with [`anyws_hyper::tls::TlsStream`].
 
 use crate::ReadyStream;
 use anyws_core::Server;
 use anyws_hyper::tls::rustls::ServerConfig;
-use anyws_hyper::tls::ReadAheadStream;
-use anyws_hyper::{FuturesIo, NotFound};
-use futures_rustls::server::TlsStream;
+use anyws_hyper::tls::{TlsAccept, TlsStream};
+use anyws_hyper::NotFound;
 use smol::net::TcpListener;
 use std::future::Future;
 use std::io;
@@ -42,7 +41,7 @@ pub fn serve_tls(
 /// sockets get `TCP_NODELAY` and are read through a [`ReadyStream`].
 pub struct SmolTlsListener {
     listener: TcpListener,
-    acceptor: futures_rustls::TlsAcceptor,
+    config: Arc<ServerConfig>,
 }
 
 impl std::fmt::Debug for SmolTlsListener {
@@ -58,31 +57,31 @@ impl SmolTlsListener {
     pub fn new(listener: TcpListener, tls: impl Into<Arc<ServerConfig>>) -> Self {
         Self {
             listener,
-            acceptor: futures_rustls::TlsAcceptor::from(tls.into()),
+            config: tls.into(),
         }
     }
 }
 
 impl anyws_hyper::Listener for SmolTlsListener {
-    type Io = FuturesIo<TlsStream<ReadAheadStream<ReadyStream>>>;
+    type Io = TlsStream<ReadyStream>;
     type Connecting = TlsConnecting;
     const SECURE: bool = true;
 
     async fn accept(&mut self) -> io::Result<(Self::Connecting, SocketAddr)> {
         let (stream, remote) = self.listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        Ok((TlsConnecting::new(&self.acceptor, stream.into()), remote))
+        Ok((TlsConnecting::new(&self.config, stream.into()), remote))
     }
 }
 
 /// The TLS handshake of an accepted connection, on any runtime built on `async-io` (smol's
 /// [`SmolTlsListener`], async-std's as well).
-pub struct TlsConnecting(futures_rustls::Accept<ReadAheadStream<ReadyStream>>);
+pub struct TlsConnecting(TlsAccept<ReadyStream>);
 
 impl TlsConnecting {
-    /// Starts the handshake of `stream` with `acceptor`.
-    pub fn new(acceptor: &futures_rustls::TlsAcceptor, stream: ReadyStream) -> Self {
-        Self(acceptor.accept(ReadAheadStream::new(stream)))
+    /// Starts the handshake of `stream` with the configuration `config`.
+    pub fn new(config: &Arc<ServerConfig>, stream: ReadyStream) -> Self {
+        Self(TlsStream::accept(stream, config.clone()))
     }
 }
 
@@ -93,9 +92,9 @@ impl std::fmt::Debug for TlsConnecting {
 }
 
 impl Future for TlsConnecting {
-    type Output = io::Result<FuturesIo<TlsStream<ReadAheadStream<ReadyStream>>>>;
+    type Output = io::Result<TlsStream<ReadyStream>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map_ok(FuturesIo::new)
+        Pin::new(&mut self.0).poll(cx)
     }
 }

@@ -37,8 +37,8 @@
 //! - [`serve`] accepts connections on a listener, upgrades WebSocket requests and hands every
 //!   other request to a [fallback](Serve::fallback). It shuts down gracefully on a signal or on
 //!   [`Server::shutdown`].
-//! - `serve_tls` (feature `tls`) does the same over TLS (`wss://`), with `tokio-rustls` and a
-//!   rustls configuration from [`anyws_hyper::tls`].
+//! - `serve_tls` (feature `tls`) does the same over TLS (`wss://`), with a rustls configuration
+//!   and the TLS stream of [`anyws_hyper::tls`].
 //! - [`upgrade`] handles one hyper request inside any hyper service: it answers the handshake and
 //!   runs the peer on the upgraded connection, or gives the request back when it is not a
 //!   WebSocket upgrade.
@@ -87,7 +87,7 @@ pub use stream::SharedTcpStream;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "tls")]
-pub use tls::{serve_tls, ReadAheadTcpStream, ServeTls, TlsConnecting, TokioTlsListener};
+pub use tls::{serve_tls, ServeTls, TlsConnecting, TokioTlsListener};
 
 use anyws_core::{Hooks, Server, ServerBuilder};
 use hyper_util::rt::TokioIo;

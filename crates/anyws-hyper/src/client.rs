@@ -55,9 +55,9 @@ impl ClientSecurity {
             };
             let name = rustls::pki_types::ServerName::try_from(target.host.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            // Socket reads in 64 KiB steps rather than rustls's 4 KiB, as on the server.
+            // Socket reads in 64 KiB steps rather than rustls's 4 KiB.
             let stream = futures_rustls::TlsConnector::from(config)
-                .connect(name, crate::tls::ReadAheadStream::new(io))
+                .connect(name, crate::read_ahead::ReadAheadStream::new(io))
                 .await?;
             Ok(Box::new(stream))
         }

@@ -31,7 +31,7 @@ pub fn only_buffer<'a>(bufs: &'a [io::IoSlice<'_>]) -> Option<&'a [u8]> {
     }
 }
 
-/// A `futures-io` byte stream (a socket of `async-io`, a TLS stream of `futures-rustls`) as a
+/// A `futures-io` byte stream (a socket of `async-io`, for one) as a
 /// hyper I/O object, which is what [`serve_connection`](crate::serve_connection) takes on
 /// runtimes other than tokio.
 ///

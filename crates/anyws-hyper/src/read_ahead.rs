@@ -1,4 +1,4 @@
-//! Large socket reads under TLS, through one buffer per thread.
+//! Large socket reads under a client's TLS connection, through one buffer per thread.
 //!
 //! rustls asks its transport for at most 4 KiB at a time, so a 16 KiB record costs four or five
 //! `recv` calls where a plain connection's reader takes it in one. [`ReadAhead`] sits between
@@ -23,11 +23,9 @@ thread_local! {
 /// What one connection read from its socket and its TLS layer has not taken yet: empty, and
 /// owning no memory, between the reads of an idle connection.
 ///
-/// The runtime adapters wrap the socket under their TLS layer in a stream that keeps one of
-/// these and reads through [`ReadAhead::poll_read`]; [`ReadAheadStream`] is that stream for
-/// `futures-io` sockets.
+/// [`ReadAheadStream`] keeps one of these and reads through [`ReadAhead::poll_read`].
 #[derive(Debug, Default)]
-pub struct ReadAhead {
+pub(crate) struct ReadAhead {
     rest: Vec<u8>,
     taken: usize,
 }
@@ -37,7 +35,7 @@ impl ReadAhead {
     /// through `read` (which reads the socket into the buffer it is given, as `poll_read`
     /// does), keeping what does not fit in `out` for the next call. Never `Pending` while
     /// something is kept.
-    pub fn poll_read(
+    pub(crate) fn poll_read(
         &mut self,
         out: &mut [u8],
         read: impl FnOnce(&mut [u8]) -> Poll<io::Result<usize>>,
@@ -81,16 +79,16 @@ impl ReadAhead {
 
 /// A `futures-io` stream whose reads go through a [`ReadAhead`]; writes go straight through,
 /// a vectored one with a single buffer as a plain write (see [`only_buffer`](crate::only_buffer)).
-/// What `anyws-smol` and `anyws-async-std` hand their TLS layer.
+/// What the clients' TLS layer reads from.
 #[derive(Debug)]
-pub struct ReadAheadStream<S> {
+pub(crate) struct ReadAheadStream<S> {
     io: S,
     ahead: ReadAhead,
 }
 
 impl<S> ReadAheadStream<S> {
     /// Reads `io` ahead.
-    pub fn new(io: S) -> Self {
+    pub(crate) fn new(io: S) -> Self {
         Self {
             io,
             ahead: ReadAhead::default(),
@@ -98,7 +96,8 @@ impl<S> ReadAheadStream<S> {
     }
 
     /// The stream read from.
-    pub fn get_ref(&self) -> &S {
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &S {
         &self.io
     }
 }

@@ -2,10 +2,10 @@
 //! with its `ring` provider, certificates loaded from PEM files and replaceable while running;
 //! and for their clients' `wss://` connections, [`client_config`] with the Mozilla root store.
 //!
-//! The adapters do the handshake with the TLS crate of their runtime (`tokio-rustls`,
-//! `futures-rustls`); what they share is the rustls [`ServerConfig`] built here, and
-//! [`ReadAhead`], which lets the TLS layer read its socket in 64 KiB steps instead of rustls's
-//! 4 KiB ones.
+//! Every runtime adapter serves its TLS connections with [`TlsStream`], on rustls's unbuffered
+//! API over any `futures-io` socket: it reads the socket in 64 KiB steps into a buffer its
+//! thread's connections share, decrypts the records there, and sends what it encrypts straight
+//! from another shared buffer, so an idle connection holds no TLS buffer (see [`TlsStream`]).
 //!
 //! ```no_run
 //! # fn run() -> Result<(), anyws_hyper::tls::TlsError> {
@@ -27,7 +27,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-pub use crate::read_ahead::{ReadAhead, ReadAheadStream};
+pub use stream::{TlsAccept, TlsStream};
+
+mod stream;
 pub use rustls;
 
 /// A certificate chain or key that could not be used, with the file it came from.
@@ -178,7 +180,7 @@ pub fn load_pem(
 /// Its key exchange groups are put in the order X25519, P-256, P-384: the provider lists P-384
 /// first, and ring's P-384 costs several times X25519 per handshake, while browsers offer
 /// X25519 first.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::ring::kx_group;
     #[allow(deprecated)]
     let mut provider = rustls::crypto::ring::default_provider();

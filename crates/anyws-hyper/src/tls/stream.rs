@@ -1,0 +1,977 @@
+//! The server side of a TLS connection, on rustls's unbuffered API.
+//!
+//! rustls's buffered connection (what `tokio-rustls` and `futures-rustls` drive) reads its
+//! socket 4 KiB at a time into a buffer of its own that grows, in steps, to hold a 16 KiB
+//! record and shrinks again once it is empty: for every large record, three reallocations, the
+//! bytes zeroed and copied as it grows. [`TlsStream`] reads the socket in 64 KiB steps into a
+//! buffer that the thread's connections share, decrypts the records there, and keeps with the
+//! connection only the part of a record that has not arrived whole. Encrypted output goes
+//! through another shared buffer straight to the socket, and only what the socket did not take
+//! stays with the connection. An idle connection holds no buffer.
+
+use futures_io::{AsyncRead, AsyncWrite};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+    WriteTraffic,
+};
+use rustls::ServerConfig;
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+/// The most read from the socket at a time.
+const READ_SIZE: usize = 64 * 1024;
+
+/// The largest TLS record on the wire (16 KiB of plaintext, 2 KiB of expansion, the header):
+/// the most a connection keeps of a record that has not arrived whole.
+const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
+
+/// The most plaintext encrypted by one write.
+const WRITE_SIZE: usize = 64 * 1024;
+
+/// Room for the record headers, content types and tags of a write of `len` bytes (TLS 1.3
+/// adds 22 bytes to a record, TLS 1.2 29); a write that needs more is retried with what rustls
+/// asks for.
+fn sealed_len(len: usize) -> usize {
+    len + (len / (16 * 1024) + 1) * 64
+}
+
+/// Plaintext pieces smaller than this are gathered into one record with their neighbours (a
+/// frame's header with its payload, a burst of small frames); larger ones are encrypted where
+/// they lie.
+const GATHER_BELOW: usize = 4096;
+
+thread_local! {
+    /// Socket reads, and the records decrypted in place.
+    static READ: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Encrypted output on its way to the socket.
+    static WRITE: RefCell<Output> = RefCell::new(Output::default());
+    /// Small plaintext pieces of a vectored write, gathered into one record.
+    static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the thread's buffer `key`, or on a buffer of its own when that one is in use.
+fn with_buffer<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|shared| match shared.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
+/// A server-side TLS connection over the socket `S`: plaintext in and out, as a `futures-io`
+/// stream and as a hyper I/O object. [`TlsStream::accept`] makes one and runs its handshake.
+///
+/// Writes are encrypted as they are made and sent at once; what the socket does not take is
+/// kept (at most one write's worth, up to 64 KiB and the records' overhead) and sent before
+/// anything else is accepted. Closing the stream sends TLS's `close_notify` first.
+pub struct TlsStream<S> {
+    io: S,
+    conn: UnbufferedServerConnection,
+    /// The start of a record that has not arrived whole.
+    incoming: Vec<u8>,
+    /// Plaintext decrypted but not read yet, from `plain_at` on.
+    plain: Vec<u8>,
+    plain_at: usize,
+    /// Encrypted bytes not sent yet, from `sent` on.
+    outgoing: Output,
+    sent: usize,
+    /// The peer closed: `close_notify` or the end of the socket.
+    eof: bool,
+    /// `close_notify` was queued.
+    closing: bool,
+}
+
+impl<S> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &(self.outgoing.len - self.sent))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where decrypted plaintext goes: the caller's buffer, or else the stream's.
+trait Sink {
+    /// How many more bytes it takes.
+    fn room(&self) -> usize;
+
+    /// Takes what it has room for from `bytes`, and says how much.
+    fn put(&mut self, bytes: &[u8]) -> usize;
+}
+
+impl Sink for (&mut [u8], usize) {
+    fn room(&self) -> usize {
+        self.0.len() - self.1
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.0.len() - self.1);
+        self.0[self.1..self.1 + n].copy_from_slice(&bytes[..n]);
+        self.1 += n;
+        n
+    }
+}
+
+impl Sink for hyper::rt::ReadBufCursor<'_> {
+    fn room(&self) -> usize {
+        self.remaining()
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.remaining());
+        self.put_slice(&bytes[..n]);
+        n
+    }
+}
+
+fn tls_error(error: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+/// Why rustls wrote nothing into a buffer: it needs a larger one, or it cannot.
+enum Short {
+    Need(usize),
+    Fail(io::Error),
+}
+
+impl From<EncodeError> for Short {
+    fn from(error: EncodeError) -> Self {
+        match error {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Short::Need(required_size)
+            }
+            error => Short::Fail(io::Error::other(error)),
+        }
+    }
+}
+
+impl From<EncryptError> for Short {
+    fn from(error: EncryptError) -> Self {
+        match error {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Short::Need(required_size)
+            }
+            error => Short::Fail(io::Error::other(error)),
+        }
+    }
+}
+
+/// Bytes on their way out: `buf[..len]`. The buffer only grows (a thread's is reused for every
+/// write), so it is zeroed once, not before every record.
+#[derive(Default)]
+struct Output {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Output {
+    fn filled(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.append(bytes.len(), |room| {
+            room.copy_from_slice(bytes);
+            Ok(bytes.len())
+        })
+        .expect("a copy fits the room made for it");
+    }
+
+    /// Appends what `write` writes into the room it is given: `room` bytes at first, as many
+    /// as rustls asks for after that.
+    fn append(
+        &mut self,
+        mut room: usize,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, Short>,
+    ) -> io::Result<()> {
+        let start = self.len;
+        loop {
+            if self.buf.len() < start + room {
+                self.buf.resize(start + room, 0);
+            }
+            match write(&mut self.buf[start..start + room]) {
+                Ok(n) => {
+                    self.len = start + n;
+                    return Ok(());
+                }
+                Err(Short::Need(required)) if required > room => room = required,
+                Err(Short::Need(_)) => {
+                    return Err(io::Error::other("TLS: no room for a record"));
+                }
+                Err(Short::Fail(error)) => return Err(error),
+            }
+        }
+    }
+}
+
+/// Encrypts what it accepts of `bufs` (up to 64 KiB) into `out` and says how much that was:
+/// small pieces gathered into one record, large ones encrypted where they lie.
+fn seal_bufs(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    bufs: &[IoSlice<'_>],
+    out: &mut Output,
+) -> io::Result<usize> {
+    let mut seal = |plaintext: &[u8], out: &mut Output| {
+        out.append(sealed_len(plaintext.len()), |room| {
+            traffic.encrypt(plaintext, room).map_err(Short::from)
+        })
+    };
+    with_buffer(&GATHER, |gather| {
+        gather.clear();
+        let mut accepted = 0;
+        for buf in bufs {
+            let buf = &buf[..buf.len().min(WRITE_SIZE - accepted)];
+            if buf.len() < GATHER_BELOW {
+                gather.extend_from_slice(buf);
+                if gather.len() >= 16 * 1024 {
+                    seal(gather, out)?;
+                    gather.clear();
+                }
+            } else {
+                if !gather.is_empty() {
+                    seal(gather, out)?;
+                    gather.clear();
+                }
+                seal(buf, out)?;
+            }
+            accepted += buf.len();
+            if accepted == WRITE_SIZE {
+                break;
+            }
+        }
+        if !gather.is_empty() {
+            seal(gather, out)?;
+        }
+        Ok(accepted)
+    })
+}
+
+impl<S> TlsStream<S> {
+    /// Starts a TLS connection on `io` with `config`; await the returned [`TlsAccept`] for the
+    /// stream once its handshake is done.
+    pub fn accept(io: S, config: Arc<ServerConfig>) -> TlsAccept<S> {
+        TlsAccept {
+            stream: Some(
+                UnbufferedServerConnection::new(config)
+                    .map(|conn| TlsStream {
+                        io,
+                        conn,
+                        incoming: Vec::new(),
+                        plain: Vec::new(),
+                        plain_at: 0,
+                        outgoing: Output::default(),
+                        sent: 0,
+                        eof: false,
+                        closing: false,
+                    })
+                    .map_err(tls_error),
+            ),
+        }
+    }
+
+    /// The socket.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The protocol the client and server agreed on by ALPN, if they did.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// Hands `sink` what it takes of the plaintext decrypted earlier, and says how much.
+    fn take_plain(&mut self, sink: &mut impl Sink) -> usize {
+        if self.plain_at == self.plain.len() {
+            return 0;
+        }
+        let n = sink.put(&self.plain[self.plain_at..]);
+        self.plain_at += n;
+        if self.plain_at == self.plain.len() {
+            self.plain = Vec::new();
+            self.plain_at = 0;
+        }
+        n
+    }
+
+    /// Processes the records in `buf`: plaintext to `sink` (what it has no room for to
+    /// `self.plain`), handshake messages to `self.outgoing`. Returns how many bytes of `buf`
+    /// were used up (the rest is the start of a record) and how many went to `sink`.
+    fn process(&mut self, buf: &mut [u8], sink: &mut impl Sink) -> io::Result<(usize, usize)> {
+        let mut used = 0;
+        let mut given = 0;
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process_tls_records(&mut buf[used..]);
+            let state = match state {
+                Ok(state) => state,
+                Err(error) => {
+                    // What rustls queued for the peer (an alert) goes with the error.
+                    self.queue_alert();
+                    return Err(tls_error(error));
+                }
+            };
+            match state {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        let taken = if self.plain.is_empty() {
+                            sink.put(record.payload)
+                        } else {
+                            0
+                        };
+                        given += taken;
+                        self.plain.extend_from_slice(&record.payload[taken..]);
+                    }
+                }
+                ConnectionState::ReadEarlyData(mut early) => {
+                    while let Some(record) = early.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        self.plain.extend_from_slice(record.payload);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    self.outgoing
+                        .append(1024, |out| data.encode(out).map_err(Short::from))?;
+                }
+                // The bytes are in `self.outgoing`, sent before anything else.
+                ConnectionState::TransmitTlsData(data) => data.done(),
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    self.eof = true;
+                    return Ok((used + discard, given));
+                }
+                // Nothing more until more bytes arrive.
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                    return Ok((used + discard, given));
+                }
+                _ => {
+                    return Err(io::Error::other(
+                        "TLS: a connection state this stream does not handle",
+                    ))
+                }
+            }
+            used += discard;
+        }
+    }
+
+    /// Queues what rustls has for the peer after an error (the alert that says why).
+    fn queue_alert(&mut self) {
+        for _ in 0..4 {
+            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    if self
+                        .outgoing
+                        .append(1024, |out| data.encode(out).map_err(Short::from))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Runs `f` on the connection once it may send application data, after queueing what
+    /// rustls has to send first (a key update, session tickets).
+    fn with_write_traffic<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Output) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut f = Some(f);
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let state = match state {
+                Ok(state) => state,
+                Err(error) => {
+                    self.queue_alert();
+                    return Err(tls_error(error));
+                }
+            };
+            let result = match state {
+                ConnectionState::WriteTraffic(mut traffic) => match f.take() {
+                    Some(f) => Some(f(&mut traffic, &mut self.outgoing)),
+                    None => Some(Err(io::Error::other("TLS: write state reached twice"))),
+                },
+                ConnectionState::EncodeTlsData(mut data) => {
+                    self.outgoing
+                        .append(1024, |out| data.encode(out).map_err(Short::from))?;
+                    None
+                }
+                ConnectionState::TransmitTlsData(data) => {
+                    data.done();
+                    None
+                }
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        self.plain.extend_from_slice(record.payload);
+                    }
+                    None
+                }
+                ConnectionState::PeerClosed => {
+                    self.eof = true;
+                    None
+                }
+                ConnectionState::Closed => Some(Err(io::ErrorKind::BrokenPipe.into())),
+                ConnectionState::BlockedHandshake => Some(Err(io::ErrorKind::NotConnected.into())),
+                _ => Some(Err(io::Error::other(
+                    "TLS: a connection state this stream does not handle",
+                ))),
+            };
+            self.incoming.drain(..discard);
+            if let Some(result) = result {
+                return result;
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
+    /// Sends what is queued in `self.outgoing`; `Ready(Ok)` once all of it went.
+    fn poll_send_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.outgoing.len {
+            let n = ready!(
+                Pin::new(&mut self.io).poll_write(cx, &self.outgoing.filled()[self.sent..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        if !self.outgoing.is_empty() {
+            self.outgoing = Output::default();
+            self.sent = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// One read of the socket, and the records it completes: plaintext to `sink`. `Ready` with
+    /// whatever came of it (plaintext, handshake progress, the end of the stream), `Pending`
+    /// when the socket has nothing.
+    fn poll_read_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut impl Sink,
+    ) -> Poll<io::Result<usize>> {
+        // Handshake messages first: the client may be waiting for them.
+        if let Poll::Ready(Err(error)) = self.poll_send_queued(cx) {
+            return Poll::Ready(Err(error));
+        }
+        let polled = with_buffer(&READ, |buf| {
+            let kept = self.incoming.len();
+            if buf.len() < kept + READ_SIZE {
+                buf.resize(kept + READ_SIZE, 0);
+            }
+            buf[..kept].copy_from_slice(&self.incoming);
+            let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf[kept..kept + READ_SIZE]))?;
+            if n == 0 {
+                self.eof = true;
+                if kept > 0 {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "TLS: the connection ended inside a record",
+                    )));
+                }
+                return Poll::Ready(Ok(0));
+            }
+            let filled = kept + n;
+            let (used, given) = self.process(&mut buf[..filled], sink)?;
+            let rest = &buf[used..filled];
+            if rest.len() > MAX_RECORD {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS: a record larger than the protocol allows",
+                )));
+            }
+            self.incoming.clear();
+            if rest.is_empty() {
+                self.incoming = Vec::new();
+            } else {
+                self.incoming.extend_from_slice(rest);
+            }
+            Poll::Ready(Ok(given))
+        });
+        // What processing queued (session tickets, a key update's answer, an alert) goes now.
+        if !self.outgoing.is_empty() {
+            if let Poll::Ready(Err(error)) = self.poll_send_queued(cx) {
+                if polled.is_ready() {
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
+        polled
+    }
+
+    /// Reads plaintext into `sink`: `Ready` with how much once there was some, or with 0 at
+    /// the end of the stream.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut impl Sink,
+    ) -> Poll<io::Result<usize>> {
+        if sink.room() == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let n = self.take_plain(sink);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            if self.eof {
+                return Poll::Ready(Ok(0));
+            }
+            let n = ready!(self.poll_read_socket(cx, sink))?;
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+        }
+    }
+
+    /// Encrypts what it accepts of `bufs` (up to 64 KiB) and sends it; `Pending` only while
+    /// an earlier write is still not sent.
+    fn poll_write_bufs(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_send_queued(cx))?;
+        if self.closing {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if bufs.iter().all(|buf| buf.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        let written = with_buffer(&WRITE, |out| {
+            out.len = 0;
+            let accepted = self.with_write_traffic(|traffic, queued| {
+                // Records rustls queued first (a key update's answer) go before these.
+                let target = if queued.is_empty() { &mut *out } else { queued };
+                seal_bufs(traffic, bufs, target)
+            })?;
+            let mut at = 0;
+            while at < out.len {
+                match Pin::new(&mut self.io).poll_write(cx, &out.filled()[at..]) {
+                    Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => at += n,
+                    Poll::Ready(Err(error)) => return Err(error),
+                    Poll::Pending => break,
+                }
+            }
+            if at < out.len {
+                self.outgoing.extend_from_slice(&out.filled()[at..]);
+            }
+            Ok(accepted)
+        });
+        let accepted = written?;
+        // Sent now if the socket takes it; otherwise before the next write.
+        if let Poll::Ready(Err(error)) = self.poll_send_queued(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Poll::Ready(Ok(accepted))
+    }
+
+    fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_queued(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Sends `close_notify` (once the handshake is done), then closes the socket.
+    fn poll_close_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.closing {
+            self.closing = true;
+            // Before the handshake is done, or after the peer's, there is nothing to say.
+            let _ = self.with_write_traffic(|traffic, queued| {
+                queued.append(64, |out| {
+                    traffic.queue_close_notify(out).map_err(Short::from)
+                })
+            });
+        }
+        ready!(self.poll_send_queued(cx))?;
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
+/// A [`TlsStream`]'s handshake: ready with the stream once it is done.
+pub struct TlsAccept<S> {
+    stream: Option<io::Result<TlsStream<S>>>,
+}
+
+impl<S> std::fmt::Debug for TlsAccept<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAccept").finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for TlsAccept<S> {
+    type Output = io::Result<TlsStream<S>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let stream = match self.stream.as_mut() {
+            Some(Ok(stream)) => stream,
+            Some(Err(_)) => return Poll::Ready(self.stream.take().expect("just seen")),
+            None => panic!("TlsAccept polled after it was ready"),
+        };
+        loop {
+            if !stream.conn.is_handshaking() {
+                ready!(stream.poll_send_queued(cx))?;
+                return Poll::Ready(self.stream.take().expect("just seen"));
+            }
+            if stream.eof {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "TLS: the client left during the handshake",
+                )));
+            }
+            // Plaintext sent with the client's last handshake message is kept for the first read.
+            let mut nowhere: (&mut [u8], usize) = (&mut [], 0);
+            ready!(stream.poll_read_socket(cx, &mut nowhere))?;
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_read_into(cx, &mut (buf, 0))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_bufs(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_bufs(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_flush_tls(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_tls(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for TlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().poll_read_into(cx, &mut buf).map_ok(|_| ())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for TlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_bufs(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_bufs(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_flush_tls(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_tls(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{AsyncReadExt, AsyncWriteExt};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// One direction of an in-memory connection: reads take at most `step` bytes at a time.
+    #[derive(Default)]
+    struct Pipe {
+        bytes: VecDeque<u8>,
+        closed: bool,
+    }
+
+    /// One end of an in-memory connection.
+    struct End {
+        rx: Arc<Mutex<Pipe>>,
+        tx: Arc<Mutex<Pipe>>,
+        step: usize,
+    }
+
+    fn pair(step: usize) -> (End, End) {
+        let (a, b) = (Arc::default(), Arc::default());
+        let client = End {
+            rx: Arc::clone(&a),
+            tx: Arc::clone(&b),
+            step: usize::MAX,
+        };
+        (client, End { rx: b, tx: a, step })
+    }
+
+    impl AsyncRead for End {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let mut pipe = self.rx.lock().unwrap();
+            if pipe.bytes.is_empty() {
+                return if pipe.closed {
+                    Poll::Ready(Ok(0))
+                } else {
+                    Poll::Pending
+                };
+            }
+            let n = out.len().min(self.step).min(pipe.bytes.len());
+            for (slot, byte) in out.iter_mut().zip(pipe.bytes.drain(..n)) {
+                *slot = byte;
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for End {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.tx.lock().unwrap().bytes.extend(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.tx.lock().unwrap().closed = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Polls `a` and `b` in turn until both are done (in-memory pipes always make progress
+    /// when polled again).
+    fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+        let mut joined = std::pin::pin!(futures_util::future::join(a, b));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..1_000_000 {
+            if let Poll::Ready(out) = joined.as_mut().poll(&mut cx) {
+                return out;
+            }
+        }
+        panic!("no progress");
+    }
+
+    fn configs(alpn: &[&[u8]]) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let certified =
+            rustls::sign::CertifiedKey::from_der(vec![der.clone()], key, &crate::tls::provider())
+                .unwrap();
+        let server = crate::tls::server_config(crate::tls::Certificates::new(certified));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    fn connect(
+        client: End,
+        config: Arc<rustls::ClientConfig>,
+    ) -> impl Future<Output = io::Result<futures_rustls::client::TlsStream<End>>> {
+        futures_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").unwrap(), client)
+    }
+
+    /// Bytes both ways, of every size up to several records, read in small and large steps,
+    /// with the server's socket giving `step` bytes at a time; the first request goes out with
+    /// the client's last handshake message. Between messages the stream keeps no buffer.
+    #[test]
+    fn bytes_go_both_ways_whole_and_in_order() {
+        for step in [1, 7, 4096, usize::MAX] {
+            let (client, server) = pair(step);
+            let (server_config, client_config) = configs(&[b"http/1.1"]);
+            let (client, server) = both(
+                async {
+                    let mut client = connect(client, client_config).await.unwrap();
+                    client.write_all(b"first").await.unwrap();
+                    client.flush().await.unwrap();
+                    client
+                },
+                TlsStream::accept(server, server_config),
+            );
+            let (mut client, mut server) = (client, server.unwrap());
+            assert_eq!(server.alpn_protocol(), Some(&b"http/1.1"[..]));
+            for size in [5, 1, 100, 16 * 1024, 16 * 1024 + 5, 200_000] {
+                let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+                let expected = message.clone();
+                let check = expected.clone();
+                let skip = if size == 5 { 0 } else { usize::MAX };
+                let (echoed, ()) = both(
+                    async {
+                        if skip != 0 {
+                            client.write_all(&message).await.unwrap();
+                            client.flush().await.unwrap();
+                        }
+                        let mut back = vec![0; size];
+                        client.read_exact(&mut back).await.unwrap();
+                        back
+                    },
+                    async {
+                        let mut got = vec![0; size];
+                        let mut at = 0;
+                        while at < size {
+                            let chunk = (size - at).min(if size > 1000 { 3000 } else { 1 });
+                            let n = server.read(&mut got[at..at + chunk]).await.unwrap();
+                            assert!(n > 0, "no end of stream in the middle");
+                            at += n;
+                        }
+                        if size == 5 {
+                            assert_eq!(got, b"first", "sent with the handshake");
+                        } else {
+                            assert_eq!(got, check, "step {step}, size {size}");
+                        }
+                        // Two writes: a header and its payload, as a frame goes out.
+                        let (head, tail) = got.split_at(size.min(4));
+                        let bufs = [IoSlice::new(head), IoSlice::new(tail)];
+                        let mut sent = 0;
+                        while sent < size {
+                            let n = futures_util::future::poll_fn(|cx| {
+                                let bufs: Vec<IoSlice<'_>> = if sent < head.len() {
+                                    vec![IoSlice::new(&head[sent..]), bufs[1]]
+                                } else {
+                                    vec![IoSlice::new(&tail[sent - head.len()..])]
+                                };
+                                Pin::new(&mut server).poll_write_vectored(cx, &bufs)
+                            })
+                            .await
+                            .unwrap();
+                            sent += n;
+                        }
+                        server.flush().await.unwrap();
+                    },
+                );
+                let sent = if size == 5 { &b"first"[..] } else { &expected };
+                assert_eq!(echoed, sent, "echoed, step {step}, size {size}");
+                assert_eq!(server.incoming.capacity(), 0, "step {step}, size {size}");
+                assert_eq!(server.plain.capacity(), 0);
+                assert_eq!(server.outgoing.buf.capacity(), 0);
+            }
+        }
+    }
+
+    /// `close` sends `close_notify`, which the client reads as the end of the stream; the
+    /// client's `close_notify` is the end of the server's.
+    #[test]
+    fn close_notify_both_ways() {
+        let (client, server) = pair(usize::MAX);
+        let (server_config, client_config) = configs(&[]);
+        let (client, server) = both(
+            connect(client, client_config),
+            TlsStream::accept(server, server_config),
+        );
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        assert_eq!(server.alpn_protocol(), None);
+        let (read, ()) = both(
+            async {
+                let mut all = Vec::new();
+                client.read_to_end(&mut all).await.unwrap();
+                all
+            },
+            async {
+                server.write_all(b"bye").await.unwrap();
+                server.close().await.unwrap();
+            },
+        );
+        assert_eq!(read, b"bye");
+        let mut buf = [0; 8];
+        let (closed, n) = both(client.close(), server.read(&mut buf));
+        closed.unwrap();
+        assert_eq!(n.unwrap(), 0);
+    }
+
+    /// A client that does not speak TLS gets an alert and the handshake fails with an error
+    /// that says why; one that leaves mid-handshake or mid-record is an error too.
+    #[test]
+    fn bad_input_is_an_error() {
+        let (client, server) = pair(usize::MAX);
+        let (server_config, _) = configs(&[]);
+        let rx = Arc::clone(&client.rx);
+        let mut client = client;
+        let (_, accepted) = both(
+            async {
+                client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            },
+            TlsStream::accept(server, server_config.clone()),
+        );
+        let error = accepted.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        let answer: Vec<u8> = rx.lock().unwrap().bytes.iter().copied().collect();
+        assert_eq!(answer.first(), Some(&21), "an alert record: {answer:?}");
+
+        let (mut client, server) = pair(usize::MAX);
+        let (_, accepted) = both(
+            async {
+                // The start of a ClientHello record, then the end of the connection.
+                client.write_all(&[22, 3, 1, 0, 200, 1, 0]).await.unwrap();
+                client.close().await.unwrap();
+            },
+            TlsStream::accept(server, server_config),
+        );
+        assert!(accepted.is_err());
+    }
+}

@@ -26,9 +26,13 @@ use std::task::{ready, Context, Poll};
 /// The most read from the socket at a time.
 const READ_SIZE: usize = 64 * 1024;
 
-/// The largest TLS record on the wire (16 KiB of plaintext, 2 KiB of expansion, the header):
-/// the most a connection keeps of a record that has not arrived whole.
+/// The largest TLS record on the wire: 16 KiB of plaintext, 2 KiB of expansion, the header.
 const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
+
+/// The most a connection keeps between reads: a record that has not arrived whole, or during
+/// the handshake the records of a handshake message that has not (rustls takes those of up to
+/// 64 KiB).
+const MAX_KEPT: usize = 0xffff + MAX_RECORD;
 
 /// The most plaintext encrypted by one write.
 const WRITE_SIZE: usize = 64 * 1024;
@@ -494,10 +498,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             let filled = kept + n;
             let (used, given) = self.process(&mut buf[..filled], sink)?;
             let rest = &buf[used..filled];
-            if rest.len() > MAX_RECORD {
+            if rest.len() > MAX_KEPT {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "TLS: a record larger than the protocol allows",
+                    "TLS: a record or handshake message larger than the protocol allows",
                 )));
             }
             self.incoming.clear();

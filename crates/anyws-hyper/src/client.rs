@@ -1,7 +1,8 @@
 //! What the runtime adapters' client connectors share: securing a `wss://` stream.
 //!
 //! Each adapter opens the TCP stream with its runtime; [`ClientSecurity::secure`] then runs
-//! the TLS handshake over it with `futures-rustls` (runtime-free) when the URL is `wss://`
+//! the TLS handshake over it with [`TlsStream`](crate::tls::TlsStream) (runtime-free) when the
+//! URL is `wss://`
 //! (feature `tls`), and hands it on as the core's [`ClientIo`].
 //!
 //! ```
@@ -55,10 +56,7 @@ impl ClientSecurity {
             };
             let name = rustls::pki_types::ServerName::try_from(target.host.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            // Socket reads in 64 KiB steps rather than rustls's 4 KiB.
-            let stream = futures_rustls::TlsConnector::from(config)
-                .connect(name, crate::read_ahead::ReadAheadStream::new(io))
-                .await?;
+            let stream = crate::tls::TlsStream::connect(io, config, name).await?;
             Ok(Box::new(stream))
         }
         #[cfg(not(feature = "tls"))]

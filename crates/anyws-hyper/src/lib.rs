@@ -50,8 +50,6 @@
 mod client;
 mod h1;
 mod io;
-#[cfg(feature = "tls")]
-mod read_ahead;
 mod serve;
 mod service;
 mod sse;

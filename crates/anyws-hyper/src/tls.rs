@@ -2,10 +2,11 @@
 //! with its `ring` provider, certificates loaded from PEM files and replaceable while running;
 //! and for their clients' `wss://` connections, [`client_config`] with the Mozilla root store.
 //!
-//! Every runtime adapter serves its TLS connections with [`TlsStream`], on rustls's unbuffered
-//! API over any `futures-io` socket: it reads the socket in 64 KiB steps into a buffer its
-//! thread's connections share, decrypts the records there, and sends what it encrypts straight
-//! from another shared buffer, so an idle connection holds no TLS buffer (see [`TlsStream`]).
+//! Every runtime adapter serves its TLS connections, and its clients make their `wss://` ones,
+//! with [`TlsStream`], on rustls's unbuffered API over any `futures-io` socket: it reads the
+//! socket in 64 KiB steps into a buffer its thread's connections share, decrypts the records
+//! there, and sends what it encrypts straight from another shared buffer, so an idle
+//! connection holds no TLS buffer.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), anyws_hyper::tls::TlsError> {
@@ -27,7 +28,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-pub use stream::{TlsAccept, TlsStream};
+pub use stream::{TlsAccept, TlsSide, TlsStream};
 
 mod stream;
 pub use rustls;

@@ -1,4 +1,4 @@
-//! The server side of a TLS connection, on rustls's unbuffered API.
+//! A TLS connection on rustls's unbuffered API, server or client side.
 //!
 //! rustls's buffered connection (what `tokio-rustls` and `futures-rustls` drive) reads its
 //! socket 4 KiB at a time into a buffer of its own that grows, in steps, to hold a 16 KiB
@@ -10,15 +10,18 @@
 //! stays with the connection. An idle connection holds no buffer.
 
 use futures_io::{AsyncRead, AsyncWrite};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
-    WriteTraffic,
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, ReadEarlyData,
+    UnbufferedConnectionCommon, UnbufferedStatus, WriteTraffic,
 };
-use rustls::ServerConfig;
+use rustls::{ClientConfig, ServerConfig};
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -69,15 +72,86 @@ fn with_buffer<T: Default + 'static, R>(
     })
 }
 
-/// A server-side TLS connection over the socket `S`: plaintext in and out, as a `futures-io`
-/// stream and as a hyper I/O object. [`TlsStream::accept`] makes one and runs its handshake.
+/// The side of a [`TlsStream`]: rustls's unbuffered server connection (the default) or client
+/// connection, and nothing else.
+pub trait TlsSide: sealed::Sealed {}
+
+impl TlsSide for UnbufferedServerConnection {}
+impl TlsSide for UnbufferedClientConnection {}
+
+mod sealed {
+    use super::*;
+
+    /// What a [`TlsStream`] needs of its side that rustls defines for each side apart.
+    pub trait Sealed: DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> + Unpin {
+        type Data;
+
+        fn process<'c, 'i>(
+            &'c mut self,
+            incoming: &'i mut [u8],
+        ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+
+        /// Appends the early data of `early` to `plain`; how many more bytes to discard.
+        fn take_early_data(
+            early: &mut ReadEarlyData<'_, '_, Self::Data>,
+            plain: &mut Vec<u8>,
+        ) -> Result<usize, rustls::Error>;
+    }
+
+    impl Sealed for UnbufferedServerConnection {
+        type Data = ServerConnectionData;
+
+        fn process<'c, 'i>(
+            &'c mut self,
+            incoming: &'i mut [u8],
+        ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+            self.process_tls_records(incoming)
+        }
+
+        fn take_early_data(
+            early: &mut ReadEarlyData<'_, '_, Self::Data>,
+            plain: &mut Vec<u8>,
+        ) -> Result<usize, rustls::Error> {
+            let mut discard = 0;
+            while let Some(record) = early.next_record() {
+                let record = record?;
+                discard += record.discard;
+                plain.extend_from_slice(record.payload);
+            }
+            Ok(discard)
+        }
+    }
+
+    impl Sealed for UnbufferedClientConnection {
+        type Data = ClientConnectionData;
+
+        fn process<'c, 'i>(
+            &'c mut self,
+            incoming: &'i mut [u8],
+        ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+            self.process_tls_records(incoming)
+        }
+
+        /// A client receives no early data.
+        fn take_early_data(
+            _: &mut ReadEarlyData<'_, '_, Self::Data>,
+            _: &mut Vec<u8>,
+        ) -> Result<usize, rustls::Error> {
+            Ok(0)
+        }
+    }
+}
+
+/// A TLS connection over the socket `S`, by default its server side: plaintext in and out, as
+/// a `futures-io` stream and as a hyper I/O object. [`TlsStream::accept`] makes a server one
+/// and [`TlsStream::connect`] a client one, and each runs its handshake.
 ///
 /// Writes are encrypted as they are made and sent at once; what the socket does not take is
 /// kept (at most one write's worth, up to 64 KiB and the records' overhead) and sent before
 /// anything else is accepted. Closing the stream sends TLS's `close_notify` first.
-pub struct TlsStream<S> {
+pub struct TlsStream<S, C: TlsSide = UnbufferedServerConnection> {
     io: S,
-    conn: UnbufferedServerConnection,
+    conn: C,
     /// The start of a record that has not arrived whole.
     incoming: Vec<u8>,
     /// Plaintext decrypted but not read yet, from `plain_at` on.
@@ -90,9 +164,11 @@ pub struct TlsStream<S> {
     eof: bool,
     /// `close_notify` was queued.
     closing: bool,
+    /// rustls failed: it is not called again.
+    failed: bool,
 }
 
-impl<S> std::fmt::Debug for TlsStream<S> {
+impl<S, C: TlsSide> std::fmt::Debug for TlsStream<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream")
             .field("handshaking", &self.conn.is_handshaking())
@@ -138,6 +214,14 @@ impl Sink for hyper::rt::ReadBufCursor<'_> {
 
 fn tls_error(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+/// What a read or write of a connection that failed returns.
+fn failed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "TLS: the connection failed earlier",
+    )
 }
 
 /// Why rustls wrote nothing into a buffer: it needs a larger one, or it cannot.
@@ -222,8 +306,8 @@ impl Output {
 
 /// Encrypts what it accepts of `bufs` (up to 64 KiB) into `out` and says how much that was:
 /// small pieces gathered into one record, large ones encrypted where they lie.
-fn seal_bufs(
-    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+fn seal_bufs<D>(
+    traffic: &mut WriteTraffic<'_, D>,
     bufs: &[IoSlice<'_>],
     out: &mut Output,
 ) -> io::Result<usize> {
@@ -263,28 +347,26 @@ fn seal_bufs(
 }
 
 impl<S> TlsStream<S> {
-    /// Starts a TLS connection on `io` with `config`; await the returned [`TlsAccept`] for the
-    /// stream once its handshake is done.
+    /// Starts the server side of a TLS connection on `io` with `config`; await the returned
+    /// [`TlsAccept`] for the stream once its handshake is done.
     pub fn accept(io: S, config: Arc<ServerConfig>) -> TlsAccept<S> {
-        TlsAccept {
-            stream: Some(
-                UnbufferedServerConnection::new(config)
-                    .map(|conn| TlsStream {
-                        io,
-                        conn,
-                        incoming: Vec::new(),
-                        plain: Vec::new(),
-                        plain_at: 0,
-                        outgoing: Output::default(),
-                        sent: 0,
-                        eof: false,
-                        closing: false,
-                    })
-                    .map_err(tls_error),
-            ),
-        }
+        TlsAccept::new(io, UnbufferedServerConnection::new(config))
     }
+}
 
+impl<S> TlsStream<S, UnbufferedClientConnection> {
+    /// Starts the client side of a TLS connection to the server `name` on `io` with `config`;
+    /// await the returned [`TlsAccept`] for the stream once its handshake is done.
+    pub fn connect(
+        io: S,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> TlsAccept<S, UnbufferedClientConnection> {
+        TlsAccept::new(io, UnbufferedClientConnection::new(config, name))
+    }
+}
+
+impl<S, C: TlsSide> TlsStream<S, C> {
     /// The socket.
     pub fn get_ref(&self) -> &S {
         &self.io
@@ -313,16 +395,18 @@ impl<S> TlsStream<S> {
     /// `self.plain`), handshake messages to `self.outgoing`. Returns how many bytes of `buf`
     /// were used up (the rest is the start of a record) and how many went to `sink`.
     fn process(&mut self, buf: &mut [u8], sink: &mut impl Sink) -> io::Result<(usize, usize)> {
+        if self.failed {
+            return Err(failed());
+        }
         let mut used = 0;
         let mut given = 0;
         loop {
-            let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut buf[used..]);
+            let UnbufferedStatus { mut discard, state } = self.conn.process(&mut buf[used..]);
             let state = match state {
                 Ok(state) => state,
                 Err(error) => {
                     // What rustls queued for the peer (an alert) goes with the error.
-                    self.queue_alert();
+                    self.fail();
                     return Err(tls_error(error));
                 }
             };
@@ -341,11 +425,8 @@ impl<S> TlsStream<S> {
                     }
                 }
                 ConnectionState::ReadEarlyData(mut early) => {
-                    while let Some(record) = early.next_record() {
-                        let record = record.map_err(tls_error)?;
-                        discard += record.discard;
-                        self.plain.extend_from_slice(record.payload);
-                    }
+                    discard +=
+                        C::take_early_data(&mut early, &mut self.plain).map_err(tls_error)?;
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
                     self.outgoing
@@ -371,22 +452,28 @@ impl<S> TlsStream<S> {
         }
     }
 
-    /// Queues what rustls has for the peer after an error (the alert that says why).
-    fn queue_alert(&mut self) {
-        for _ in 0..4 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
-            match state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if self
-                        .outgoing
-                        .append(1024, |out| data.encode(out).map_err(Short::from))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
-                _ => return,
+    /// Marks the connection failed, with the alert rustls has for the peer queued.
+    fn fail(&mut self) {
+        self.failed = true;
+        self.queue_output();
+    }
+
+    /// Queues what rustls has for the peer without reading more: its hello at a client's
+    /// start; after an error, the alert that says why. rustls hands out what it has queued
+    /// before it looks at the bytes it is given, and is given none here: after an error it
+    /// must not be asked to read again.
+    fn queue_output(&mut self) {
+        while self.conn.wants_write() {
+            let UnbufferedStatus { state, .. } = self.conn.process(&mut []);
+            let Ok(ConnectionState::EncodeTlsData(mut data)) = state else {
+                return;
+            };
+            if self
+                .outgoing
+                .append(1024, |out| data.encode(out).map_err(Short::from))
+                .is_err()
+            {
+                return;
             }
         }
     }
@@ -395,16 +482,18 @@ impl<S> TlsStream<S> {
     /// rustls has to send first (a key update, session tickets).
     fn with_write_traffic<R>(
         &mut self,
-        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Output) -> io::Result<R>,
+        f: impl FnOnce(&mut WriteTraffic<'_, C::Data>, &mut Output) -> io::Result<R>,
     ) -> io::Result<R> {
+        if self.failed {
+            return Err(failed());
+        }
         let mut f = Some(f);
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { discard, state } = self.conn.process(&mut self.incoming);
             let state = match state {
                 Ok(state) => state,
                 Err(error) => {
-                    self.queue_alert();
+                    self.fail();
                     return Err(tls_error(error));
                 }
             };
@@ -447,7 +536,7 @@ impl<S> TlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> TlsStream<S, C> {
     /// Sends what is queued in `self.outgoing`; `Ready(Ok)` once all of it went.
     fn poll_send_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.outgoing.len {
@@ -613,18 +702,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
 }
 
 /// A [`TlsStream`]'s handshake: ready with the stream once it is done.
-pub struct TlsAccept<S> {
-    stream: Option<io::Result<TlsStream<S>>>,
+pub struct TlsAccept<S, C: TlsSide = UnbufferedServerConnection> {
+    stream: Option<io::Result<TlsStream<S, C>>>,
 }
 
-impl<S> std::fmt::Debug for TlsAccept<S> {
+impl<S, C: TlsSide> TlsAccept<S, C> {
+    fn new(io: S, conn: Result<C, rustls::Error>) -> Self {
+        let stream = conn.map_err(tls_error).map(|conn| {
+            let mut stream = TlsStream {
+                io,
+                conn,
+                incoming: Vec::new(),
+                plain: Vec::new(),
+                plain_at: 0,
+                outgoing: Output::default(),
+                sent: 0,
+                eof: false,
+                closing: false,
+                failed: false,
+            };
+            // A client speaks first.
+            stream.queue_output();
+            stream
+        });
+        Self {
+            stream: Some(stream),
+        }
+    }
+}
+
+impl<S, C: TlsSide> std::fmt::Debug for TlsAccept<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsAccept").finish_non_exhaustive()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Future for TlsAccept<S> {
-    type Output = io::Result<TlsStream<S>>;
+impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> Future for TlsAccept<S, C> {
+    type Output = io::Result<TlsStream<S, C>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let stream = match self.stream.as_mut() {
@@ -640,17 +754,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for TlsAccept<S> {
             if stream.eof {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "TLS: the client left during the handshake",
+                    "TLS: the peer left during the handshake",
                 )));
             }
-            // Plaintext sent with the client's last handshake message is kept for the first read.
+            // Plaintext sent with the peer's last handshake message is kept for the first read.
             let mut nowhere: (&mut [u8], usize) = (&mut [], 0);
             ready!(stream.poll_read_socket(cx, &mut nowhere))?;
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> AsyncRead for TlsStream<S, C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -660,7 +774,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> AsyncWrite for TlsStream<S, C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -686,7 +800,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> hyper::rt::Read for TlsStream<S, C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -696,7 +810,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Read for TlsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> hyper::rt::Write for TlsStream<S, C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -730,7 +844,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> hyper::rt::Write for TlsStream<S> {
 mod tests {
     use super::*;
     use futures_util::{AsyncReadExt, AsyncWriteExt};
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -836,9 +950,8 @@ mod tests {
     fn connect(
         client: End,
         config: Arc<rustls::ClientConfig>,
-    ) -> impl Future<Output = io::Result<futures_rustls::client::TlsStream<End>>> {
-        futures_rustls::TlsConnector::from(config)
-            .connect(ServerName::try_from("localhost").unwrap(), client)
+    ) -> TlsAccept<End, UnbufferedClientConnection> {
+        TlsStream::connect(client, config, ServerName::try_from("localhost").unwrap())
     }
 
     /// Bytes both ways, of every size up to several records, read in small and large steps,
@@ -967,6 +1080,40 @@ mod tests {
         let answer: Vec<u8> = rx.lock().unwrap().bytes.iter().copied().collect();
         assert_eq!(answer.first(), Some(&21), "an alert record: {answer:?}");
 
+        // A client that does not trust the server's certificate refuses it, and the server
+        // hears why.
+        let (client, server) = pair(usize::MAX);
+        let (_, trusting_another) = configs(&[]);
+        let (connected, accepted) = both(
+            connect(client, trusting_another),
+            TlsStream::accept(server, server_config.clone()),
+        );
+        let error = connected.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        assert!(error.to_string().contains("certificate"), "{error}");
+        assert!(accepted.is_err());
+
+        // Two handshake messages in one record, the first a malformed ClientHello: an error,
+        // with the second one still waiting in rustls.
+        let (mut client, server) = pair(usize::MAX);
+        let rx = Arc::clone(&client.rx);
+        let (_, accepted) = both(
+            async {
+                let messages = [
+                    [1, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef],
+                    [1, 0, 0, 4, 1, 2, 3, 4],
+                ];
+                let mut record = vec![22, 3, 1, 0, 16];
+                record.extend(messages.iter().flatten());
+                client.write_all(&record).await.unwrap();
+            },
+            TlsStream::accept(server, server_config.clone()),
+        );
+        let error = accepted.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        let answer: Vec<u8> = rx.lock().unwrap().bytes.iter().copied().collect();
+        assert_eq!(answer.first(), Some(&21), "an alert record: {answer:?}");
+
         let (mut client, server) = pair(usize::MAX);
         let (_, accepted) = both(
             async {
@@ -977,5 +1124,140 @@ mod tests {
             TlsStream::accept(server, server_config),
         );
         assert!(accepted.is_err());
+    }
+
+    /// A small deterministic generator for the mutations below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Changes `bytes` in one of a few ways that keep some of the TLS record structure.
+    fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(bytes.len());
+            match rng.below(7) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next() as u8,
+                2 => bytes.truncate(at),
+                3 => {
+                    // Repeat a stretch: several handshake messages in one record, records
+                    // twice over.
+                    let len = rng.below(64).min(bytes.len() - at);
+                    let stretch = bytes[at..at + len].to_vec();
+                    let to = rng.below(bytes.len());
+                    bytes.splice(to..to, stretch);
+                }
+                4 => {
+                    let extra: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
+                    bytes.splice(at..at, extra);
+                }
+                5 if bytes.len() >= 5 => {
+                    // A record or handshake length that lies.
+                    let len = rng.below(70_000) as u16;
+                    bytes[3..5].copy_from_slice(&len.to_be_bytes());
+                }
+                _ => {
+                    if bytes.len() > 9 {
+                        bytes[6..9]
+                            .copy_from_slice(&(rng.below(1 << 17) as u32).to_be_bytes()[1..]);
+                    }
+                }
+            }
+            if bytes.is_empty() {
+                bytes.push(22);
+            }
+        }
+    }
+
+    /// Polls `future` until it is ready, or gives up.
+    fn finish<F: Future>(future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        (0..100_000).find_map(|_| match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    }
+
+    /// Mangled ClientHellos, cut into reads of every size and followed by the end of the
+    /// connection: the handshake always ends, with an error, and nothing panics.
+    #[test]
+    fn mangled_handshakes_end_in_an_error() {
+        let (server_config, client_config) = configs(&[b"http/1.1"]);
+        let (client, _) = pair(usize::MAX);
+        let tx = Arc::clone(&client.tx);
+        assert!(
+            finish(connect(client, client_config)).is_none(),
+            "waits for the server"
+        );
+        let hello: Vec<u8> = tx.lock().unwrap().bytes.iter().copied().collect();
+        assert_eq!(hello[0], 22, "a handshake record");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..3000 {
+            let mut input = hello.clone();
+            mutate(&mut rng, &mut input);
+            let (client, server) = pair(1 + rng.below(600));
+            {
+                let mut pipe = client.tx.lock().unwrap();
+                pipe.bytes.extend(&input);
+                pipe.closed = true;
+            }
+            match finish(TlsStream::accept(server, server_config.clone())) {
+                Some(Err(_)) => {}
+                Some(Ok(_)) => panic!("round {round}: a handshake from half a conversation"),
+                None => panic!("round {round}: the handshake did not end: {input:?}"),
+            }
+        }
+    }
+
+    /// After a real handshake, mangled records: each read ends in plaintext or an error, and
+    /// nothing panics.
+    #[test]
+    fn mangled_records_end_in_an_error() {
+        let (server_config, client_config) = configs(&[]);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for round in 0..300 {
+            let (client, server) = pair(1 + rng.below(5000));
+            let to_server = Arc::clone(&client.tx);
+            let (client, server) = both(
+                connect(client, client_config.clone()),
+                TlsStream::accept(server, server_config.clone()),
+            );
+            let (mut client, mut server) = (client.unwrap(), server.unwrap());
+            let message: Vec<u8> = (0..rng.below(40_000)).map(|i| i as u8).collect();
+            finish(async {
+                client.write_all(&message).await.unwrap();
+                client.flush().await.unwrap();
+            })
+            .unwrap();
+            {
+                let mut pipe = to_server.lock().unwrap();
+                let mut bytes: Vec<u8> = pipe.bytes.drain(..).collect();
+                mutate(&mut rng, &mut bytes);
+                pipe.bytes.extend(bytes);
+                pipe.closed = true;
+            }
+            let read = finish(async {
+                let mut all = Vec::new();
+                server.read_to_end(&mut all).await.map(|_| all)
+            });
+            match read {
+                Some(_) => {}
+                None => panic!("round {round}: the read did not end"),
+            }
+            assert!(server.incoming.len() <= MAX_KEPT);
+        }
     }
 }

@@ -398,6 +398,17 @@ impl<S, C: TlsSide> TlsStream<S, C> {
         if self.failed {
             return Err(failed());
         }
+        let processed = self.process_records(buf, sink);
+        // Whatever the error, the bytes kept no longer match what rustls has seen of them.
+        self.failed |= processed.is_err();
+        processed
+    }
+
+    fn process_records(
+        &mut self,
+        buf: &mut [u8],
+        sink: &mut impl Sink,
+    ) -> io::Result<(usize, usize)> {
         let mut used = 0;
         let mut given = 0;
         loop {
@@ -487,6 +498,15 @@ impl<S, C: TlsSide> TlsStream<S, C> {
         if self.failed {
             return Err(failed());
         }
+        let written = self.write_traffic(f);
+        self.failed |= written.is_err();
+        written
+    }
+
+    fn write_traffic<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTraffic<'_, C::Data>, &mut Output) -> io::Result<R>,
+    ) -> io::Result<R> {
         let mut f = Some(f);
         loop {
             let UnbufferedStatus { discard, state } = self.conn.process(&mut self.incoming);
@@ -588,6 +608,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> TlsStream<S, C> {
             let (used, given) = self.process(&mut buf[..filled], sink)?;
             let rest = &buf[used..filled];
             if rest.len() > MAX_KEPT {
+                self.failed = true;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "TLS: a record or handshake message larger than the protocol allows",
@@ -1180,6 +1201,17 @@ mod tests {
         }
     }
 
+    /// How many rounds a mangling test runs, and from which seed: `ANYWS_TLS_MANGLE_ROUNDS`
+    /// (a multiple of the default) and `ANYWS_TLS_MANGLE_SEED` make a longer or another run.
+    fn mangling(rounds: usize, seed: u64) -> (usize, Rng) {
+        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        let times = env("ANYWS_TLS_MANGLE_ROUNDS").unwrap_or(1) as usize;
+        (
+            rounds * times,
+            Rng(seed ^ env("ANYWS_TLS_MANGLE_SEED").unwrap_or(0) | 1),
+        )
+    }
+
     /// Polls `future` until it is ready, or gives up.
     fn finish<F: Future>(future: F) -> Option<F::Output> {
         let mut future = std::pin::pin!(future);
@@ -1204,8 +1236,8 @@ mod tests {
         );
         let hello: Vec<u8> = tx.lock().unwrap().bytes.iter().copied().collect();
         assert_eq!(hello[0], 22, "a handshake record");
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for round in 0..3000 {
+        let (rounds, mut rng) = mangling(3000, 0x9e37_79b9_7f4a_7c15);
+        for round in 0..rounds {
             let mut input = hello.clone();
             mutate(&mut rng, &mut input);
             let (client, server) = pair(1 + rng.below(600));
@@ -1227,8 +1259,8 @@ mod tests {
     #[test]
     fn mangled_records_end_in_an_error() {
         let (server_config, client_config) = configs(&[]);
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-        for round in 0..300 {
+        let (rounds, mut rng) = mangling(300, 0x2545_f491_4f6c_dd1d);
+        for round in 0..rounds {
             let (client, server) = pair(1 + rng.below(5000));
             let to_server = Arc::clone(&client.tx);
             let (client, server) = both(

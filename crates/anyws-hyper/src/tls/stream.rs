@@ -1165,6 +1165,9 @@ mod tests {
 
     /// Changes `bytes` in one of a few ways that keep some of the TLS record structure.
     fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
+        if bytes.is_empty() {
+            bytes.push(23);
+        }
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(bytes.len());
             match rng.below(7) {

@@ -3,7 +3,7 @@
 use crate::ReadyStream;
 use anyws_core::Server;
 use anyws_hyper::tls::rustls::ServerConfig;
-use anyws_hyper::tls::{TlsAccept, TlsStream};
+use anyws_hyper::tls::{TlsHandshake, TlsStream};
 use anyws_hyper::NotFound;
 use smol::net::TcpListener;
 use std::future::Future;
@@ -76,7 +76,7 @@ impl anyws_hyper::Listener for SmolTlsListener {
 
 /// The TLS handshake of an accepted connection, on any runtime built on `async-io` (smol's
 /// [`SmolTlsListener`], async-std's as well).
-pub struct TlsConnecting(TlsAccept<ReadyStream>);
+pub struct TlsConnecting(TlsHandshake<ReadyStream>);
 
 impl TlsConnecting {
     /// Starts the handshake of `stream` with the configuration `config`.

@@ -2,7 +2,7 @@
 
 use anyws_core::Server;
 use anyws_hyper::tls::rustls::ServerConfig;
-use anyws_hyper::tls::{TlsAccept, TlsStream};
+use anyws_hyper::tls::{TlsHandshake, TlsStream};
 use anyws_hyper::NotFound;
 use std::future::Future;
 use std::io;
@@ -76,7 +76,7 @@ impl anyws_hyper::Listener for TokioTlsListener {
 }
 
 /// The TLS handshake of a connection accepted by a [`TokioTlsListener`].
-pub struct TlsConnecting(TlsAccept<Compat<TcpStream>>);
+pub struct TlsConnecting(TlsHandshake<Compat<TcpStream>>);
 
 impl std::fmt::Debug for TlsConnecting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

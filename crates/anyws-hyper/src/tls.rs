@@ -28,7 +28,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-pub use stream::{TlsAccept, TlsSide, TlsStream};
+pub use stream::{TlsHandshake, TlsSide, TlsStream};
 
 mod stream;
 pub use rustls;

@@ -348,21 +348,21 @@ fn seal_bufs<D>(
 
 impl<S> TlsStream<S> {
     /// Starts the server side of a TLS connection on `io` with `config`; await the returned
-    /// [`TlsAccept`] for the stream once its handshake is done.
-    pub fn accept(io: S, config: Arc<ServerConfig>) -> TlsAccept<S> {
-        TlsAccept::new(io, UnbufferedServerConnection::new(config))
+    /// [`TlsHandshake`] for the stream once its handshake is done.
+    pub fn accept(io: S, config: Arc<ServerConfig>) -> TlsHandshake<S> {
+        TlsHandshake::new(io, UnbufferedServerConnection::new(config))
     }
 }
 
 impl<S> TlsStream<S, UnbufferedClientConnection> {
     /// Starts the client side of a TLS connection to the server `name` on `io` with `config`;
-    /// await the returned [`TlsAccept`] for the stream once its handshake is done.
+    /// await the returned [`TlsHandshake`] for the stream once its handshake is done.
     pub fn connect(
         io: S,
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
-    ) -> TlsAccept<S, UnbufferedClientConnection> {
-        TlsAccept::new(io, UnbufferedClientConnection::new(config, name))
+    ) -> TlsHandshake<S, UnbufferedClientConnection> {
+        TlsHandshake::new(io, UnbufferedClientConnection::new(config, name))
     }
 }
 
@@ -723,11 +723,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> TlsStream<S, C> {
 }
 
 /// A [`TlsStream`]'s handshake: ready with the stream once it is done.
-pub struct TlsAccept<S, C: TlsSide = UnbufferedServerConnection> {
+pub struct TlsHandshake<S, C: TlsSide = UnbufferedServerConnection> {
     stream: Option<io::Result<TlsStream<S, C>>>,
 }
 
-impl<S, C: TlsSide> TlsAccept<S, C> {
+impl<S, C: TlsSide> TlsHandshake<S, C> {
     fn new(io: S, conn: Result<C, rustls::Error>) -> Self {
         let stream = conn.map_err(tls_error).map(|conn| {
             let mut stream = TlsStream {
@@ -752,20 +752,20 @@ impl<S, C: TlsSide> TlsAccept<S, C> {
     }
 }
 
-impl<S, C: TlsSide> std::fmt::Debug for TlsAccept<S, C> {
+impl<S, C: TlsSide> std::fmt::Debug for TlsHandshake<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsAccept").finish_non_exhaustive()
+        f.debug_struct("TlsHandshake").finish_non_exhaustive()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> Future for TlsAccept<S, C> {
+impl<S: AsyncRead + AsyncWrite + Unpin, C: TlsSide> Future for TlsHandshake<S, C> {
     type Output = io::Result<TlsStream<S, C>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let stream = match self.stream.as_mut() {
             Some(Ok(stream)) => stream,
             Some(Err(_)) => return Poll::Ready(self.stream.take().expect("just seen")),
-            None => panic!("TlsAccept polled after it was ready"),
+            None => panic!("TlsHandshake polled after it was ready"),
         };
         loop {
             if !stream.conn.is_handshaking() {
@@ -971,7 +971,7 @@ mod tests {
     fn connect(
         client: End,
         config: Arc<rustls::ClientConfig>,
-    ) -> TlsAccept<End, UnbufferedClientConnection> {
+    ) -> TlsHandshake<End, UnbufferedClientConnection> {
         TlsStream::connect(client, config, ServerName::try_from("localhost").unwrap())
     }
 

@@ -18,8 +18,7 @@ thread_local! {
 }
 
 /// The one buffer with bytes in `bufs`, if only one has any: what a vectored write most often
-/// holds (hyper's response head without a body, rustls's queued records, of which there is
-/// most often one). Written with a plain `send` rather than `writev`, it costs the kernel
+/// holds (hyper's response head without a body). Written with a plain `send` rather than `writev`, it costs the kernel
 /// less: `writev` goes through the file layer (`vfs_writev`, the iovec copied in, the file
 /// checks) before it reaches the socket. The runtime adapters' sockets write such a vectored
 /// write as a plain one.

@@ -14,8 +14,8 @@ use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, ReadEarlyData,
-    UnbufferedConnectionCommon, UnbufferedStatus, WriteTraffic,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    ReadEarlyData, UnbufferedConnectionCommon, UnbufferedStatus, WriteTraffic,
 };
 use rustls::{ClientConfig, ServerConfig};
 use std::cell::RefCell;
@@ -277,6 +277,11 @@ impl Output {
         .expect("a copy fits the room made for it");
     }
 
+    /// Appends the handshake or alert record rustls has in `data`.
+    fn encode<D>(&mut self, data: &mut EncodeTlsData<'_, D>) -> io::Result<()> {
+        self.append(1024, |out| data.encode(out).map_err(Short::from))
+    }
+
     /// Appends what `write` writes into the room it is given: `room` bytes at first, as many
     /// as rustls asks for after that.
     fn append(
@@ -440,8 +445,7 @@ impl<S, C: TlsSide> TlsStream<S, C> {
                         C::take_early_data(&mut early, &mut self.plain).map_err(tls_error)?;
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    self.outgoing
-                        .append(1024, |out| data.encode(out).map_err(Short::from))?;
+                    self.outgoing.encode(&mut data)?;
                 }
                 // The bytes are in `self.outgoing`, sent before anything else.
                 ConnectionState::TransmitTlsData(data) => data.done(),
@@ -479,11 +483,7 @@ impl<S, C: TlsSide> TlsStream<S, C> {
             let Ok(ConnectionState::EncodeTlsData(mut data)) = state else {
                 return;
             };
-            if self
-                .outgoing
-                .append(1024, |out| data.encode(out).map_err(Short::from))
-                .is_err()
-            {
+            if self.outgoing.encode(&mut data).is_err() {
                 return;
             }
         }
@@ -523,8 +523,7 @@ impl<S, C: TlsSide> TlsStream<S, C> {
                     None => Some(Err(io::Error::other("TLS: write state reached twice"))),
                 },
                 ConnectionState::EncodeTlsData(mut data) => {
-                    self.outgoing
-                        .append(1024, |out| data.encode(out).map_err(Short::from))?;
+                    self.outgoing.encode(&mut data)?;
                     None
                 }
                 ConnectionState::TransmitTlsData(data) => {

@@ -27,13 +27,26 @@ pub struct SharedTcpStream {
 #[derive(Debug)]
 struct Shared(TcpStream);
 
+/// Flags of a sender's write: no `SIGPIPE` when the client has gone, where the platform has
+/// the flag (Apple's platforms have none; mio sets `SO_NOSIGPIPE` on their sockets instead).
+#[cfg(all(unix, not(target_vendor = "apple")))]
+const SEND_FLAGS: std::ffi::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(all(unix, not(target_vendor = "apple"))))]
+const SEND_FLAGS: std::ffi::c_int = 0;
+
+/// A sender writes with `send` on the socket itself, not through tokio's `try_write`, which
+/// first reads the readiness tokio last saw for the socket, kept in an allocation of its own: in
+/// a publish to many idle peers that read was a cache miss for each (about 5 % of the CPU of a
+/// publish to 10,000 subscribers). Nothing is lost by skipping it: when the socket is full the
+/// write fails with `WouldBlock`, the sender leaves the rest to the peer's task, and the task's
+/// own write, through tokio, finds the socket full as well and waits for it.
 impl SharedSocket for Shared {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
+        socket2::SockRef::from(&self.0).send_vectored_with_flags(bufs, SEND_FLAGS)
     }
 
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
+        socket2::SockRef::from(&self.0).send_with_flags(buf, SEND_FLAGS)
     }
 }
 

@@ -27,11 +27,27 @@ pub struct SharedTcpStream {
 #[derive(Debug)]
 struct Shared(TcpStream);
 
-/// Flags of a sender's write: no `SIGPIPE` when the client has gone, where the platform has
-/// the flag (Apple's platforms have none; mio sets `SO_NOSIGPIPE` on their sockets instead).
-#[cfg(all(unix, not(target_vendor = "apple")))]
+/// Flags of a sender's write: no `SIGPIPE` when the client has gone, as the standard library's
+/// writes ask, on the platforms that have the flag. (On Apple's platforms the standard library
+/// and mio set `SO_NOSIGPIPE` on the sockets they make instead, and accepted sockets inherit
+/// it.)
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+))]
 const SEND_FLAGS: std::ffi::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(all(unix, not(target_vendor = "apple"))))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+)))]
 const SEND_FLAGS: std::ffi::c_int = 0;
 
 /// A sender writes with `send` on the socket itself, not through tokio's `try_write`, which

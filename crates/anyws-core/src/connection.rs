@@ -616,7 +616,7 @@ impl<'p> Driver<'p> {
             let mut dropped = 0;
             self.batch.retain(|message| {
                 dropped += message.payload_len();
-                message.message().is_none()
+                !message.is_data()
             });
             outbox.buffered.fetch_sub(dropped, Ordering::AcqRel);
         }
@@ -908,6 +908,15 @@ impl<'p> Driver<'p> {
                         // The end of a frame already begun on the socket: always written.
                         self.unflushed += rest.len();
                         self.frames.extend_raw(rest);
+                        continue;
+                    }
+                    Outbound::Frames(frames, payload) => {
+                        if open {
+                            self.unflushed += payload;
+                            self.frames.extend_raw(frames);
+                        } else {
+                            outbox.buffered.fetch_sub(*payload, Ordering::AcqRel);
+                        }
                         continue;
                     }
                     Outbound::Message(message) => (message, None),
@@ -1230,6 +1239,88 @@ mod tests {
         assert!(peer.send("late").is_err());
         assert_eq!(hooks.opened.load(Ordering::SeqCst), 0);
         assert_eq!(hooks.closed.load(Ordering::SeqCst), 0);
+    }
+
+    /// The frames a peer's queue holds, and how many items hold them.
+    fn queued(peer: &Peer) -> (Vec<u8>, usize) {
+        let queue = lock(&peer.inner.outbox.queue);
+        let mut wire = Vec::new();
+        for item in &queue.items {
+            match item {
+                Outbound::Frames(frames, _) => wire.extend_from_slice(frames),
+                Outbound::Message(message) => {
+                    wire.extend_from_slice(frames::Header::data(message).as_slice());
+                    wire.extend_from_slice(message.bytes());
+                }
+                _ => unreachable!("only data is queued here"),
+            }
+        }
+        (wire, queue.items.len())
+    }
+
+    /// The frames of `texts`, one after another.
+    fn text_frames(texts: &[&str]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for text in texts {
+            let header = frames::Header::new(0x80 | frames::TEXT, text.len());
+            wire.extend_from_slice(header.as_slice());
+            wire.extend_from_slice(text.as_bytes());
+        }
+        wire
+    }
+
+    /// What a turn publishes is delivered when the turn ends, and each subscriber takes what
+    /// it published to a topic as one item, framed once. The order holds: a send to a peer
+    /// the held messages reach delivers them first, a send to the peer they skip does not,
+    /// and a subscription made after a publish does not receive it.
+    #[test]
+    fn a_turns_publishes_arrive_at_its_end_as_one_item_in_order() {
+        let server = ServerBuilder::new(Arc::new(Lifecycle::default())).build(Arc::new(NoTimers));
+        let pending: Vec<_> = (0..3)
+            .map(|_| {
+                let handshake = futures_executor::block_on(server.handshake(upgrade_request()));
+                handshake.into_parts().1.expect("a peer")
+            })
+            .collect();
+        let [a, b, c] = [0, 1, 2].map(|i| pending[i].peer().clone());
+        a.subscribe("room");
+        b.subscribe("room");
+        {
+            let _turn = Cork::new();
+            a.publish("room", "one");
+            a.publish("room", "two");
+            assert_eq!(queued(&b), (vec![], 0), "held to the turn's end");
+            a.send("back").unwrap();
+            assert_eq!(
+                queued(&b),
+                (vec![], 0),
+                "a send to the publisher overtakes nothing"
+            );
+            a.publish("room", "three");
+        }
+        assert_eq!(queued(&b), (text_frames(&["one", "two", "three"]), 1));
+        assert_eq!(b.buffered_amount(), 11);
+        assert_eq!(queued(&a), (text_frames(&["back"]), 1));
+        assert_eq!(queued(&c), (vec![], 0));
+        assert_eq!(server.stats().messages_out, 4);
+
+        lock(&b.inner.outbox.queue).items.clear();
+        {
+            let _turn = Cork::new();
+            a.publish("room", "x");
+            b.send("direct").unwrap();
+            c.subscribe("room");
+            a.publish("room", "y");
+            a.publish("room", "z");
+            assert_eq!(queued(&c), (vec![], 0));
+        }
+        assert_eq!(queued(&b), (text_frames(&["x", "direct", "y", "z"]), 3));
+        assert_eq!(queued(&c), (text_frames(&["y", "z"]), 1));
+        assert_eq!(queued(&a), (text_frames(&["back"]), 1));
+
+        // Outside a turn a publish is delivered at once.
+        server.publish("room", "now");
+        assert_eq!(queued(&c), (text_frames(&["y", "z", "now"]), 2));
     }
 
     /// A close asked for between the handshake and the start of the connection stands: the

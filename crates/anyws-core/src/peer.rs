@@ -169,8 +169,10 @@ impl PeerInner {
         std::time::Duration::from_millis(self.shared.sweep.now().saturating_sub(self.opened_at))
     }
 
-    /// Queues `item` for the peer, or writes it (see [`Outbox::push`]).
+    /// Queues `item` for the peer, or writes it (see [`Outbox::push`]), after anything this
+    /// thread's turn published that the peer may be due first (see [`Cork::release_before`]).
     pub(crate) fn push(self: &Arc<Self>, item: Outbound) -> Result<(), SendError> {
+        Cork::release_before(self.key);
         let pushed =
             self.outbox
                 .push(item, self.shared.queue_limits, self.shared.deflate.as_ref())?;
@@ -354,6 +356,12 @@ impl Peer {
 
     /// Sends `message` to every other subscriber of `topic` in the peer's namespace, never back
     /// to this peer. The payload is encoded once and shared by every recipient.
+    ///
+    /// Called from a hook, the message reaches the recipients' queues when the hook's turn
+    /// of the connection ends (after the messages it read at once are handled), together with
+    /// everything else the turn published to `topic`, as one write for each recipient. Order
+    /// holds: a later [`send`](Self::send), [`ping`](Self::ping) or [`close`](Self::close) to
+    /// a recipient, and a later subscribe or unsubscribe, deliver what was published first.
     pub fn publish(&self, topic: &str, message: impl Into<Message>) {
         self.inner.shared.publish(
             Some(&self.inner.namespace),
@@ -376,6 +384,7 @@ impl Peer {
     /// Starts the close handshake: whatever is queued is sent, then a close frame with `code` and
     /// `reason`. The connection ends when the client answers, or after the close timeout.
     pub fn close(&self, code: u16, reason: &str) {
+        Cork::release_before(self.inner.key);
         self.inner.outbox.close(code, reason);
     }
 
@@ -567,12 +576,17 @@ fn with_window(deflate: Option<&Deflate>, window: u8) -> Option<(&Deflate, u8)> 
 /// header and payload to `f`, with the payload as `Bytes` when it is the message's own: plain,
 /// or, with `deflate` (the configuration and the window of a peer without context takeover),
 /// compressed with the thread's compressor or with the publish's shared compressed bytes.
-/// `None`, without calling `f`, for anything else.
+/// [`Outbound::Frames`] go as they are, with no header. `None`, without calling `f`, for
+/// anything else.
 fn frame_data<R>(
     item: &Outbound,
     deflate: Option<(&Deflate, u8)>,
     f: impl FnOnce(&[u8], &[u8], Option<&Bytes>) -> R,
 ) -> Option<R> {
+    if let Outbound::Frames(frames, _) = item {
+        // Framed already, and never for a peer that compresses (see `Held`).
+        return Some(f(&[], frames, Some(frames)));
+    }
     let data = item.message()?;
     let mut f = Some(f);
     if let Some((config, window)) = deflate {
@@ -658,6 +672,10 @@ pub(crate) enum Outbound {
     /// The rest of a frame a sender began to write to the socket itself: it goes out first,
     /// whatever else happens, so that the stream stays whole.
     Rest(Bytes),
+    /// Data messages a turn published to a topic, framed once for all their recipients (see
+    /// [`crate::socket::Cork`]): the frames, and the length of their payloads, which is what
+    /// they count towards [`Peer::buffered_amount`].
+    Frames(Bytes, usize),
 }
 
 impl Outbound {
@@ -666,8 +684,17 @@ impl Outbound {
         match self {
             Self::Message(message) => Some(message),
             Self::Prepared(prepared) => Some(&prepared.message),
-            Self::Ping(_) | Self::Rest(_) => None,
+            Self::Ping(_) | Self::Rest(_) | Self::Frames(..) => None,
         }
+    }
+
+    /// Whether this is data: messages, which are dropped once the close handshake begins or
+    /// the queue overflows.
+    pub(crate) fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Self::Message(_) | Self::Prepared(_) | Self::Frames(..)
+        )
     }
 
     /// The bytes this counts towards [`Peer::buffered_amount`]: a data message's payload, or
@@ -675,6 +702,7 @@ impl Outbound {
     pub(crate) fn payload_len(&self) -> usize {
         match self {
             Self::Rest(rest) => rest.len(),
+            Self::Frames(_, payload) => *payload,
             _ => self.message().map_or(0, Message::len),
         }
     }
@@ -742,9 +770,9 @@ impl Outbox {
             return Err(SendError::QueueFull);
         }
         let was_empty = queue.items.is_empty();
-        let message = match (&queue.socket, message.message()) {
+        let message = match (&queue.socket, message.is_data()) {
             // During a turn on this thread, an idle peer's first message waits for its end.
-            (Some(_), Some(_))
+            (Some(_), true)
                 if was_empty
                     && self.direct.load(Ordering::Acquire) == direct::IDLE
                     && Cork::corked() =>
@@ -753,7 +781,7 @@ impl Outbox {
                 self.buffered.fetch_add(len, Ordering::AcqRel);
                 return Ok(Pushed::Deferred);
             }
-            (Some(socket), Some(_)) if was_empty && self.start_writing() => {
+            (Some(socket), true) if was_empty && self.start_writing() => {
                 let deflate = with_window(deflate, queue.deflate_window);
                 match write_direct(&**socket, &message, deflate) {
                     None => {

@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
+use bytes::BytesMut;
+
 use crate::backplane::Subscribers;
 use crate::peer::{lock, Outbound};
 use crate::server::Shared;
+use crate::socket::Cork;
 use crate::ws::deflate::Prepared;
-use crate::{Message, Peer, ReadyState, Relay};
+use crate::ws::frames::{Header, MAX_HEADER};
+use crate::{Message, Peer, ReadyState, Relay, Transport};
 
 /// Every peer of a server, by namespace.
 #[derive(Default)]
@@ -91,6 +95,8 @@ impl Shared {
     }
 
     pub(crate) fn subscribe(&self, peer: &Peer, topic: &str) {
+        // What this thread's turn published before goes to the subscribers of then.
+        Cork::release_all();
         let key = peer.inner.key;
         let mut registry = self.write();
         let Some(ns) = registry.namespaces.get_mut(&peer.inner.namespace) else {
@@ -128,6 +134,7 @@ impl Shared {
     }
 
     pub(crate) fn unsubscribe(&self, peer: &Peer, topic: &str) {
+        Cork::release_all();
         let key = peer.inner.key;
         let mut registry = self.write();
         let mut topics = lock(&peer.inner.topics);
@@ -150,24 +157,36 @@ impl Shared {
 
     /// Delivers `message` to the subscribers of `topic` in `namespace` (or every namespace),
     /// skipping the peer with key `except`, then hands it to the backplane, if any, without
-    /// waiting.
+    /// waiting. During a turn on this thread the delivery waits for the turn's end (see
+    /// [`Cork::hold`]), unless compression is on (each peer's frames are its own) or the
+    /// server is a client's (its frames are masked one by one).
     pub(crate) fn publish(
-        &self,
+        self: &Arc<Self>,
         namespace: Option<&Arc<str>>,
         topic: &str,
         message: Message,
         except: Option<u64>,
     ) {
-        let Some(outgoing) = &self.outgoing else {
-            return self.deliver(namespace.map(|ns| &**ns), topic, message, except);
+        let relay = self
+            .outgoing
+            .as_ref()
+            .map(|outgoing| (outgoing, message.clone()));
+        let held = if self.deflate.is_none() && !self.client {
+            Cork::hold(self, namespace, topic, message, except)
+        } else {
+            Some(message)
         };
-        self.deliver(namespace.map(|ns| &**ns), topic, message.clone(), except);
-        outgoing.push(Relay::new(
-            self.instance,
-            namespace.cloned(),
-            topic.into(),
-            message,
-        ));
+        if let Some(message) = held {
+            self.deliver(namespace.map(|ns| &**ns), topic, message, except);
+        }
+        if let Some((outgoing, message)) = relay {
+            outgoing.push(Relay::new(
+                self.instance,
+                namespace.cloned(),
+                topic.into(),
+                message,
+            ));
+        }
     }
 
     /// Delivers `message` to the subscribers of `topic` in `namespace` (or every namespace),
@@ -192,29 +211,153 @@ impl Shared {
             }
             _ => Outbound::Message(message),
         };
-        let registry = self.read();
         let mut delivered = 0;
-        let mut deliver = |ns: &Namespace| {
-            if let Some(subscribers) = ns.topics.get(topic) {
-                for (key, peer) in subscribers {
-                    if Some(*key) != except {
-                        // A full queue closes that peer; the others still get the message.
-                        delivered += u64::from(peer.inner.push(frame.clone()).is_ok());
-                    }
-                }
+        each_subscriber(&self.read(), namespace, topic, |key, peer| {
+            if Some(key) != except {
+                // A full queue closes that peer; the others still get the message.
+                delivered += u64::from(peer.inner.push(frame.clone()).is_ok());
             }
-        };
-        match namespace {
-            Some(namespace) => {
-                if let Some(ns) = registry.namespaces.get(namespace) {
-                    deliver(ns);
-                }
-            }
-            None => registry.namespaces.values().for_each(deliver),
-        }
-        drop(registry);
+        });
         self.counters.sent(except.unwrap_or(0), delivered, len);
         self.counters.fanned_out(delivered);
+    }
+
+    /// Delivers what a turn published to `topic`, in order (see [`Held`]). Their frames are
+    /// encoded once, and each WebSocket subscriber that every message reaches takes them as
+    /// one item; the others (SSE peers, and the peers some of the messages skip) take the
+    /// messages one by one.
+    fn deliver_held(
+        &self,
+        namespace: Option<&str>,
+        topic: &str,
+        messages: &[(Message, Option<u64>)],
+    ) {
+        let payload = messages.iter().map(|(message, _)| message.len()).sum();
+        let mut frames = BytesMut::with_capacity(payload + MAX_HEADER * messages.len());
+        for (message, _) in messages {
+            frames.extend_from_slice(Header::data(message).as_slice());
+            frames.extend_from_slice(message.bytes());
+        }
+        let frames = Outbound::Frames(frames.freeze(), payload);
+        // The peers some of the messages skip: usually one, the turn's own.
+        let mut skipped = Vec::new();
+        for key in messages.iter().filter_map(|(_, except)| *except) {
+            if !skipped.contains(&key) {
+                skipped.push(key);
+            }
+        }
+        // How many took all the messages, and how many took each one alone.
+        let mut whole = 0;
+        let mut alone = vec![0; messages.len()];
+        each_subscriber(&self.read(), namespace, topic, |key, peer| {
+            if !skipped.contains(&key) && peer.transport() == Transport::WebSocket {
+                whole += u64::from(peer.inner.push(frames.clone()).is_ok());
+                return;
+            }
+            for ((message, except), count) in messages.iter().zip(&mut alone) {
+                if *except != Some(key) {
+                    let pushed = peer.inner.push(Outbound::Message(message.clone()));
+                    *count += u64::from(pushed.is_ok());
+                }
+            }
+        });
+        for ((message, except), alone) in messages.iter().zip(alone) {
+            self.counters
+                .sent(except.unwrap_or(0), whole + alone, message.len());
+            self.counters.fanned_out(whole + alone);
+        }
+    }
+}
+
+/// Calls `f` with each subscriber of `topic` in `namespace` (or in every namespace) and its key.
+fn each_subscriber(
+    registry: &Registry,
+    namespace: Option<&str>,
+    topic: &str,
+    mut f: impl FnMut(u64, &Peer),
+) {
+    let mut visit = |ns: &Namespace| {
+        if let Some(subscribers) = ns.topics.get(topic) {
+            for (key, peer) in subscribers {
+                f(*key, peer);
+            }
+        }
+    };
+    match namespace {
+        Some(namespace) => {
+            if let Some(ns) = registry.namespaces.get(namespace) {
+                visit(ns);
+            }
+        }
+        None => registry.namespaces.values().for_each(visit),
+    }
+}
+
+/// The publishes a turn made to one topic of a server, one after another, held to the turn's
+/// end (see [`Cork::hold`]).
+pub(crate) struct Held {
+    shared: Arc<Shared>,
+    namespace: Option<Arc<str>>,
+    topic: Box<str>,
+    /// Each message with the key of the peer it skips.
+    messages: Vec<(Message, Option<u64>)>,
+    /// The messages' payloads, in bytes.
+    bytes: usize,
+}
+
+impl Held {
+    /// The messages and bytes past which a turn's publishes are delivered without waiting
+    /// for its end: a write's worth.
+    const MESSAGES: usize = 256;
+    const BYTES: usize = 64 * 1024;
+
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        namespace: Option<&Arc<str>>,
+        topic: &str,
+        message: Message,
+        except: Option<u64>,
+    ) -> Self {
+        Self {
+            shared: shared.clone(),
+            namespace: namespace.cloned(),
+            topic: topic.into(),
+            bytes: message.len(),
+            messages: vec![(message, except)],
+        }
+    }
+
+    /// Whether a publish to `topic` of `shared` in `namespace` follows on from these.
+    pub(crate) fn continues(
+        &self,
+        shared: &Arc<Shared>,
+        namespace: Option<&Arc<str>>,
+        topic: &str,
+    ) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
+            && self.namespace.as_deref() == namespace.map(|ns| &**ns)
+            && *self.topic == *topic
+    }
+
+    pub(crate) fn add(&mut self, message: Message, except: Option<u64>) {
+        self.bytes += message.len();
+        self.messages.push((message, except));
+    }
+
+    /// Whether these are as many as a turn holds.
+    pub(crate) fn full(&self) -> bool {
+        self.messages.len() >= Self::MESSAGES || self.bytes >= Self::BYTES
+    }
+
+    /// Delivers them, in order.
+    pub(crate) fn deliver(mut self) {
+        let namespace = self.namespace.as_deref();
+        if self.messages.len() == 1 {
+            let (message, except) = self.messages.pop().expect("one message");
+            return self.shared.deliver(namespace, &self.topic, message, except);
+        }
+        self.shared
+            .deliver_held(namespace, &self.topic, &self.messages);
     }
 }
 

@@ -667,7 +667,8 @@ impl Server {
 
     /// Sends `message` to every subscriber of `topic`, in every namespace. The payload is encoded
     /// once and shared by every recipient. With a [backplane](ServerBuilder::backplane) it is
-    /// also relayed to every namespace of the other instances.
+    /// also relayed to every namespace of the other instances. Called from a hook, it is
+    /// delivered when the hook's turn ends, as [`Peer::publish`](crate::Peer::publish) is.
     pub fn publish(&self, topic: &str, message: impl Into<Message>) {
         self.shared.publish(None, topic, message.into(), None);
     }

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use crate::peer::{lock, PeerInner};
+use crate::registry::Held;
 use crate::runtime::Runtime;
+use crate::server::Shared;
+use crate::Message;
 
 /// A connection's socket, shared between the peer's task and whoever sends to the peer.
 ///
@@ -51,6 +54,11 @@ impl<T: AsRef<TcpStream> + Send + Sync + 'static> SharedSocket for T {
 /// that thread to a peer whose socket is shared and idle is queued rather than written, and
 /// those peers are handed to their server's [`Flusher`] when the turn ends. Outside a turn (a
 /// publish from a task of the application's own) a send to an idle peer writes at once.
+///
+/// What a turn publishes is held to its end as well (see [`Cork::hold`]), so that a recipient
+/// takes everything the turn published to a topic as one item, framed once for all of them,
+/// rather than a message at a time: a turn that handles many messages, each published to a
+/// room, costs each member of the room one item.
 pub(crate) struct Cork(());
 
 struct Corks {
@@ -58,6 +66,22 @@ struct Corks {
     depth: Cell<u32>,
     /// The peers to hand to their flusher when the outermost turn ends.
     pending: RefCell<Vec<Arc<PeerInner>>>,
+    /// The publishes held to the end of the outermost turn, in order.
+    held: RefCell<Vec<Held>>,
+    /// Which peers the held publishes may reach.
+    holding: Cell<Holding>,
+}
+
+/// Which peers the publishes a turn holds may reach, for [`Cork::release_before`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Holding {
+    /// Nothing is held.
+    Nothing,
+    /// Every message held skips the peer with this key: a turn's publishes usually come from
+    /// its own peer, and what is sent to that peer cannot overtake them.
+    AllBut(u64),
+    /// Any peer.
+    Any,
 }
 
 thread_local! {
@@ -65,6 +89,8 @@ thread_local! {
         Corks {
             depth: Cell::new(0),
             pending: RefCell::new(Vec::new()),
+            held: RefCell::new(Vec::new()),
+            holding: Cell::new(Holding::Nothing),
         }
     };
 }
@@ -89,11 +115,96 @@ impl Cork {
     pub(crate) fn defer(peer: Arc<PeerInner>) {
         let _ = CORKS.try_with(move |corks| corks.pending.borrow_mut().push(peer));
     }
+
+    /// Holds a publish of `message` to `topic` of `shared`'s `namespace` (skipping the peer
+    /// with key `except`) to the end of this thread's turn, after those held already; gives
+    /// the message back when no turn is under way. What comes before it in the turn's order
+    /// is kept: a send, ping or close to a peer the held messages may reach delivers them
+    /// first (see [`Cork::release_before`]), as does a subscribe or unsubscribe.
+    pub(crate) fn hold(
+        shared: &Arc<Shared>,
+        namespace: Option<&Arc<str>>,
+        topic: &str,
+        message: Message,
+        except: Option<u64>,
+    ) -> Option<Message> {
+        let mut message = Some(message);
+        let _ = CORKS.try_with(|corks| {
+            if corks.depth.get() == 0 {
+                return;
+            }
+            let Some(message) = message.take() else {
+                return;
+            };
+            let full = {
+                let mut held = corks.held.borrow_mut();
+                match held.last_mut() {
+                    Some(last) if last.continues(shared, namespace, topic) => {
+                        last.add(message, except)
+                    }
+                    _ => held.push(Held::new(shared, namespace, topic, message, except)),
+                }
+                held.len() >= HELD_TOPICS || held.last().is_some_and(Held::full)
+            };
+            corks.holding.set(match (corks.holding.get(), except) {
+                (Holding::Nothing, Some(key)) => Holding::AllBut(key),
+                (Holding::AllBut(held), Some(key)) if held == key => Holding::AllBut(key),
+                _ => Holding::Any,
+            });
+            if full {
+                release(corks);
+            }
+        });
+        message
+    }
+
+    /// Delivers the publishes held on this thread now if the peer with `key` may be due any
+    /// of them: before a send, ping or close to it, which must not overtake them.
+    pub(crate) fn release_before(key: u64) {
+        let _ = CORKS.try_with(|corks| match corks.holding.get() {
+            Holding::Nothing => {}
+            Holding::AllBut(skipped) if skipped == key => {}
+            _ => release(corks),
+        });
+    }
+
+    /// Delivers the publishes held on this thread now: before a subscription changes, so
+    /// that they reach the subscribers they were published to.
+    pub(crate) fn release_all() {
+        let _ = CORKS.try_with(|corks| {
+            if corks.holding.get() != Holding::Nothing {
+                release(corks);
+            }
+        });
+    }
+}
+
+/// The most topics (runs of publishes to one topic) a turn holds before delivering them.
+const HELD_TOPICS: usize = 64;
+
+/// Delivers the publishes held on this thread, in order. Sends made while delivering (to
+/// the recipients) find nothing held.
+fn release(corks: &Corks) {
+    corks.holding.set(Holding::Nothing);
+    let mut held = std::mem::take(&mut *corks.held.borrow_mut());
+    for batch in held.drain(..) {
+        batch.deliver();
+    }
+    // The list's memory is kept for the thread's next turns.
+    let mut slot = corks.held.borrow_mut();
+    if slot.is_empty() {
+        *slot = held;
+    }
 }
 
 impl Drop for Cork {
     fn drop(&mut self) {
         let _ = CORKS.try_with(|corks| {
+            if corks.depth.get() == 1 && corks.holding.get() != Holding::Nothing {
+                // Delivered while the turn still stands, so that what reaches idle peers is
+                // written as the rest of the turn's sends are.
+                release(corks);
+            }
             let depth = corks.depth.get() - 1;
             corks.depth.set(depth);
             if depth > 0 {

@@ -31,9 +31,12 @@ const RSV1: u8 = 0x40;
 /// leave a large buffer behind on an idle connection.
 const KEEP_CAPACITY: usize = 4 * 1024;
 
-/// The header of one final, unmasked frame: 2 to 10 bytes.
+/// The longest header of an unmasked frame, in bytes.
+pub(crate) const MAX_HEADER: usize = 10;
+
+/// The header of one final, unmasked frame: 2 to [`MAX_HEADER`] bytes.
 pub(crate) struct Header {
-    bytes: [u8; 10],
+    bytes: [u8; MAX_HEADER],
     len: u8,
 }
 
@@ -41,7 +44,7 @@ impl Header {
     /// The header of a frame whose first byte is `first` (FIN, RSV bits and opcode) and whose
     /// payload is `len` bytes long.
     pub(crate) fn new(first: u8, len: usize) -> Self {
-        let mut bytes = [0; 10];
+        let mut bytes = [0; MAX_HEADER];
         bytes[0] = first;
         let used = if len < 126 {
             bytes[1] = len as u8;

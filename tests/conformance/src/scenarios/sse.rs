@@ -560,9 +560,14 @@ pub async fn graceful_shutdown(harness: &dyn Harness) {
 pub async fn stalled_reader_is_cut_off(harness: &dyn Harness) {
     const SIZE: usize = 32 * 1024;
     const COUNT: usize = 2048;
+    // The reader's client (crossws's, on node's fetch) opens its streaming POST's connection
+    // at once but writes the request head only with its first message, and this reader sends
+    // none: the head timeout must outlast the publishes, which take over 10 s on a slow
+    // machine.
     let options = Options::new()
         .max_buffered_bytes(1 << 20)
-        .max_request_head_bytes(64 << 10);
+        .max_request_head_bytes(64 << 10)
+        .handshake_timeout(Duration::from_secs(120));
     let (f, bridge) = start(harness, options).await;
 
     // The stalled client: a small receive buffer, and it never reads after the response head.

@@ -802,6 +802,10 @@ impl<'p> Driver<'p> {
             self.ping_base = self.ping_base.max(self.heard_at);
         }
 
+        // What the turn published reaches its recipients' queues before anything the turn
+        // wrote can reach its client: a client that sees the answer to its message and then
+        // makes another peer subscribe must not find that peer among the recipients.
+        Cork::release_all();
         match self.poll_write(cx, &mut socket.io) {
             Poll::Ready(Err(error)) => {
                 if self.received_close.is_none() {

@@ -357,11 +357,13 @@ impl Peer {
     /// Sends `message` to every other subscriber of `topic` in the peer's namespace, never back
     /// to this peer. The payload is encoded once and shared by every recipient.
     ///
-    /// Called from a hook, the message reaches the recipients' queues when the hook's turn
-    /// of the connection ends (after the messages it read at once are handled), together with
-    /// everything else the turn published to `topic`, as one write for each recipient. Order
-    /// holds: a later [`send`](Self::send), [`ping`](Self::ping) or [`close`](Self::close) to
-    /// a recipient, and a later subscribe or unsubscribe, deliver what was published first.
+    /// Called from a hook, the message reaches the recipients' queues once the hook's turn of
+    /// the connection has handled the messages it read at once, before the turn writes to its
+    /// own client, together with everything else the turn published to `topic`, as one write
+    /// for each recipient. Order holds: a later [`send`](Self::send), [`ping`](Self::ping) or
+    /// [`close`](Self::close) to a recipient, and a later subscribe or unsubscribe, deliver
+    /// what was published first. A peer that another thread subscribes meanwhile may receive
+    /// it too.
     pub fn publish(&self, topic: &str, message: impl Into<Message>) {
         self.inner.shared.publish(
             Some(&self.inner.namespace),

@@ -169,7 +169,8 @@ impl Cork {
     }
 
     /// Delivers the publishes held on this thread now: before a subscription changes, so
-    /// that they reach the subscribers they were published to.
+    /// that they reach the subscribers they were published to, and before the turn writes to
+    /// its own socket, so that nothing of the turn is seen before they are delivered.
     pub(crate) fn release_all() {
         let _ = CORKS.try_with(|corks| {
             if corks.holding.get() != Holding::Nothing {

@@ -157,8 +157,8 @@ impl Shared {
 
     /// Delivers `message` to the subscribers of `topic` in `namespace` (or every namespace),
     /// skipping the peer with key `except`, then hands it to the backplane, if any, without
-    /// waiting. During a turn on this thread the delivery waits for the turn's end (see
-    /// [`Cork::hold`]), unless compression is on (each peer's frames are its own) or the
+    /// waiting. During a turn on this thread the delivery waits until the turn writes to its
+    /// own socket or ends (see [`Cork::hold`]), unless compression is on (each peer's frames are its own) or the
     /// server is a client's (its frames are masked one by one).
     pub(crate) fn publish(
         self: &Arc<Self>,
@@ -293,8 +293,8 @@ fn each_subscriber(
     }
 }
 
-/// The publishes a turn made to one topic of a server, one after another, held to the turn's
-/// end (see [`Cork::hold`]).
+/// The publishes a turn made to one topic of a server, one after another, held for a while
+/// (see [`Cork::hold`]).
 pub(crate) struct Held {
     shared: Arc<Shared>,
     namespace: Option<Arc<str>>,

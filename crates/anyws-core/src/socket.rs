@@ -55,7 +55,8 @@ impl<T: AsRef<TcpStream> + Send + Sync + 'static> SharedSocket for T {
 /// those peers are handed to their server's [`Flusher`] when the turn ends. Outside a turn (a
 /// publish from a task of the application's own) a send to an idle peer writes at once.
 ///
-/// What a turn publishes is held to its end as well (see [`Cork::hold`]), so that a recipient
+/// What a turn publishes is held as well (see [`Cork::hold`]), until the turn has handled its
+/// messages and before it writes to its own socket, so that a recipient
 /// takes everything the turn published to a topic as one item, framed once for all of them,
 /// rather than a message at a time: a turn that handles many messages, each published to a
 /// room, costs each member of the room one item.
@@ -117,10 +118,11 @@ impl Cork {
     }
 
     /// Holds a publish of `message` to `topic` of `shared`'s `namespace` (skipping the peer
-    /// with key `except`) to the end of this thread's turn, after those held already; gives
-    /// the message back when no turn is under way. What comes before it in the turn's order
-    /// is kept: a send, ping or close to a peer the held messages may reach delivers them
-    /// first (see [`Cork::release_before`]), as does a subscribe or unsubscribe.
+    /// with key `except`) until this thread's turn writes to its own socket or ends, after
+    /// those held already; gives the message back when no turn is under way. What comes before
+    /// it in the turn's order is kept: a send, ping or close to a peer the held messages may
+    /// reach delivers them first (see [`Cork::release_before`]), as does a subscribe or
+    /// unsubscribe.
     pub(crate) fn hold(
         shared: &Arc<Shared>,
         namespace: Option<&Arc<str>>,
